@@ -1,0 +1,85 @@
+//! Message kinds of protocol version 1.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Text,
+    Edit,
+    Delete,
+    Reaction,
+    Media,
+    Encrypted,
+    ConversationCreated,
+    MembersAdded,
+    MemberRemoved,
+    MemberLeft,
+    TitleChanged,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 11] = [
+        MessageKind::Text,
+        MessageKind::Edit,
+        MessageKind::Delete,
+        MessageKind::Reaction,
+        MessageKind::Media,
+        MessageKind::Encrypted,
+        MessageKind::ConversationCreated,
+        MessageKind::MembersAdded,
+        MessageKind::MemberRemoved,
+        MessageKind::MemberLeft,
+        MessageKind::TitleChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Edit => "edit",
+            MessageKind::Delete => "delete",
+            MessageKind::Reaction => "reaction",
+            MessageKind::Media => "media",
+            MessageKind::Encrypted => "encrypted",
+            MessageKind::ConversationCreated => "conversation_created",
+            MessageKind::MembersAdded => "members_added",
+            MessageKind::MemberRemoved => "member_removed",
+            MessageKind::MemberLeft => "member_left",
+            MessageKind::TitleChanged => "title_changed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MessageKind> {
+        MessageKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Written by the server only; a client sending one is refused.
+    pub fn is_system(self) -> bool {
+        matches!(
+            self,
+            MessageKind::ConversationCreated
+                | MessageKind::MembersAdded
+                | MessageKind::MemberRemoved
+                | MessageKind::MemberLeft
+                | MessageKind::TitleChanged
+        )
+    }
+
+    /// Counted by `unread_count` and shown as a conversation's `last_message`.
+    pub fn is_visible_content(self) -> bool {
+        matches!(self, MessageKind::Text | MessageKind::Media | MessageKind::Encrypted)
+    }
+
+    /// The kinds `unread_count` counts, as SQL literals (kept here so the rule has one home).
+    pub const CONTENT_SQL_LIST: &'static str = "('text','media','encrypted')";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trips() {
+        for k in MessageKind::ALL {
+            assert_eq!(MessageKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(MessageKind::parse("nope"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! Domain records: what the store keeps and returns. The server converts these to wire types.
+
+use crate::MessageKind;
+use crate::ids::*;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub created_at: i64,
+}
+
+/// A user with the password hash, for login only.
+#[derive(Clone, Debug)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: i64,
+    pub last_active_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(ConversationKind::Direct),
+            "group" => Some(ConversationKind::Group),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Role {
+        if s == "admin" { Role::Admin } else { Role::Member }
+    }
+}
+
+/// One entry of a conversation's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub conversation_id: ConversationId,
+    pub seq: i64,
+    pub message_id: MessageId,
+    pub sender_id: UserId,
+    pub sender_device_id: Option<DeviceId>,
+    pub client_id: Option<String>,
+    pub ts: i64,
+    pub kind: MessageKind,
+    /// Canonical JSON of the body.
+    pub body: String,
+}
+
+/// A conversation as one member sees it.
+#[derive(Clone, Debug)]
+pub struct ConversationView {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub created_at: i64,
+    /// The last seq this member may see (the conversation's last seq, or the entry that removed
+    /// them).
+    pub last_seq: i64,
+    pub last_message: Option<Message>,
+    pub unread_count: i64,
+    pub read_seq: i64,
+    pub delivered_seq: i64,
+    pub members_count: i64,
+    pub members: Option<Vec<MemberView>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub user_id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub read_seq: i64,
+    pub delivered_seq: i64,
+}
+
+/// A member's delivery and read pointers after an `ack` or `read` moved them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptChange {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptSummary {
+    pub members_count: i64,
+    pub delivered_count: i64,
+    pub read_count: i64,
+    /// Listed for conversations of up to [`crate::limits::RECEIPTS_LIVE_MAX_MEMBERS`] members.
+    pub members: Option<Vec<(UserId, bool, bool)>>,
+}

@@ -1,0 +1,140 @@
+//! Validation of what users send: names, passwords, client ids and message bodies.
+
+use serde_json::{Map, Value};
+
+use crate::MessageKind;
+use crate::limits::*;
+
+/// Why input was refused. The server maps `TooLarge` to `payload_too_large` and the rest to
+/// `bad_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+fn bad(msg: impl Into<String>) -> Invalid {
+    Invalid::BadRequest(msg.into())
+}
+
+/// Usernames are 3–32 of `[a-z0-9_.-]`, compared case-insensitively: returns the stored
+/// (lower-case) form.
+pub fn username(raw: &str) -> Result<String, Invalid> {
+    let name = raw.to_ascii_lowercase();
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if !(USERNAME_MIN..=USERNAME_MAX).contains(&name.len()) || !ok_chars {
+        return Err(bad(format!(
+            "username must be {USERNAME_MIN} to {USERNAME_MAX} characters of a-z, 0-9, '_', '.', '-'"
+        )));
+    }
+    Ok(name)
+}
+
+pub fn password(raw: &str) -> Result<(), Invalid> {
+    if !(PASSWORD_MIN_BYTES..=PASSWORD_MAX_BYTES).contains(&raw.len()) {
+        return Err(bad(format!("password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Display names, device names and titles: trimmed, 1 to [`NAME_MAX_CHARS`] characters, no
+/// control characters.
+pub fn name(what: &str, raw: &str) -> Result<String, Invalid> {
+    let s = raw.trim();
+    if s.is_empty() || s.chars().count() > NAME_MAX_CHARS || s.chars().any(char::is_control) {
+        return Err(bad(format!("{what} must be 1 to {NAME_MAX_CHARS} printable characters")));
+    }
+    Ok(s.to_owned())
+}
+
+pub fn client_id(raw: &str) -> Result<(), Invalid> {
+    if raw.is_empty() || raw.len() > MAX_CLIENT_ID_BYTES {
+        return Err(bad(format!("client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// A message a client may send, checked and in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBody {
+    pub kind: MessageKind,
+    /// The body as it is stored and sent: canonical JSON with only the known fields.
+    pub json: String,
+}
+
+/// Checks a client's `kind` and `body` and returns the canonical body to store.
+pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
+    let kind = match MessageKind::parse(kind) {
+        Some(k) if k.is_system() => return Err(bad(format!("kind `{}` is written by the server only", k.as_str()))),
+        Some(k) => k,
+        None => return Err(bad(format!("unknown message kind `{}`", kind.chars().take(64).collect::<String>()))),
+    };
+    let Some(obj) = body.as_object() else {
+        return Err(bad("body must be a JSON object"));
+    };
+    let mut out = Map::new();
+    match kind {
+        MessageKind::Text => {
+            out.insert("text".into(), Value::String(text(obj, "text")?.to_owned()));
+            if let Some(v) = opt_seq(obj, "reply_to_seq")? {
+                out.insert("reply_to_seq".into(), v.into());
+            }
+        }
+        other => return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str()))),
+    }
+    Ok(ValidBody { kind, json: Value::Object(out).to_string() })
+}
+
+fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
+    match obj.get(field) {
+        Some(Value::String(s)) if s.is_empty() => Err(bad(format!("{field} must not be empty"))),
+        Some(Value::String(s)) if s.len() > MAX_TEXT_BYTES => {
+            Err(Invalid::TooLarge(format!("{field} is longer than {MAX_TEXT_BYTES} bytes")))
+        }
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(bad(format!("{field} must be a string"))),
+        None => Err(bad(format!("body.{field} is missing"))),
+    }
+}
+
+fn opt_seq(obj: &Map<String, Value>, field: &str) -> Result<Option<i64>, Invalid> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(bad(format!("{field} must be a positive integer"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usernames() {
+        assert_eq!(username("Alice_1").unwrap(), "alice_1");
+        for bad in ["ab", "a b c", "ümlaut", &"x".repeat(33), "semi;colon"] {
+            assert!(username(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_bodies() {
+        let v = message_body("text", &json!({"text": "hi", "junk": 1})).unwrap();
+        assert_eq!(v.json, r#"{"text":"hi"}"#);
+        assert!(matches!(message_body("text", &json!({"text": ""})), Err(Invalid::BadRequest(_))));
+        let big = "é".repeat(MAX_TEXT_BYTES / 2 + 1);
+        assert!(matches!(message_body("text", &json!({ "text": big })), Err(Invalid::TooLarge(_))));
+        let exact = "a".repeat(MAX_TEXT_BYTES);
+        assert!(message_body("text", &json!({ "text": exact })).is_ok());
+        assert!(message_body("text", &json!({"text": 5})).is_err());
+        assert!(message_body("text", &json!("hi")).is_err());
+        assert!(message_body("members_added", &json!({})).is_err());
+        assert!(message_body("nope", &json!({})).is_err());
+        assert!(message_body("text", &json!({"text": "a", "reply_to_seq": 0})).is_err());
+    }
+}

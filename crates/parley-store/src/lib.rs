@@ -1,0 +1,144 @@
+//! The storage boundary: the [`Store`] trait, its errors and events, and its backends.
+//!
+//! The trait speaks in domain records (`parley-core`) and knows nothing of SQL. Every backend
+//! keeps the same promises, checked by one conformance suite (`tests/it`) run against each:
+//! - a message is durable when `send` returns, and `seq` is gap-free per conversation;
+//! - `(sender, client_id)` identifies a message forever: a repeat returns the original;
+//! - committed messages and pointer changes are published as [`StoreEvent`]s in commit order,
+//!   before the callers that caused them are answered;
+//! - delivery cursors and receipt pointers only grow. They may be written lazily (a crash may
+//!   lose the last fraction of a second of them, which only causes re-delivery), but a read
+//!   issued after `ack`/`read` returned sees them.
+
+use async_trait::async_trait;
+use parley_core::ids::*;
+use parley_core::model::*;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique thing already exists (a username, say).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    /// The user is not (or no longer) a member of the conversation.
+    #[error("not a member of this conversation")]
+    NotMember,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The store is shutting down or cannot be reached; the caller may retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reports. Logged by the server, never shown to clients.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+/// What a backend publishes after each commit, in commit order.
+#[derive(Clone, Debug)]
+pub enum StoreEvent {
+    /// A new log entry (never a repeat of an idempotent send).
+    Message(Message),
+    /// A member's delivery or read pointer moved.
+    Receipt(ReceiptChange),
+}
+
+/// Where a backend sends its [`StoreEvent`]s: one batch per commit.
+pub type EventSender = tokio::sync::mpsc::Sender<Vec<StoreEvent>>;
+
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub sender_device_id: Option<DeviceId>,
+    pub client_id: Option<String>,
+    pub kind: parley_core::MessageKind,
+    pub body: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SendOutcome {
+    pub message: Message,
+    /// True when `(sender, client_id)` already existed and `message` is the original.
+    pub duplicate: bool,
+}
+
+/// Which page of history to read; see PROTOCOL.md for the rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HistoryQuery {
+    pub after_seq: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A conversation in which a device has messages it has not acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    pub conversation_id: ConversationId,
+    /// The device's cursor (or the seq before the member joined).
+    pub after_seq: i64,
+    /// The last seq the member may see.
+    pub upto_seq: i64,
+}
+
+/// The storage boundary. Methods are in create, read, update, delete order per entity.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- users ---
+    /// `username` is already validated and lower-case. Taken → [`StoreError::Conflict`].
+    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User>;
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
+    async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
+
+    // --- devices ---
+    async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device>;
+    async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>>;
+    async fn devices(&self, user_id: UserId) -> Result<Vec<Device>>;
+    /// Records activity; lazily durable.
+    async fn touch_device(&self, device_id: DeviceId, at: i64) -> Result<()>;
+    /// Deletes one of `user_id`'s devices with its token and cursors; false if there was none.
+    async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<bool>;
+
+    // --- conversations ---
+    /// The direct conversation of `a` and `b` (who may be the same user), created on first use
+    /// with a `conversation_created` entry. Returns its id and whether it was created now.
+    /// `b` unknown → [`StoreError::NotFound`].
+    async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)>;
+    /// The conversation as `user` sees it; `None` unless `user` is a current member.
+    async fn conversation(&self, user: UserId, id: ConversationId, with_members: bool)
+    -> Result<Option<ConversationView>>;
+    /// `user`'s current conversations, most recent activity first.
+    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>>;
+    /// Current members, for routing.
+    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>>;
+
+    // --- messages ---
+    /// Appends a message durably (idempotent on `(sender_id, client_id)`; the repeat check comes
+    /// before the membership check, so a repeat always gets the original).
+    async fn send(&self, msg: NewMessage) -> Result<SendOutcome>;
+    /// A page of history for a current member; others get [`StoreError::NotFound`].
+    async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>>;
+    /// Conversations where `device` has entries past its cursor.
+    async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>>;
+    /// Entries with `after_seq < seq <= upto_seq`, ascending, at most `limit`.
+    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;
+
+    // --- pointers ---
+    /// Moves `device`'s cursor and its user's `delivered_seq` up to `seq`.
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
+    /// Moves `user`'s `read_seq` (and `delivered_seq`) up to `seq`.
+    async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
+    async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary>;
+
+    /// Finishes queued writes and stops accepting new ones.
+    async fn shutdown(&self);
+}

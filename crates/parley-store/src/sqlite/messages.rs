@@ -1,0 +1,225 @@
+//! The log: sends, history, backlog, pointers and receipts.
+
+use parley_core::ids::*;
+use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
+use parley_core::model::*;
+use parley_core::{MessageKind, now_ms};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::writer::WriteCtx;
+use crate::{Backlog, HistoryQuery, NewMessage, Result, SendOutcome, StoreError, StoreEvent};
+
+pub(super) const COLS: &str = "conversation_id, seq, message_id, sender_id, sender_device_id, client_id, ts, kind, body";
+
+pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    let kind: String = r.get(7)?;
+    let kind = MessageKind::parse(&kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, format!("unknown kind {kind}").into())
+    })?;
+    Ok(Message {
+        conversation_id: r.get(0)?,
+        seq: r.get(1)?,
+        message_id: r.get(2)?,
+        sender_id: r.get(3)?,
+        sender_device_id: r.get(4)?,
+        client_id: r.get(5)?,
+        ts: r.get(6)?,
+        kind,
+        body: r.get(8)?,
+    })
+}
+
+/// Appends one entry to a conversation's log with the next seq and publishes it.
+pub(super) fn insert_entry(
+    ctx: &mut WriteCtx<'_>,
+    conv: ConversationId,
+    sender: UserId,
+    device: Option<DeviceId>,
+    client_id: Option<String>,
+    kind: MessageKind,
+    body: String,
+) -> Result<Message> {
+    let ts = now_ms();
+    let seq: i64 = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = ?2 WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![conv, ts], |r| r.get(0))?;
+    let msg = Message {
+        conversation_id: conv,
+        seq,
+        message_id: ctx.ids.next(),
+        sender_id: sender,
+        sender_device_id: device,
+        client_id,
+        ts,
+        kind,
+        body,
+    };
+    ctx.conn
+        .prepare_cached(&format!("INSERT INTO messages ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
+        .execute(params![
+            msg.conversation_id,
+            msg.seq,
+            msg.message_id,
+            msg.sender_id,
+            msg.sender_device_id,
+            msg.client_id,
+            msg.ts,
+            msg.kind.as_str(),
+            msg.body
+        ])?;
+    ctx.events.push(StoreEvent::Message(msg.clone()));
+    Ok(msg)
+}
+
+/// A member's window on a conversation: (joined_seq, left_seq, conversation's last_seq).
+fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<(i64, Option<i64>, i64)>> {
+    Ok(c.prepare_cached(
+        "SELECT m.joined_seq, m.left_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+    )?
+    .query_row(params![conv, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .optional()?)
+}
+
+pub(super) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome> {
+    if let Some(client_id) = &m.client_id {
+        let original = ctx
+            .conn
+            .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"))?
+            .query_row(params![m.sender_id, client_id], row)
+            .optional()?;
+        if let Some(message) = original {
+            return Ok(SendOutcome { message, duplicate: true });
+        }
+    }
+    match window(ctx.conn, m.sender_id, m.conversation_id)? {
+        Some((_, None, _)) => {}
+        _ => return Err(StoreError::NotMember),
+    }
+    let message = insert_entry(ctx, m.conversation_id, m.sender_id, m.sender_device_id, m.client_id, m.kind, m.body)?;
+    Ok(SendOutcome { message, duplicate: false })
+}
+
+/// Checks that `user` may move a pointer to `seq` in `conv`.
+fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+    let Some((_, left, last)) = window(c, user, conv)? else {
+        return Err(StoreError::NotMember);
+    };
+    let upto = left.unwrap_or(last);
+    if seq < 0 || seq > upto {
+        return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")));
+    }
+    Ok(())
+}
+
+pub(super) fn ack(ctx: &mut WriteCtx<'_>, device: DeviceId, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+    check_pointer(ctx.conn, user, conv, seq)?;
+    ctx.advance_cursor(device, conv, seq);
+    ctx.advance_pointers(conv, user, seq, 0);
+    Ok(())
+}
+
+pub(super) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+    check_pointer(ctx.conn, user, conv, seq)?;
+    // Having read a message implies having it.
+    ctx.advance_pointers(conv, user, seq, seq);
+    Ok(())
+}
+
+pub(super) fn history(c: &Connection, user: UserId, conv: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
+    let Some((joined, None, last)) = window(c, user, conv)? else {
+        return Err(StoreError::NotFound);
+    };
+    let lo = joined - 1; // exclusive
+    let limit = i64::from(q.limit);
+    let mut out: Vec<Message> = match (q.after_seq, q.before_seq) {
+        (Some(after), before) => {
+            let hi = before.unwrap_or(i64::MAX).min(last + 1); // exclusive
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
+            ))?;
+            st.query_map(params![conv, after.max(lo), hi, limit], row)?.collect::<rusqlite::Result<_>>()?
+        }
+        (None, before) => {
+            let hi = before.unwrap_or(i64::MAX).min(last + 1);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+            ))?;
+            let mut v: Vec<Message> = st.query_map(params![conv, lo, hi, limit], row)?.collect::<rusqlite::Result<_>>()?;
+            v.reverse();
+            v
+        }
+    };
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+pub(super) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<Vec<Backlog>> {
+    let mut st = c.prepare_cached(
+        "SELECT m.conversation_id, max(coalesce(d.seq, 0), m.joined_seq - 1) AS after_seq,
+                coalesce(m.left_seq, c.last_seq) AS upto_seq
+         FROM members m
+         JOIN conversations c ON c.id = m.conversation_id
+         LEFT JOIN device_cursors d ON d.device_id = ?1 AND d.conversation_id = m.conversation_id
+         WHERE m.user_id = ?2 AND coalesce(m.left_seq, c.last_seq) > max(coalesce(d.seq, 0), m.joined_seq - 1)",
+    )?;
+    let rows = st.query_map(params![device, user], |r| {
+        Ok(Backlog { conversation_id: r.get(0)?, after_seq: r.get(1)?, upto_seq: r.get(2)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64, limit: u32) -> Result<Vec<Message>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4"
+    ))?;
+    let rows = st.query_map(params![conv, after, upto, i64::from(limit)], row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+    let Some((joined, None, _)) = window(c, user, conv)? else {
+        return Err(StoreError::NotFound);
+    };
+    if seq < joined {
+        return Err(StoreError::NotFound);
+    }
+    let sender: Option<UserId> = c
+        .prepare_cached("SELECT sender_id FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
+        .query_row(params![conv, seq], |r| r.get(0))
+        .optional()?;
+    let Some(sender) = sender else {
+        return Err(StoreError::NotFound);
+    };
+    // The author has, by definition, delivered and read their own message. Counts are answered
+    // from the pointer indexes, never from per-message rows.
+    let count = |col: &str| -> Result<i64> {
+        Ok(c.prepare_cached(&format!(
+            "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+             AND ({col} >= ?2 OR user_id = ?3)"
+        ))?
+        .query_row(params![conv, seq, sender], |r| r.get(0))?)
+    };
+    let members_count: i64 = c
+        .prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?
+        .query_row([conv], |r| r.get(0))?;
+    let delivered_count = count("delivered_seq")?;
+    let read_count = count("read_seq")?;
+    let members = if members_count <= RECEIPTS_LIVE_MAX_MEMBERS {
+        let mut st = c.prepare_cached(
+            "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+             ORDER BY joined_seq, user_id",
+        )?;
+        let rows = st.query_map([conv], |r| {
+            let (u, d, rd): (UserId, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok((u, u == sender || d >= seq, u == sender || rd >= seq))
+        })?;
+        Some(rows.collect::<rusqlite::Result<_>>()?)
+    } else {
+        None
+    };
+    Ok(ReceiptSummary { members_count, delivered_count, read_count, members })
+}

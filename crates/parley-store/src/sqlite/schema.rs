@@ -1,0 +1,82 @@
+//! The SQLite schema, as forward-only migrations tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry is one migration; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    display_name  TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    id             INTEGER PRIMARY KEY,
+    user_id        INTEGER NOT NULL,
+    name           TEXT NOT NULL,
+    token_hash     BLOB NOT NULL UNIQUE,
+    created_at     INTEGER NOT NULL,
+    last_active_at INTEGER NOT NULL
+);
+CREATE INDEX devices_by_user ON devices(user_id);
+CREATE TABLE conversations (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    title         TEXT,
+    -- "low:high" user ids of a direct conversation, so a pair has exactly one.
+    direct_key    TEXT UNIQUE,
+    created_at    INTEGER NOT NULL,
+    last_seq      INTEGER NOT NULL,
+    last_activity INTEGER NOT NULL,
+    members_count INTEGER NOT NULL
+);
+-- Membership and the per-member pointers. A removed member keeps a row with left_seq set, so
+-- they still receive the log up to the entry that removed them.
+CREATE TABLE members (
+    conversation_id INTEGER NOT NULL,
+    user_id         INTEGER NOT NULL,
+    role            TEXT NOT NULL,
+    joined_seq      INTEGER NOT NULL,
+    left_seq        INTEGER,
+    joined_at       INTEGER NOT NULL,
+    read_seq        INTEGER NOT NULL DEFAULT 0,
+    delivered_seq   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members(user_id, conversation_id);
+CREATE INDEX members_by_delivered ON members(conversation_id, delivered_seq);
+CREATE INDEX members_by_read ON members(conversation_id, read_seq);
+-- The log: written once per message, whatever the number of members.
+CREATE TABLE messages (
+    conversation_id  INTEGER NOT NULL,
+    seq              INTEGER NOT NULL,
+    message_id       INTEGER NOT NULL,
+    sender_id        INTEGER NOT NULL,
+    sender_device_id INTEGER,
+    client_id        TEXT,
+    ts               INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_idempotency ON messages(sender_id, client_id) WHERE client_id IS NOT NULL;
+CREATE TABLE device_cursors (
+    device_id       INTEGER NOT NULL,
+    conversation_id INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    PRIMARY KEY (device_id, conversation_id)
+) WITHOUT ROWID;
+"#];
+
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied SQLite migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The single writer: one thread owns the write connection and commits queued jobs in batches,
+//! one transaction and one fsync per batch (group commit), then publishes the batch's events and
+//! answers every caller.
+//!
+//! Jobs run inside a savepoint each, so one failing job (a taken username, say) does not undo the
+//! others in its batch. Cursor and receipt-pointer updates are coalesced per batch and written at
+//! its end; a batch holding only those commits without an fsync (WAL with `synchronous=NORMAL`
+//! survives `kill -9`, and losing the tail of them on power loss only causes re-delivery).
+
+use std::collections::HashMap;
+
+use parley_core::ids::*;
+use parley_core::model::ReceiptChange;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{EventSender, Result, StoreError, StoreEvent};
+
+/// Largest number of jobs in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// Answers the caller once the batch's commit result is known.
+pub(crate) type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+/// Runs the job in the open transaction; returns how to answer it and whether it succeeded
+/// (a failed job's writes are rolled back to its savepoint).
+pub(crate) type RunFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (Finish, bool) + Send>;
+
+pub(crate) struct Job {
+    /// Whether the job's writes must be on disk before it is answered.
+    pub durable: bool,
+    pub run: RunFn,
+}
+
+pub(crate) enum Msg {
+    Job(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// What a job sees: the open transaction, the id generator and the batch's pending state.
+pub(crate) struct WriteCtx<'c> {
+    pub conn: &'c Connection,
+    pub ids: &'c IdGen,
+    pub events: Vec<StoreEvent>,
+    /// Coalesced device cursors: (device, conversation) → seq.
+    cursors: HashMap<(DeviceId, ConversationId), i64>,
+    /// Coalesced member pointers: (conversation, user) → (delivered_seq, read_seq).
+    pointers: HashMap<(ConversationId, UserId), (i64, i64)>,
+}
+
+impl WriteCtx<'_> {
+    pub fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
+        let e = self.cursors.entry((device, conv)).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+
+    pub fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+        let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
+        *e = (e.0.max(delivered), e.1.max(read));
+    }
+
+    /// Writes the coalesced pointers and records a receipt event for each one that moved.
+    fn flush_pointers(&mut self) -> rusqlite::Result<()> {
+        let mut cur = self.conn.prepare_cached(
+            "INSERT INTO device_cursors (device_id, conversation_id, seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device_id, conversation_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+        )?;
+        for ((device, conv), seq) in self.cursors.drain() {
+            cur.execute(params![device, conv, seq])?;
+        }
+        let mut ptr = self.conn.prepare_cached(
+            "UPDATE members SET delivered_seq = max(delivered_seq, ?3), read_seq = max(read_seq, ?4)
+             WHERE conversation_id = ?1 AND user_id = ?2 AND (delivered_seq < ?3 OR read_seq < ?4)
+             RETURNING delivered_seq, read_seq",
+        )?;
+        let mut pointers: Vec<_> = self.pointers.drain().collect();
+        // Deterministic order keeps the events (and tests) stable.
+        pointers.sort_unstable_by_key(|&(k, _)| k);
+        for ((conv, user), (delivered, read)) in pointers {
+            let mut rows = ptr.query(params![conv, user, delivered, read])?;
+            if let Some(row) = rows.next()? {
+                self.events.push(StoreEvent::Receipt(ReceiptChange {
+                    conversation_id: conv,
+                    user_id: user,
+                    delivered_seq: row.get(0)?,
+                    read_seq: row.get(1)?,
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn spawn(conn: Connection, ids: IdGen, rx: mpsc::Receiver<Msg>, events: EventSender) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("parley-sqlite-writer".into())
+        .spawn(move || run(conn, ids, rx, events))
+        .map(|_| ())
+}
+
+fn run(conn: Connection, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender) {
+    let mut durable_mode = true;
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    let mut batch: Vec<Job> = Vec::with_capacity(64);
+    while stop.is_none() {
+        match rx.blocking_recv() {
+            Some(Msg::Job(j)) => batch.push(j),
+            Some(Msg::Stop(tx)) => stop = Some(tx),
+            None => break,
+        }
+        while stop.is_none() && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Stop(tx)) => stop = Some(tx),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let durable = batch.iter().any(|j| j.durable);
+        if durable != durable_mode {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+                tracing::error!(error = %e, "cannot set synchronous mode");
+            } else {
+                durable_mode = durable;
+            }
+        }
+        commit_batch(&conn, &ids, &mut batch, &events);
+    }
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
+    drop(conn);
+    if let Some(tx) = stop {
+        let _ = tx.send(());
+    }
+}
+
+fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &EventSender) {
+    let started = std::time::Instant::now();
+    let n = batch.len();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs drops their answer channels: callers see the store as unavailable.
+        batch.clear();
+        tracing::error!(error = %e, "cannot start a write transaction");
+        return;
+    }
+    let mut ctx = WriteCtx { conn, ids, events: Vec::new(), cursors: HashMap::new(), pointers: HashMap::new() };
+    let mut finishes: Vec<Finish> = Vec::with_capacity(n);
+    for job in batch.drain(..) {
+        finishes.push(run_job(&mut ctx, job));
+    }
+    let result = ctx
+        .flush_pointers()
+        .and_then(|()| conn.execute_batch("COMMIT"))
+        .map_err(|e| StoreError::Backend(format!("commit: {e}")));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, batch = n, "write batch failed; rolling back");
+        let _ = conn.execute_batch("ROLLBACK");
+    } else if !ctx.events.is_empty() {
+        // Published before anyone is answered, so a sender's `sent` never overtakes its fanout.
+        // A closed receiver means the server is shutting down; the log still has everything.
+        let _ = events.blocking_send(std::mem::take(&mut ctx.events));
+    }
+    for finish in finishes {
+        finish(result.clone());
+    }
+    tracing::trace!(batch = n, micros = started.elapsed().as_micros() as u64, "committed");
+}
+
+fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
+    if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+        let err = StoreError::Backend(format!("savepoint: {e}"));
+        tracing::error!(error = %err, "cannot open a savepoint");
+        // Dropping the job drops its answer channel: the caller sees the store as unavailable.
+        drop(job);
+        return Box::new(|_| ());
+    }
+    let events_before = ctx.events.len();
+    let (finish, ok) = (job.run)(ctx);
+    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    if !ok {
+        ctx.events.truncate(events_before);
+    }
+    if let Err(e) = ctx.conn.execute_batch(end) {
+        tracing::error!(error = %e, "cannot close a savepoint");
+    }
+    finish
+}
