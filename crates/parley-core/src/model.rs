@@ -65,7 +65,11 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Role {
-        if s == "admin" { Role::Admin } else { Role::Member }
+        if s == "admin" {
+            Role::Admin
+        } else {
+            Role::Member
+        }
     }
 }
 

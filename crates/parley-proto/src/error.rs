@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn serde_name_matches_as_str() {
         for c in ErrorCode::ALL {
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
         }
     }
 }

@@ -1,1 +1,93 @@
-//! placeholder
+//! The Parley server: REST API, WebSocket gateway, message service and fanout, assembled on
+//! axum. [`run`] takes a bound listener and a shutdown token, so tests and the binary start it
+//! the same way.
+
+pub mod auth;
+pub mod config;
+mod convert;
+pub mod error;
+mod fanout;
+mod json;
+pub mod metrics;
+mod ratelimit;
+mod routes;
+mod service;
+mod state;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_router::{LocalRouter, Router};
+use parley_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use state::App;
+
+/// Events queued between the store's writer and the fanout task.
+const EVENT_QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("storage: {0}")]
+    Store(#[from] parley_store::StoreError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled, then drains: stops accepting,
+/// closes WebSockets with 1001, lets in-flight writes finish and stops the store, all within
+/// `config.shutdown_timeout_ms`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        &config.data_dir,
+        config.node_id,
+        events_tx,
+    )?);
+    let router: Arc<dyn Router> = Arc::new(LocalRouter::new());
+    let tracker = TaskTracker::new();
+    let app = App::new(
+        config,
+        store.clone(),
+        router,
+        shutdown.clone(),
+        tracker.clone(),
+    )
+    .await;
+
+    let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
+    let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), "parley is listening");
+
+    let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
+    let http = axum::serve(listener, routes::router(app.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    http.await?;
+    tracing::info!("draining connections");
+    tracker.close();
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not close within the shutdown timeout");
+    }
+    // In-flight writes finish here: the writer commits what is queued, then stops.
+    if tokio::time::timeout(deadline, store.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not stop within the shutdown timeout");
+    }
+    sweeper.abort();
+    fanout.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

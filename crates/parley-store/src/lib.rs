@@ -94,13 +94,23 @@ pub struct Backlog {
 pub trait Store: Send + Sync + 'static {
     // --- users ---
     /// `username` is already validated and lower-case. Taken → [`StoreError::Conflict`].
-    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User>;
+    async fn create_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> Result<User>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
 
     // --- devices ---
-    async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device>;
+    async fn create_device(
+        &self,
+        user_id: UserId,
+        name: &str,
+        token_hash: [u8; 32],
+    ) -> Result<Device>;
     async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>>;
     async fn devices(&self, user_id: UserId) -> Result<Vec<Device>>;
     /// Records activity; lazily durable.
@@ -114,8 +124,12 @@ pub trait Store: Send + Sync + 'static {
     /// `b` unknown → [`StoreError::NotFound`].
     async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)>;
     /// The conversation as `user` sees it; `None` unless `user` is a current member.
-    async fn conversation(&self, user: UserId, id: ConversationId, with_members: bool)
-    -> Result<Option<ConversationView>>;
+    async fn conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        with_members: bool,
+    ) -> Result<Option<ConversationView>>;
     /// `user`'s current conversations, most recent activity first.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>>;
     /// Current members, for routing.
@@ -126,15 +140,27 @@ pub trait Store: Send + Sync + 'static {
     /// before the membership check, so a repeat always gets the original).
     async fn send(&self, msg: NewMessage) -> Result<SendOutcome>;
     /// A page of history for a current member; others get [`StoreError::NotFound`].
-    async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>>;
+    async fn history(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        q: HistoryQuery,
+    ) -> Result<Vec<Message>>;
     /// Conversations where `device` has entries past its cursor.
     async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>>;
     /// Entries with `after_seq < seq <= upto_seq`, ascending, at most `limit`.
-    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;
+    async fn log_range(
+        &self,
+        id: ConversationId,
+        after_seq: i64,
+        upto_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
 
     // --- pointers ---
     /// Moves `device`'s cursor and its user's `delivered_seq` up to `seq`.
-    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64)
+    -> Result<()>;
     /// Moves `user`'s `read_seq` (and `delivered_seq`) up to `seq`.
     async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
     async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary>;

@@ -9,7 +9,11 @@ use super::messages::{self, insert_entry};
 use super::writer::WriteCtx;
 use crate::{Result, StoreError};
 
-pub(super) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
+pub(super) fn create_direct(
+    ctx: &mut WriteCtx<'_>,
+    a: UserId,
+    b: UserId,
+) -> Result<(ConversationId, bool)> {
     let key = format!("{}:{}", a.min(b), a.max(b));
     let existing: Option<i64> = ctx
         .conn
@@ -42,7 +46,15 @@ pub(super) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Res
         add.execute(params![id, m, now])?;
     }
     drop(add);
-    insert_entry(ctx, id, a, None, None, MessageKind::ConversationCreated, r#"{"kind":"direct"}"#.into())?;
+    insert_entry(
+        ctx,
+        id,
+        a,
+        None,
+        None,
+        MessageKind::ConversationCreated,
+        r#"{"kind":"direct"}"#.into(),
+    )?;
     Ok((id, true))
 }
 
@@ -77,7 +89,13 @@ fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Me
     ))
 }
 
-fn build_view(c: &Connection, user: UserId, id: ConversationId, m: Membership, with_members: bool) -> Result<ConversationView> {
+fn build_view(
+    c: &Connection,
+    user: UserId,
+    id: ConversationId,
+    m: Membership,
+    with_members: bool,
+) -> Result<ConversationView> {
     let last_message = c
         .prepare_cached(&format!(
             "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq >= ?2 AND kind IN {}
@@ -93,7 +111,11 @@ fn build_view(c: &Connection, user: UserId, id: ConversationId, m: Membership, w
             MessageKind::CONTENT_SQL_LIST
         ))?
         .query_row(params![id, m.read_seq.max(m.joined_seq - 1), user], |r| r.get(0))?;
-    let members = if with_members { Some(member_views(c, id)?) } else { None };
+    let members = if with_members {
+        Some(member_views(c, id)?)
+    } else {
+        None
+    };
     Ok(ConversationView {
         id,
         kind: m.kind,
@@ -129,7 +151,12 @@ fn member_views(c: &Connection, id: ConversationId) -> Result<Vec<MemberView>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn view(c: &Connection, user: UserId, id: ConversationId, with_members: bool) -> Result<Option<ConversationView>> {
+pub(super) fn view(
+    c: &Connection,
+    user: UserId,
+    id: ConversationId,
+    with_members: bool,
+) -> Result<Option<ConversationView>> {
     let row = c
         .prepare_cached(&format!(
             "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
@@ -149,13 +176,18 @@ pub(super) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>
             "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.user_id = ?1 AND m.left_seq IS NULL ORDER BY c.last_activity DESC, c.id DESC"
         ))?;
-        st.query_map([user], membership_row)?.collect::<rusqlite::Result<_>>()?
+        st.query_map([user], membership_row)?
+            .collect::<rusqlite::Result<_>>()?
     };
-    rows.into_iter().map(|(id, m)| build_view(c, user, id, m, false)).collect()
+    rows.into_iter()
+        .map(|(id, m)| build_view(c, user, id, m, false))
+        .collect()
 }
 
 pub(super) fn member_ids(c: &Connection, id: ConversationId) -> Result<Vec<UserId>> {
-    let mut st = c.prepare_cached("SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL")?;
+    let mut st = c.prepare_cached(
+        "SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
+    )?;
     let rows = st.query_map([id], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -1,0 +1,112 @@
+//! The in-process router of embedded mode: a sharded map from user to connections.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parley_core::ids::*;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::{ConnHandle, Kick, Outbound, Router};
+
+/// Shards keep writers (connects, disconnects) from blocking deliveries to other users.
+const SHARDS: usize = 64;
+
+pub struct LocalRouter {
+    shards: Box<[RwLock<HashMap<UserId, Vec<ConnHandle>>>]>,
+    connections: AtomicUsize,
+}
+
+impl Default for LocalRouter {
+    fn default() -> Self {
+        LocalRouter {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl LocalRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn shard(&self, user: UserId) -> &RwLock<HashMap<UserId, Vec<ConnHandle>>> {
+        // Snowflake ids' low bits are a per-millisecond sequence: mix before taking the modulus.
+        let h = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        &self.shards[h as usize % SHARDS]
+    }
+}
+
+impl Router for LocalRouter {
+    fn register(&self, conn: ConnHandle) {
+        let mut map = self
+            .shard(conn.user_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(conn.user_id).or_default().push(conn);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unregister(&self, user_id: UserId, conn_id: u64) {
+        let mut map = self
+            .shard(user_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = map.get_mut(&user_id) {
+            let before = conns.len();
+            conns.retain(|c| c.id != conn_id);
+            if conns.len() < before {
+                self.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            if conns.is_empty() {
+                map.remove(&user_id);
+            }
+        }
+    }
+
+    fn deliver(&self, users: &[UserId], frame: &Outbound) {
+        for &user in users {
+            let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+            let Some(conns) = map.get(&user) else {
+                continue;
+            };
+            for c in conns {
+                match c.frames.try_send(frame.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        let _ = c.kicks.try_send(Kick::TooSlow);
+                    }
+                    // The connection is going away and will unregister itself.
+                    Err(TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+
+    fn kick_device(&self, user_id: UserId, device_id: DeviceId, why: Kick) {
+        let map = self
+            .shard(user_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for c in map
+            .get(&user_id)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.device_id == device_id)
+        {
+            let _ = c.kicks.try_send(why);
+        }
+    }
+
+    fn is_online(&self, user_id: UserId) -> bool {
+        self.shard(user_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&user_id)
+    }
+
+    fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,58 @@
+//! Server settings. The binary layers them (defaults, then a TOML file, then `PARLEY_*`
+//! environment, then flags) and hands the result to [`crate::run`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one HTTP listener (REST, WebSocket, health, metrics).
+    pub listen: String,
+    /// Where the embedded database lives.
+    pub data_dir: PathBuf,
+    /// This node's number (0–1023), part of every id it makes.
+    pub node_id: u16,
+    /// Sustained sends per second allowed per device (REST and WebSocket together).
+    pub send_rate_per_sec: f64,
+    /// Sends a device may make in a burst above the sustained rate.
+    pub send_burst: u32,
+    /// Frames queued for one connection before it is closed with 4009 (too slow).
+    pub outbound_queue: usize,
+    /// Frames a connection may have in flight (sent to the store, not yet answered) before the
+    /// server stops reading from it.
+    pub max_pipeline: usize,
+    /// Most open WebSocket connections; further upgrades get 503.
+    pub max_connections: usize,
+    /// How long a new WebSocket has to send `auth` (close 4002 after).
+    pub auth_timeout_ms: u64,
+    /// How often an idle connection is pinged.
+    pub ping_interval_ms: u64,
+    /// A connection silent for this long (no frame, no pong) is closed as dead.
+    pub idle_timeout_ms: u64,
+    /// The most a graceful shutdown waits for connections and writes.
+    pub shutdown_timeout_ms: u64,
+    /// Password hashes computed at once (each is ~50 ms of one core).
+    pub password_hash_concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7700".into(),
+            data_dir: PathBuf::from("./parley-data"),
+            node_id: 0,
+            send_rate_per_sec: 200.0,
+            send_burst: 2000,
+            outbound_queue: 4096,
+            max_pipeline: 256,
+            max_connections: 500_000,
+            auth_timeout_ms: 10_000,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            shutdown_timeout_ms: 8_000,
+            password_hash_concurrency: 2,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Domain records to wire types, at the edge.
+
+use parley_core::model;
+use parley_proto as wire;
+use parley_proto::Id;
+use serde_json::value::RawValue;
+
+pub fn message(m: &model::Message) -> wire::Message {
+    wire::Message {
+        conversation_id: Id(m.conversation_id),
+        seq: m.seq,
+        message_id: Id(m.message_id),
+        sender_id: Id(m.sender_id),
+        sender_device_id: m.sender_device_id.map(Id),
+        client_id: m.client_id.clone(),
+        ts: m.ts,
+        kind: m.kind.as_str().to_owned(),
+        // The store only holds bodies the server wrote as JSON; a corrupt one is shown as {}.
+        body: RawValue::from_string(m.body.clone())
+            .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("{} is JSON")),
+    }
+}
+
+pub fn conversation(c: &model::ConversationView) -> wire::Conversation {
+    wire::Conversation {
+        conversation_id: Id(c.id),
+        kind: c.kind.as_str().to_owned(),
+        title: c.title.clone(),
+        created_at: c.created_at,
+        last_seq: c.last_seq,
+        last_message: c.last_message.as_ref().map(message),
+        unread_count: c.unread_count,
+        read_seq: c.read_seq,
+        delivered_seq: c.delivered_seq,
+        members_count: c.members_count,
+        members: c.members.as_ref().map(|ms| {
+            ms.iter()
+                .map(|m| wire::Member {
+                    user_id: Id(m.user_id),
+                    username: m.username.clone(),
+                    display_name: m.display_name.clone(),
+                    role: m.role.as_str().to_owned(),
+                    read_seq: m.read_seq,
+                    delivered_seq: m.delivered_seq,
+                })
+                .collect()
+        }),
+    }
+}
+
+pub fn user(u: &model::User) -> wire::rest::User {
+    wire::rest::User {
+        user_id: Id(u.id),
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+    }
+}
+
+pub fn device(d: &model::Device) -> wire::rest::Device {
+    wire::rest::Device {
+        device_id: Id(d.id),
+        name: d.name.clone(),
+        created_at: d.created_at,
+        last_active_at: d.last_active_at,
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP surface: one file per resource under `/v1/`, plus health and metrics.
+
+mod accounts;
+mod conversations;
+mod devices;
+mod health;
+mod messages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+
+use crate::error::ApiError;
+use crate::json::MAX_BODY_BYTES;
+use crate::state::App;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/accounts", post(accounts::create))
+        .route("/v1/sessions", post(accounts::login))
+        .route("/v1/sessions/current", delete(accounts::logout))
+        .route("/v1/me", get(accounts::me))
+        .route("/v1/users/{username}", get(accounts::lookup))
+        .route("/v1/devices", get(devices::list))
+        .route("/v1/devices/{device_id}", delete(devices::remove))
+        .route(
+            "/v1/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route("/v1/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(messages::history).post(messages::post),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{seq}/receipts",
+            get(messages::receipts),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Parses a path id; anything that is not one names nothing.
+fn path_id(raw: &str) -> i64 {
+    parley_proto::Id::parse(raw).0
+}

@@ -1,0 +1,50 @@
+//! The message service's entry point for sends, shared by the WebSocket and REST: rate limit,
+//! validation, then the store (which persists before answering and publishes for fanout).
+
+use std::sync::Arc;
+
+use parley_core::ids::{ConversationId, DeviceId, UserId};
+use parley_core::validate;
+use parley_store::{NewMessage, SendOutcome};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::state::App;
+
+pub struct SendRequest {
+    pub conversation_id: ConversationId,
+    pub client_id: String,
+    pub kind: String,
+    pub body: Value,
+}
+
+pub async fn send(
+    app: Arc<App>,
+    user: UserId,
+    device: DeviceId,
+    req: SendRequest,
+) -> ApiResult<SendOutcome> {
+    if let Err(ms) = app.rate.check(device) {
+        Metrics::inc(&app.metrics.rate_limited);
+        return Err(ApiError::rate_limited(ms));
+    }
+    validate::client_id(&req.client_id)?;
+    let body = validate::message_body(&req.kind, &req.body)?;
+    Metrics::inc(&app.metrics.sends);
+    let outcome = app
+        .store
+        .send(NewMessage {
+            conversation_id: req.conversation_id,
+            sender_id: user,
+            sender_device_id: Some(device),
+            client_id: Some(req.client_id),
+            kind: body.kind,
+            body: body.json,
+        })
+        .await?;
+    if outcome.duplicate {
+        Metrics::inc(&app.metrics.sends_duplicate);
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,53 @@
+//! The state every handler shares, passed down explicitly (no globals).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parley_router::Router;
+use parley_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Passwords;
+use crate::config::Config;
+use crate::fanout::MemberCache;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub router: Arc<dyn Router>,
+    pub passwords: Passwords,
+    pub rate: RateLimiter,
+    pub members: MemberCache,
+    pub metrics: Metrics,
+    /// Cancelled when the server starts draining.
+    pub shutdown: CancellationToken,
+    /// WebSocket connection tasks, awaited on shutdown.
+    pub connections: TaskTracker,
+    pub next_conn_id: AtomicU64,
+}
+
+impl App {
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        router: Arc<dyn Router>,
+        shutdown: CancellationToken,
+        connections: TaskTracker,
+    ) -> Arc<App> {
+        Arc::new(App {
+            passwords: Passwords::new(config.password_hash_concurrency).await,
+            rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
+            members: MemberCache::default(),
+            metrics: Metrics::default(),
+            config,
+            store,
+            router,
+            shutdown,
+            connections,
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+}

@@ -1,0 +1,477 @@
+//! One WebSocket connection: a single task that owns the socket and `select!`s over the
+//! shutdown token, its kick channel, replies that became ready, its outbound queue, incoming
+//! frames and a keepalive tick.
+//!
+//! Frames from the client are handled in order: each one that needs the store becomes a future
+//! in `pending`, a `FuturesOrdered`, which yields replies in the order the frames came even
+//! though the store works on several at once (sends are pipelined into group commit). A `pong`
+//! is queued behind earlier replies, so it proves every earlier frame has taken effect.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use parley_core::ids::{DeviceId, UserId};
+use parley_core::limits::MAX_FRAME_BYTES;
+use parley_proto::frames::{self, ClientFrame, Pong, Ready, Sent, ServerFrame, Synced, close};
+use parley_proto::{ErrorCode, Id};
+use parley_router::{ConnHandle, Kick, Outbound};
+use tokio::sync::mpsc;
+
+use super::sync::{self, Seen};
+use crate::auth;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::service::{self, SendRequest};
+use crate::state::App;
+
+type Reply = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+/// Queued frames written per flush at most, so one busy connection yields to others.
+const WRITE_BATCH: usize = 256;
+
+/// Why the loop ended and how to close.
+enum End {
+    Close(u16, &'static str),
+    /// The peer went away or the socket failed: nothing to send.
+    Gone,
+}
+
+struct Conn {
+    app: Arc<App>,
+    socket: WebSocket,
+    user: UserId,
+    device: DeviceId,
+    seen: Seen,
+    last_heard: Instant,
+}
+
+pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
+    let device = match authenticate(&app, &mut socket).await {
+        Ok(d) => d,
+        Err(End::Close(code, reason)) => return close(&mut socket, code, reason).await,
+        Err(End::Gone) => return,
+    };
+    let (frames_tx, frames_rx) = mpsc::channel(app.config.outbound_queue.max(1));
+    let (kicks_tx, kicks_rx) = mpsc::channel(2);
+    let conn_id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    app.router.register(ConnHandle {
+        id: conn_id,
+        user_id: device.user_id,
+        device_id: device.id,
+        frames: frames_tx,
+        kicks: kicks_tx,
+    });
+    Metrics::inc(&app.metrics.connections_opened);
+    let mut conn = Conn {
+        app: app.clone(),
+        socket,
+        user: device.user_id,
+        device: device.id,
+        seen: Seen::new(),
+        last_heard: Instant::now(),
+    };
+    let end = conn.run(frames_rx, kicks_rx).await;
+    app.router.unregister(conn.user, conn_id);
+    if let End::Close(code, reason) = end {
+        close(&mut conn.socket, code, reason).await;
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        socket.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
+}
+
+/// Waits for the `auth` frame and resolves its token to a device.
+async fn authenticate(
+    app: &App,
+    socket: &mut WebSocket,
+) -> Result<parley_core::model::Device, End> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.auth_timeout_ms);
+    let text = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => return Err(End::Close(close::AUTH_TIMEOUT, "auth timeout")),
+            Ok(None | Some(Err(_)) | Some(Ok(WsMessage::Close(_)))) => return Err(End::Gone),
+            Ok(Some(Ok(WsMessage::Text(t)))) => break t,
+            Ok(Some(Ok(WsMessage::Binary(_)))) => break Utf8Bytes::from_static("{}"),
+            Ok(Some(Ok(_))) => continue,
+        }
+    };
+    let (token, r#ref) = match frames::decode_client_frame(&text) {
+        Ok((ClientFrame::Auth { token }, r)) => (token, r),
+        Ok((_, r)) | Err(frames::DecodeError { r#ref: r, .. }) => {
+            let msg =
+                ApiError::new(ErrorCode::Unauthorized, "the first frame must be auth").to_frame(r);
+            let _ = socket.send(WsMessage::Text(msg.into())).await;
+            return Err(End::Close(close::UNAUTHORIZED, "unauthorized"));
+        }
+    };
+    match auth::device_for_token(app, &token).await {
+        Ok(Some(device)) => {
+            let ready = ServerFrame::Ready(Ready {
+                user_id: Id(device.user_id),
+                device_id: Id(device.id),
+                server_time: parley_core::now_ms(),
+            })
+            .to_json();
+            socket
+                .send(WsMessage::Text(ready.into()))
+                .await
+                .map_err(|_| End::Gone)?;
+            Ok(device)
+        }
+        Ok(None) => {
+            let _ = socket
+                .send(WsMessage::Text(
+                    ApiError::unauthorized().to_frame(r#ref).into(),
+                ))
+                .await;
+            Err(End::Close(close::UNAUTHORIZED, "unauthorized"))
+        }
+        Err(e) => {
+            let _ = socket.send(WsMessage::Text(e.to_frame(r#ref).into())).await;
+            Err(End::Close(close::GOING_AWAY, "try again"))
+        }
+    }
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        mut frames: mpsc::Receiver<Outbound>,
+        mut kicks: mpsc::Receiver<Kick>,
+    ) -> End {
+        let shutdown = self.app.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server going away"),
+            r = self.replay() => if let Err(end) = r { return end },
+        }
+        let mut pending: FuturesOrdered<Reply> = FuturesOrdered::new();
+        let ping_every = Duration::from_millis(self.app.config.ping_interval_ms.max(10));
+        let idle_limit = Duration::from_millis(self.app.config.idle_timeout_ms.max(20));
+        let mut tick = tokio::time::interval(ping_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max_pipeline = self.app.config.max_pipeline.max(1);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server going away"),
+                Some(kick) = kicks.recv() => return self.kicked(kick),
+                Some(reply) = pending.next(), if !pending.is_empty() => Step::Reply(reply),
+                Some(out) = frames.recv() => Step::Out(out),
+                incoming = self.socket.recv(), if pending.len() < max_pipeline => Step::In(incoming),
+                _ = tick.tick() => Step::Tick,
+            };
+            let result = match step {
+                Step::Reply(reply) => self.write_replies(reply, &mut pending).await,
+                Step::Out(out) => self.write_outbound(out, &mut frames).await,
+                Step::In(incoming) => self.incoming(incoming, &mut pending),
+                Step::Tick => self.keepalive(idle_limit, ping_every).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(end) => {
+                    // Answer what was already accepted before closing, where the socket allows.
+                    if matches!(end, End::Close(..)) {
+                        while let Some(Some(r)) = pending.next().now_or_never() {
+                            if let Some(text) = r {
+                                let _ = self.socket.feed(WsMessage::Text(text.into())).await;
+                            }
+                        }
+                        let _ = self.socket.flush().await;
+                    }
+                    return end;
+                }
+            }
+        }
+    }
+
+    fn kicked(&self, kick: Kick) -> End {
+        match kick {
+            Kick::TooSlow => {
+                Metrics::inc(&self.app.metrics.too_slow_closes);
+                End::Close(close::TOO_SLOW, "too slow: reconnect and resync")
+            }
+            Kick::Revoked => End::Close(close::DEVICE_REVOKED, "device revoked"),
+        }
+    }
+
+    async fn replay(&mut self) -> Result<(), End> {
+        let plan = sync::plan(&self.app, self.device, self.user)
+            .await
+            .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
+        for (conv, mut after, upto) in plan {
+            loop {
+                let (texts, last, full) = sync::page(&self.app, self.device, conv, after, upto)
+                    .await
+                    .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
+                for text in texts {
+                    Metrics::inc(&self.app.metrics.replayed);
+                    self.feed(text.into()).await?;
+                }
+                self.socket.flush().await.map_err(|_| End::Gone)?;
+                after = last;
+                if !full || after >= upto {
+                    break;
+                }
+            }
+            self.seen.insert(conv, after);
+        }
+        self.feed(ServerFrame::Synced(Synced {}).to_json().into())
+            .await?;
+        self.socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn feed(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        self.socket
+            .feed(WsMessage::Text(text))
+            .await
+            .map_err(|_| End::Gone)
+    }
+
+    async fn write_replies(
+        &mut self,
+        first: Option<String>,
+        pending: &mut FuturesOrdered<Reply>,
+    ) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(reply) = next {
+            if let Some(text) = reply {
+                self.feed(text.into()).await?;
+            }
+            n += 1;
+            next = if n < WRITE_BATCH {
+                pending.next().now_or_never().flatten()
+            } else {
+                None
+            };
+        }
+        self.socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn write_outbound(
+        &mut self,
+        first: Outbound,
+        frames: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), End> {
+        self.outbound(first).await?;
+        for _ in 1..WRITE_BATCH {
+            match frames.try_recv() {
+                Ok(out) => self.outbound(out).await?,
+                Err(_) => break,
+            }
+        }
+        self.socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Writes one routed frame, keeping each conversation gap-free and free of repeats.
+    async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
+        if let Some(p) = out.position {
+            if let Some(&last) = self.seen.get(&p.conversation_id) {
+                if p.seq <= last {
+                    return Ok(());
+                }
+                if p.seq > last + 1 {
+                    self.fill_gap(p.conversation_id, last, p.seq - 1).await?;
+                }
+            }
+            self.seen.insert(p.conversation_id, p.seq);
+            if p.sender_device_id == Some(self.device) {
+                return Ok(());
+            }
+        }
+        Metrics::inc(&self.app.metrics.deliveries);
+        // Routed frames are built from `String`s, so they are valid UTF-8.
+        let text = Utf8Bytes::try_from(out.json)
+            .map_err(|_| End::Close(close::GOING_AWAY, "internal error"))?;
+        self.feed(text).await
+    }
+
+    /// Routing reordered or dropped something (possible across nodes): read the gap from the log.
+    async fn fill_gap(
+        &mut self,
+        conv: parley_core::ids::ConversationId,
+        mut after: i64,
+        upto: i64,
+    ) -> Result<(), End> {
+        while after < upto {
+            let (texts, last, _) = sync::page(&self.app, self.device, conv, after, upto)
+                .await
+                .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
+            for text in texts {
+                self.feed(text.into()).await?;
+            }
+            if last == after {
+                break;
+            }
+            after = last;
+        }
+        Ok(())
+    }
+
+    async fn keepalive(&mut self, idle_limit: Duration, ping_every: Duration) -> Result<(), End> {
+        let quiet = self.last_heard.elapsed();
+        if quiet >= idle_limit {
+            return Err(End::Close(close::GOING_AWAY, "no answer to pings"));
+        }
+        if quiet >= ping_every {
+            self.socket
+                .send(WsMessage::Ping(Default::default()))
+                .await
+                .map_err(|_| End::Gone)?;
+        }
+        Ok(())
+    }
+
+    fn incoming(
+        &mut self,
+        incoming: Option<Result<WsMessage, axum::Error>>,
+        pending: &mut FuturesOrdered<Reply>,
+    ) -> Result<(), End> {
+        let msg = match incoming {
+            None => return Err(End::Gone),
+            Some(Err(e)) => {
+                // tungstenite refuses messages past max_message_size: say so with 1009.
+                let text = e.to_string();
+                if text.contains("too long")
+                    || text.contains("Space limit")
+                    || text.contains("size")
+                {
+                    return Err(End::Close(close::TOO_BIG, "frame too large"));
+                }
+                return Err(End::Gone);
+            }
+            Some(Ok(m)) => m,
+        };
+        self.last_heard = Instant::now();
+        let text = match msg {
+            WsMessage::Text(t) => t,
+            WsMessage::Close(_) => return Err(End::Gone),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => return Ok(()),
+            WsMessage::Binary(_) => {
+                self.reply_now(
+                    pending,
+                    ApiError::new(ErrorCode::InvalidFrame, "frames are JSON text").to_frame(None),
+                );
+                return Ok(());
+            }
+        };
+        if text.len() > MAX_FRAME_BYTES {
+            let e = ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("frames are at most {MAX_FRAME_BYTES} bytes"),
+            );
+            self.reply_now(pending, e.to_frame(None));
+            return Ok(());
+        }
+        let (frame, r#ref) = match frames::decode_client_frame(&text) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.reply_now(pending, ApiError::new(e.code, e.message).to_frame(e.r#ref));
+                return Ok(());
+            }
+        };
+        self.dispatch(frame, r#ref, pending);
+        Ok(())
+    }
+
+    fn reply_now(&self, pending: &mut FuturesOrdered<Reply>, text: String) {
+        Metrics::inc(&self.app.metrics.errors);
+        pending.push_back(Box::pin(std::future::ready(Some(text))));
+    }
+
+    fn dispatch(
+        &mut self,
+        frame: ClientFrame,
+        r#ref: Option<String>,
+        pending: &mut FuturesOrdered<Reply>,
+    ) {
+        let app = self.app.clone();
+        let (user, device) = (self.user, self.device);
+        match frame {
+            ClientFrame::Auth { .. } => {
+                self.reply_now(
+                    pending,
+                    ApiError::bad_request("already authenticated").to_frame(r#ref),
+                );
+            }
+            ClientFrame::Ping => {
+                pending.push_back(Box::pin(std::future::ready(Some(
+                    ServerFrame::Pong(Pong { r#ref }).to_json(),
+                ))));
+            }
+            ClientFrame::Send(s) => pending.push_back(Box::pin(async move {
+                let req = SendRequest {
+                    conversation_id: s.conversation_id.0,
+                    client_id: s.client_id,
+                    kind: s.kind,
+                    body: s.body,
+                };
+                match service::send(app.clone(), user, device, req).await {
+                    Ok(o) => Some(
+                        ServerFrame::Sent(Sent {
+                            r#ref,
+                            conversation_id: Id(o.message.conversation_id),
+                            client_id: o.message.client_id.unwrap_or_default(),
+                            message_id: Id(o.message.message_id),
+                            seq: o.message.seq,
+                            ts: o.message.ts,
+                        })
+                        .to_json(),
+                    ),
+                    Err(e) => error_reply(&app, e, r#ref),
+                }
+            })),
+            ClientFrame::Ack {
+                conversation_id,
+                seq,
+            } => pending.push_back(Box::pin(async move {
+                match app.store.ack(device, user, conversation_id.0, seq).await {
+                    Ok(()) => None,
+                    Err(e) => error_reply(&app, e.into(), r#ref),
+                }
+            })),
+            ClientFrame::Read {
+                conversation_id,
+                seq,
+            } => pending.push_back(Box::pin(async move {
+                match app.store.read(user, conversation_id.0, seq).await {
+                    Ok(()) => None,
+                    Err(e) => error_reply(&app, e.into(), r#ref),
+                }
+            })),
+            // Presence and typing arrive with their own issue; until then they are accepted and
+            // have no effect, which the protocol allows for transient signals.
+            ClientFrame::Typing { .. }
+            | ClientFrame::PresenceSubscribe { .. }
+            | ClientFrame::PresenceUnsubscribe { .. } => {}
+        }
+    }
+}
+
+fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Option<String> {
+    Metrics::inc(&app.metrics.errors);
+    Some(e.to_frame(r#ref))
+}
+
+enum Step {
+    Reply(Option<String>),
+    Out(Outbound),
+    In(Option<Result<WsMessage, axum::Error>>),
+    Tick,
+}

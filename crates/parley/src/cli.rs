@@ -1,0 +1,144 @@
+//! The command line: every command and setting, documented for `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "parley",
+    version,
+    about = "Parley: a self-hostable messaging server",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (embedded SQLite storage under --data-dir).
+    Serve(ServeArgs),
+    /// Manage accounts on a running server.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sign in on a running server and remember the session for the other client commands.
+    Login(LoginArgs),
+    /// Send a text message to a user (starts the direct conversation if needed).
+    Send(SendArgs),
+    /// Print incoming messages as they arrive (and acknowledge them) until interrupted.
+    Watch(WatchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of `parley serve`. Each can also be set in the TOML file given by --config (same
+/// names, with `_` for `-`) or as a `PARLEY_*` environment variable; flags win over the
+/// environment, which wins over the file, which wins over the defaults.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings.
+    #[arg(long, env = "PARLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "PARLEY_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory of the embedded database [default: ./parley-data].
+    #[arg(long, env = "PARLEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `parley_server=debug` [default: info].
+    #[arg(long, env = "PARLEY_LOG")]
+    pub log: Option<String>,
+    /// This node's number, 0–1023, part of every id it makes [default: 0].
+    #[arg(long, env = "PARLEY_NODE_ID")]
+    pub node_id: Option<u16>,
+    /// Sustained sends per second per device [default: 200].
+    #[arg(long, env = "PARLEY_SEND_RATE_PER_SEC")]
+    pub send_rate_per_sec: Option<f64>,
+    /// Sends a device may burst above the sustained rate [default: 2000].
+    #[arg(long, env = "PARLEY_SEND_BURST")]
+    pub send_burst: Option<u32>,
+    /// Frames queued per connection before it is closed with 4009 [default: 4096].
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+    /// Frames a connection may have in flight before the server stops reading it [default: 256].
+    #[arg(long, env = "PARLEY_MAX_PIPELINE")]
+    pub max_pipeline: Option<usize>,
+    /// Most open WebSocket connections [default: 500000].
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a new WebSocket has to authenticate [default: 10000].
+    #[arg(long, env = "PARLEY_AUTH_TIMEOUT_MS")]
+    pub auth_timeout_ms: Option<u64>,
+    /// Milliseconds between pings of an idle connection [default: 30000].
+    #[arg(long, env = "PARLEY_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Milliseconds of silence after which a connection is closed as dead [default: 90000].
+    #[arg(long, env = "PARLEY_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most milliseconds a graceful shutdown waits for connections and writes [default: 8000].
+    #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Password hashes computed at once [default: 2].
+    #[arg(long, env = "PARLEY_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArg {
+    /// Server address.
+    #[arg(long, env = "PARLEY_SERVER", default_value = "http://127.0.0.1:7700")]
+    pub server: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create an account (prompts for the password unless --password is given).
+    Create {
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The password (read from PARLEY_PASSWORD, or asked for, when absent).
+        #[arg(long, env = "PARLEY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    pub username: String,
+    #[arg(long, env = "PARLEY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Name of this device as shown in the device list.
+    #[arg(long, default_value = "parley cli")]
+    pub device_name: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Username of the recipient.
+    pub to: String,
+    /// The message text.
+    pub text: String,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Stop after this many messages (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<usize>,
+}

@@ -1,0 +1,74 @@
+//! Layering of server settings: defaults, then the TOML file, then environment and flags
+//! (clap has already merged those two, flags first).
+
+use anyhow::Context;
+use parley_server::Config;
+
+use crate::cli::ServeArgs;
+
+pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("invalid settings in {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    macro_rules! layer {
+        ($($field:ident),* $(,)?) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
+    }
+    layer!(
+        listen,
+        data_dir,
+        node_id,
+        send_rate_per_sec,
+        send_burst,
+        outbound_queue,
+        max_pipeline,
+        max_connections,
+        auth_timeout_ms,
+        ping_interval_ms,
+        idle_timeout_ms,
+        shutdown_timeout_ms,
+        password_hash_concurrency,
+    );
+    if cfg.node_id > 1023 {
+        anyhow::bail!("node_id must be 0 to 1023");
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsend_burst = 7\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            send_burst: Some(9),
+            ..Default::default()
+        };
+        let cfg = load(&args).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9000");
+        assert_eq!(cfg.send_burst, 9);
+        assert_eq!(cfg.outbound_queue, Config::default().outbound_queue);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "lissten = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(load(&args).is_err());
+    }
+}
