@@ -110,3 +110,86 @@ impl Router for LocalRouter {
         self.connections.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn conn(
+        id: u64,
+        user: UserId,
+        device: DeviceId,
+        queue: usize,
+    ) -> (ConnHandle, mpsc::Receiver<Outbound>, mpsc::Receiver<Kick>) {
+        let (frames, rx) = mpsc::channel(queue);
+        let (kicks, krx) = mpsc::channel(2);
+        (
+            ConnHandle {
+                id,
+                user_id: user,
+                device_id: device,
+                frames,
+                kicks,
+            },
+            rx,
+            krx,
+        )
+    }
+
+    fn frame(s: &'static str) -> Outbound {
+        Outbound {
+            json: Bytes::from_static(s.as_bytes()),
+            position: None,
+        }
+    }
+
+    #[test]
+    fn delivers_to_every_connection_of_each_user() {
+        let r = LocalRouter::new();
+        let (c1, mut rx1, _) = conn(1, 10, 100, 8);
+        let (c2, mut rx2, _) = conn(2, 10, 101, 8);
+        let (c3, mut rx3, _) = conn(3, 20, 200, 8);
+        r.register(c1);
+        r.register(c2);
+        r.register(c3);
+        assert_eq!(r.connection_count(), 3);
+        r.deliver(&[10], &frame("a"));
+        assert_eq!(&rx1.try_recv().unwrap().json[..], b"a");
+        assert_eq!(&rx2.try_recv().unwrap().json[..], b"a");
+        assert!(rx3.try_recv().is_err());
+        r.unregister(10, 1);
+        r.deliver(&[10, 20], &frame("b"));
+        assert!(rx1.try_recv().is_err());
+        assert!(rx2.try_recv().is_ok() && rx3.try_recv().is_ok());
+        assert!(r.is_online(10));
+        r.unregister(10, 2);
+        assert!(!r.is_online(10));
+        assert_eq!(r.connection_count(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_kicks_instead_of_blocking() {
+        let r = LocalRouter::new();
+        let (c, _rx, mut kicks) = conn(1, 10, 100, 2);
+        r.register(c);
+        for _ in 0..3 {
+            r.deliver(&[10], &frame("x"));
+        }
+        assert_eq!(kicks.try_recv().unwrap(), Kick::TooSlow);
+    }
+
+    #[test]
+    fn kicks_only_the_named_device() {
+        let r = LocalRouter::new();
+        let (c1, _r1, mut k1) = conn(1, 10, 100, 2);
+        let (c2, _r2, mut k2) = conn(2, 10, 101, 2);
+        r.register(c1);
+        r.register(c2);
+        r.kick_device(10, 101, Kick::Revoked);
+        assert!(k1.try_recv().is_err());
+        assert_eq!(k2.try_recv().unwrap(), Kick::Revoked);
+    }
+}

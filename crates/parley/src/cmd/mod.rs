@@ -1,14 +1,20 @@
 //! One module per command.
 
+mod account;
+mod login;
+mod send;
 mod serve;
+mod session;
+mod watch;
 
 use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Account(_) | Command::Login(_) | Command::Send(_) | Command::Watch(_) => {
-            anyhow::bail!("not yet")
-        }
+        Command::Account(cmd) => account::run(cmd).await,
+        Command::Login(args) => login::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
     }
 }

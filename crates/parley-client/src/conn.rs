@@ -1,0 +1,835 @@
+//! A live WebSocket session: a background task owns the socket, reconnects with backoff,
+//! de-duplicates messages, coalesces acks and matches replies to requests by `ref`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use parley_proto::frames::{
+    ClientFrame, ErrorFrame, FrameHead, Presence, Ready, Receipt, SendFrame, Sent, Typing, close,
+};
+use parley_proto::{Conversation, ErrorCode, Id, Message};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tracing::{debug, warn};
+
+use crate::error::{ClientError, Result};
+use crate::new_client_id;
+use crate::rest::ws_url;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Commands queued from [`Connection`] handles to the task; bounded so a flood of calls waits
+/// instead of growing memory.
+const COMMAND_CAPACITY: usize = 1024;
+/// Inbound frames handled back to back before the task looks at commands and flushes acks, so a
+/// long replay neither starves sends nor holds the delivery cursor back until it ends.
+const DRAIN_BUDGET: usize = 256;
+/// How long a closing socket gets to finish the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Ack received messages automatically (coalesced to the highest seq per conversation).
+    pub auto_ack: bool,
+    /// Reconnect after a drop, unless the server closed with 4001 or 4010.
+    pub reconnect: bool,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Bound on every request (`send`, `ping`, `close`) and on each connect attempt.
+    pub request_timeout: Duration,
+    pub event_capacity: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            auto_ack: true,
+            reconnect: true,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            event_capacity: 10_000,
+        }
+    }
+}
+
+/// What the connection tells the application, in the order the server sent it.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Ready {
+        user_id: Id,
+        device_id: Id,
+    },
+    Synced,
+    Message(Message),
+    Receipt(Receipt),
+    Typing(Typing),
+    Presence(Presence),
+    Conversation(Box<Conversation>),
+    /// An `error` frame that answered no pending request (e.g. to `send_raw` or `ack`).
+    Error(ErrorFrame),
+    /// The socket dropped. Unless it was terminal (4001, 4010, `close()`, reconnect off), a
+    /// `Reconnected` follows; otherwise the event stream ends after this.
+    Disconnected {
+        code: Option<u16>,
+        reason: String,
+    },
+    Reconnected,
+}
+
+enum Command {
+    Send {
+        frame: SendFrame,
+        reply: oneshot::Sender<Result<Sent>>,
+    },
+    Ping {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Frame(ClientFrame),
+    Raw(String),
+    Close {
+        done: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// A handle to the session. Clones share the one socket; when the last is dropped the task
+/// closes the socket.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    cmds: mpsc::Sender<Command>,
+    timeout: Duration,
+    user_id: Id,
+    device_id: Id,
+}
+
+impl Connection {
+    /// Connects, authenticates and waits for `ready`. The first attempt is not retried: a bad
+    /// token is `ClientError::Api { code: Unauthorized, .. }`.
+    pub async fn connect(
+        base_url: &str,
+        token: &str,
+        opts: ConnectOptions,
+    ) -> Result<(Connection, mpsc::Receiver<Event>)> {
+        let url = ws_url(base_url);
+        let (ws, ready) = timeout(opts.request_timeout, open(&url, token))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let (events, events_rx) = mpsc::channel(opts.event_capacity.max(1));
+        let (cmds, cmds_rx) = mpsc::channel(COMMAND_CAPACITY);
+        // The channel is empty, so this cannot wait.
+        let _ = events
+            .send(Event::Ready {
+                user_id: ready.user_id,
+                device_id: ready.device_id,
+            })
+            .await;
+        let conn = Connection {
+            cmds,
+            timeout: opts.request_timeout,
+            user_id: ready.user_id,
+            device_id: ready.device_id,
+        };
+        let task = Task {
+            url,
+            token: token.to_string(),
+            opts,
+            events,
+            cmds: cmds_rx,
+            next_ref: 0,
+            sends: BTreeMap::new(),
+            pings: HashMap::new(),
+            queued_pings: Vec::new(),
+            dedupe: Dedupe::default(),
+            acks: HashMap::new(),
+            presence: HashSet::new(),
+        };
+        tokio::spawn(task.run(ws));
+        Ok((conn, events_rx))
+    }
+
+    pub fn user_id(&self) -> Id {
+        self.user_id
+    }
+
+    pub fn device_id(&self) -> Id {
+        self.device_id
+    }
+
+    /// Sends a message with a fresh client id; retried across reconnects until `sent`.
+    pub async fn send(&self, conv: Id, kind: &str, body: Value) -> Result<Sent> {
+        self.send_with_client_id(conv, new_client_id(), kind, body)
+            .await
+    }
+
+    pub async fn send_text(&self, conv: Id, text: &str) -> Result<Sent> {
+        self.send(conv, "text", json!({ "text": text })).await
+    }
+
+    /// Like [`Connection::send`] with the caller's `client_id`, e.g. one persisted in an outbox.
+    pub async fn send_with_client_id(
+        &self,
+        conv: Id,
+        client_id: impl Into<String>,
+        kind: &str,
+        body: Value,
+    ) -> Result<Sent> {
+        let frame = SendFrame {
+            conversation_id: conv,
+            client_id: client_id.into(),
+            kind: kind.into(),
+            body,
+        };
+        self.request(|reply| Command::Send { frame, reply }).await
+    }
+
+    /// Waits for a `pong`: every frame sent before it has then taken effect on the server. Fails
+    /// with `Closed` if the socket drops first; issued while disconnected, it waits for the
+    /// reconnect.
+    pub async fn ping(&self) -> Result<()> {
+        self.request(|reply| Command::Ping { reply }).await
+    }
+
+    pub async fn ack(&self, conv: Id, seq: i64) -> Result<()> {
+        self.fire(ClientFrame::Ack {
+            conversation_id: conv,
+            seq,
+        })
+        .await
+    }
+
+    pub async fn read(&self, conv: Id, seq: i64) -> Result<()> {
+        self.fire(ClientFrame::Read {
+            conversation_id: conv,
+            seq,
+        })
+        .await
+    }
+
+    pub async fn typing(&self, conv: Id, active: bool) -> Result<()> {
+        self.fire(ClientFrame::Typing {
+            conversation_id: conv,
+            active,
+        })
+        .await
+    }
+
+    /// Subscriptions are remembered and renewed after a reconnect.
+    pub async fn presence_subscribe(&self, user_ids: &[Id]) -> Result<()> {
+        self.fire(ClientFrame::PresenceSubscribe {
+            user_ids: user_ids.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn presence_unsubscribe(&self, user_ids: &[Id]) -> Result<()> {
+        self.fire(ClientFrame::PresenceUnsubscribe {
+            user_ids: user_ids.to_vec(),
+        })
+        .await
+    }
+
+    /// Sends any text frame as is (dropped while disconnected). Replies arrive as events.
+    pub async fn send_raw(&self, text: impl Into<String>) -> Result<()> {
+        self.cmds
+            .send(Command::Raw(text.into()))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Closes with 1000 and stops the task; the event stream ends after `Disconnected`.
+    /// Closing a connection that has already ended is not an error.
+    pub async fn close(&self) -> Result<()> {
+        match self.request(|done| Command::Close { done }).await {
+            Err(ClientError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn fire(&self, frame: ClientFrame) -> Result<()> {
+        self.cmds
+            .send(Command::Frame(frame))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// One bound covers both queueing the command and waiting for its answer. A request given
+    /// up here is dropped by the task the next time it looks (its reply channel is closed).
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let wait = async {
+            self.cmds
+                .send(make(tx))
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            rx.await.map_err(|_| ClientError::Closed)?
+        };
+        timeout(self.timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+}
+
+/// Opens a socket, sends `auth` first and reads up to `ready`.
+async fn open(url: &str, token: &str) -> Result<(Ws, Ready)> {
+    let (mut ws, _) = connect_async(url).await?;
+    let auth = encode(
+        &ClientFrame::Auth {
+            token: token.into(),
+        },
+        None,
+    )?;
+    ws.send(WsMessage::text(auth)).await?;
+    while let Some(msg) = ws.next().await {
+        match msg? {
+            WsMessage::Text(text) => {
+                let head: FrameHead = serde_json::from_str(&text)?;
+                match &*head.ty {
+                    "ready" => return Ok((ws, serde_json::from_str(&text)?)),
+                    "error" => {
+                        return Err(ClientError::from_frame(serde_json::from_str(&text)?));
+                    }
+                    _ => debug!(ty = %head.ty, "ignoring frame before ready"),
+                }
+            }
+            WsMessage::Close(Some(f)) if u16::from(f.code) == close::UNAUTHORIZED => {
+                return Err(ClientError::Api {
+                    status: 0,
+                    code: ErrorCode::Unauthorized,
+                    message: f.reason.to_string(),
+                    retry_after_ms: None,
+                });
+            }
+            WsMessage::Close(_) => return Err(ClientError::Closed),
+            _ => {}
+        }
+    }
+    Err(ClientError::Closed)
+}
+
+/// Serializes a client frame and adds `ref` to its object (the enum has no place for it).
+pub(crate) fn encode(frame: &ClientFrame, r#ref: Option<&str>) -> Result<String> {
+    let mut value = serde_json::to_value(frame)?;
+    if let (Some(r), Some(obj)) = (r#ref, value.as_object_mut()) {
+        obj.insert("ref".into(), Value::String(r.into()));
+    }
+    Ok(value.to_string())
+}
+
+/// A random delay in `[min, min(max, min·2^attempt)]`: exponential growth with full jitter over
+/// the window, so a server restart is not met by every client at once.
+pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (lo, hi) = (nanos(min), nanos(max).max(nanos(min)));
+    let cap = lo
+        .saturating_mul(1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX))
+        .min(hi);
+    Duration::from_nanos(rand::rng().random_range(lo..=cap))
+}
+
+/// The highest seq delivered to the app per conversation. The server sends each conversation
+/// in seq order, so anything at or below it is a repeat (after a reconnect).
+#[derive(Default, Debug)]
+pub(crate) struct Dedupe {
+    highest: HashMap<Id, i64>,
+}
+
+impl Dedupe {
+    /// Whether the message is new; records it if so.
+    pub(crate) fn accept(&mut self, conv: Id, seq: i64) -> bool {
+        let top = self.highest.entry(conv).or_insert(0);
+        if seq <= *top {
+            return false;
+        }
+        *top = seq;
+        true
+    }
+
+    pub(crate) fn highest(&self, conv: Id) -> Option<i64> {
+        self.highest.get(&conv).copied()
+    }
+}
+
+/// Why a session on one socket ended.
+enum Exit {
+    /// `close()` or every handle dropped: stop for good.
+    Closed(Option<oneshot::Sender<Result<()>>>),
+    Dropped {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+impl Exit {
+    fn lost(e: impl std::fmt::Display) -> Exit {
+        Exit::Dropped {
+            code: None,
+            reason: e.to_string(),
+        }
+    }
+}
+
+struct PendingSend {
+    /// The encoded frame, kept to resend verbatim (same `client_id`, same `ref`).
+    text: String,
+    reply: oneshot::Sender<Result<Sent>>,
+}
+
+struct Task {
+    url: String,
+    token: String,
+    opts: ConnectOptions,
+    events: mpsc::Sender<Event>,
+    cmds: mpsc::Receiver<Command>,
+    next_ref: u64,
+    /// Sends without an answer yet, by `ref` number (so resends keep call order); they survive
+    /// reconnects.
+    sends: BTreeMap<u64, PendingSend>,
+    /// Pings written to the current socket, by `ref`; they fail when it drops.
+    pings: HashMap<u64, oneshot::Sender<Result<()>>>,
+    /// Pings issued while disconnected, written after the next `ready`.
+    queued_pings: Vec<oneshot::Sender<Result<()>>>,
+    dedupe: Dedupe,
+    /// Acks not yet written: highest seq per conversation.
+    acks: HashMap<Id, i64>,
+    presence: HashSet<Id>,
+}
+
+impl Task {
+    async fn run(mut self, mut ws: Ws) {
+        loop {
+            match self.serve(&mut ws).await {
+                Exit::Closed(done) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    };
+                    let _ = timeout(CLOSE_GRACE, async {
+                        let _ = ws.close(Some(frame)).await;
+                        while ws.next().await.is_some() {}
+                    })
+                    .await;
+                    self.emit(Event::Disconnected {
+                        code: Some(1000),
+                        reason: "closed by client".into(),
+                    })
+                    .await;
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(()));
+                    }
+                    return;
+                }
+                Exit::Dropped { code, reason } => {
+                    debug!(?code, %reason, "connection dropped");
+                    // A barrier is only meaningful on the socket it was sent on.
+                    self.pings.clear();
+                    self.emit(Event::Disconnected { code, reason }).await;
+                    let terminal =
+                        matches!(code, Some(close::UNAUTHORIZED | close::DEVICE_REVOKED));
+                    if terminal || !self.opts.reconnect {
+                        return;
+                    }
+                    match self.reconnect().await {
+                        Some(new) => ws = new,
+                        None => return,
+                    }
+                    self.emit(Event::Reconnected).await;
+                }
+            }
+        }
+    }
+
+    /// Retries with backoff until a socket is ready, still taking commands meanwhile so that
+    /// callers queue up instead of blocking. `None`: stop for good.
+    async fn reconnect(&mut self) -> Option<Ws> {
+        for attempt in 0u32.. {
+            let sleep = tokio::time::sleep(backoff(
+                attempt,
+                self.opts.backoff_min,
+                self.opts.backoff_max,
+            ));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = self.cmds.recv() => match cmd {
+                        None => return None,
+                        Some(Command::Close { done }) => {
+                            let _ = done.send(Ok(()));
+                            return None;
+                        }
+                        Some(cmd) => self.offline(cmd),
+                    },
+                }
+            }
+            match timeout(self.opts.request_timeout, open(&self.url, &self.token)).await {
+                Ok(Ok((ws, _ready))) => return Some(ws),
+                Ok(Err(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
+                    // The token was revoked while we were away; retrying cannot help.
+                    let reason = e.to_string();
+                    self.emit(Event::Disconnected {
+                        code: Some(close::UNAUTHORIZED),
+                        reason,
+                    })
+                    .await;
+                    return None;
+                }
+                Ok(Err(e)) => debug!(attempt, error = %e, "reconnect failed"),
+                Err(_) => debug!(attempt, "reconnect timed out"),
+            }
+        }
+        None
+    }
+
+    /// Holds a command while there is no socket.
+    fn offline(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { frame, reply } => {
+                let r = self.new_ref();
+                match encode(&ClientFrame::Send(frame), Some(&ref_str(r))) {
+                    Ok(text) => {
+                        self.sends.insert(r, PendingSend { text, reply });
+                    }
+                    Err(e) => drop(reply.send(Err(e))),
+                }
+            }
+            Command::Ping { reply } => self.queued_pings.push(reply),
+            Command::Frame(frame) => {
+                self.track_presence(&frame);
+                // An ack is kept (the cursor should still advance); read and typing are
+                // moments that have passed.
+                if let ClientFrame::Ack {
+                    conversation_id,
+                    seq,
+                } = frame
+                {
+                    self.note_ack(conversation_id, seq);
+                }
+            }
+            Command::Raw(_) | Command::Close { .. } => {}
+        }
+    }
+
+    async fn serve(&mut self, ws: &mut Ws) -> Exit {
+        if let Err(e) = self.resume(ws).await {
+            return Exit::lost(e);
+        }
+        loop {
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    None => return Exit::Closed(None),
+                    Some(Command::Close { done }) => return Exit::Closed(Some(done)),
+                    Some(cmd) => {
+                        if let Err(e) = self.online(cmd, ws).await {
+                            return Exit::lost(e);
+                        }
+                    }
+                },
+                msg = ws.next() => {
+                    let mut msg = msg;
+                    let mut budget = DRAIN_BUDGET;
+                    loop {
+                        if let Some(exit) = self.inbound(ws, msg).await {
+                            return exit;
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            break;
+                        }
+                        // Keep going while frames are already buffered; acks wait until then.
+                        match ws.next().now_or_never() {
+                            Some(next) => msg = next,
+                            None => break,
+                        }
+                    }
+                    if let Err(e) = self.flush_acks(ws).await {
+                        return Exit::lost(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one item from the socket; `Some` when the socket is finished.
+    async fn inbound(
+        &mut self,
+        ws: &mut Ws,
+        msg: Option<std::result::Result<WsMessage, WsError>>,
+    ) -> Option<Exit> {
+        match msg {
+            None => Some(Exit::lost("connection lost")),
+            Some(Err(e)) => Some(Exit::lost(e)),
+            Some(Ok(WsMessage::Close(f))) => {
+                // Let tungstenite answer the close before we drop the socket.
+                let _ = timeout(CLOSE_GRACE, async { while ws.next().await.is_some() {} }).await;
+                let (code, reason) = match f {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                    None => (None, "closed by server".into()),
+                };
+                Some(Exit::Dropped { code, reason })
+            }
+            Some(Ok(WsMessage::Text(text))) => {
+                self.dispatch(&text).await;
+                None
+            }
+            // tungstenite answers pings itself as long as we keep reading.
+            Some(Ok(_)) => None,
+        }
+    }
+
+    /// After `ready`: replays what the last socket left unfinished.
+    async fn resume(&mut self, ws: &mut Ws) -> Result<()> {
+        self.sends.retain(|_, p| !p.reply.is_closed());
+        for p in self.sends.values() {
+            ws.feed(WsMessage::text(p.text.clone())).await?;
+        }
+        if !self.presence.is_empty() {
+            let user_ids = self.presence.iter().copied().collect();
+            let text = encode(&ClientFrame::PresenceSubscribe { user_ids }, None)?;
+            ws.feed(WsMessage::text(text)).await?;
+        }
+        for reply in std::mem::take(&mut self.queued_pings) {
+            let r = self.new_ref();
+            ws.feed(WsMessage::text(encode(
+                &ClientFrame::Ping,
+                Some(&ref_str(r)),
+            )?))
+            .await?;
+            self.pings.insert(r, reply);
+        }
+        ws.flush().await?;
+        self.flush_acks(ws).await
+    }
+
+    async fn online(&mut self, cmd: Command, ws: &mut Ws) -> Result<()> {
+        let text = match cmd {
+            Command::Send { frame, reply } => {
+                let r = self.new_ref();
+                let text = match encode(&ClientFrame::Send(frame), Some(&ref_str(r))) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                // Tracked before writing, so a failed write is retried after reconnecting.
+                self.sends.insert(
+                    r,
+                    PendingSend {
+                        text: text.clone(),
+                        reply,
+                    },
+                );
+                text
+            }
+            Command::Ping { reply } => {
+                let r = self.new_ref();
+                self.pings.insert(r, reply);
+                encode(&ClientFrame::Ping, Some(&ref_str(r)))?
+            }
+            Command::Frame(frame) => {
+                self.track_presence(&frame);
+                encode(&frame, None)?
+            }
+            Command::Raw(text) => text,
+            Command::Close { .. } => return Ok(()),
+        };
+        ws.send(WsMessage::text(text)).await?;
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, text: &str) {
+        let head: FrameHead = match serde_json::from_str(text) {
+            Ok(h) => h,
+            Err(e) => return warn!(error = %e, "undecodable server frame"),
+        };
+        // Refs we did not make (e.g. from `send_raw`) match nothing and surface as events.
+        let r#ref = head.r#ref.as_deref().and_then(ref_num);
+        match &*head.ty {
+            "message" => {
+                let Some(m) = parse::<Message>(text) else {
+                    return;
+                };
+                let (conv, seq) = (m.conversation_id, m.seq);
+                if self.dedupe.accept(conv, seq) {
+                    self.emit(Event::Message(m)).await;
+                } else {
+                    debug!(%conv, seq, "dropping repeated message");
+                }
+                // A repeat means the server did not see our ack: send it again.
+                if self.opts.auto_ack
+                    && let Some(top) = self.dedupe.highest(conv)
+                {
+                    self.note_ack(conv, top);
+                }
+            }
+            "sent" => {
+                let Some(sent) = parse::<Sent>(text) else {
+                    return;
+                };
+                match r#ref.and_then(|r| self.sends.remove(&r)) {
+                    Some(p) => drop(p.reply.send(Ok(sent))),
+                    None => debug!("sent for a request no longer waiting"),
+                }
+            }
+            "pong" => {
+                if let Some(reply) = r#ref.and_then(|r| self.pings.remove(&r)) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            "error" => {
+                let Some(e) = parse::<ErrorFrame>(text) else {
+                    return;
+                };
+                if let Some(p) = r#ref.and_then(|r| self.sends.remove(&r)) {
+                    let _ = p.reply.send(Err(ClientError::from_frame(e)));
+                } else if let Some(reply) = r#ref.and_then(|r| self.pings.remove(&r)) {
+                    let _ = reply.send(Err(ClientError::from_frame(e)));
+                } else {
+                    self.emit(Event::Error(e)).await;
+                }
+            }
+            "synced" => self.emit(Event::Synced).await,
+            "receipt" => self.emit_parsed(text, Event::Receipt).await,
+            "typing" => self.emit_parsed(text, Event::Typing).await,
+            "presence" => self.emit_parsed(text, Event::Presence).await,
+            "conversation" => {
+                self.emit_parsed(text, |c: Conversation| Event::Conversation(Box::new(c)))
+                    .await;
+            }
+            other => debug!(ty = other, "ignoring unknown frame type"),
+        }
+    }
+
+    async fn emit_parsed<T: DeserializeOwned>(&self, text: &str, wrap: impl FnOnce(T) -> Event) {
+        if let Some(v) = parse(text) {
+            self.emit(wrap(v)).await;
+        }
+    }
+
+    /// Waits for room: a slow application slows reading, and the server's own flow control
+    /// (close 4009, then a resync) takes over from there.
+    async fn emit(&self, event: Event) {
+        // The application may have dropped the receiver and use requests only.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn flush_acks(&mut self, ws: &mut Ws) -> Result<()> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        for (conv, seq) in std::mem::take(&mut self.acks) {
+            let text = encode(
+                &ClientFrame::Ack {
+                    conversation_id: conv,
+                    seq,
+                },
+                None,
+            )?;
+            ws.feed(WsMessage::text(text)).await?;
+        }
+        ws.flush().await?;
+        Ok(())
+    }
+
+    fn note_ack(&mut self, conv: Id, seq: i64) {
+        let e = self.acks.entry(conv).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+
+    fn track_presence(&mut self, frame: &ClientFrame) {
+        match frame {
+            ClientFrame::PresenceSubscribe { user_ids } => self.presence.extend(user_ids),
+            ClientFrame::PresenceUnsubscribe { user_ids } => {
+                for u in user_ids {
+                    self.presence.remove(u);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_ref(&mut self) -> u64 {
+        self.next_ref += 1;
+        self.next_ref
+    }
+}
+
+fn ref_str(n: u64) -> String {
+    format!("r{n}")
+}
+
+fn ref_num(r: &str) -> Option<u64> {
+    r.strip_prefix('r')?.parse().ok()
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> Option<T> {
+    serde_json::from_str(text)
+        .map_err(|e| warn!(error = %e, "undecodable server frame"))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_drops_repeats_per_conversation() {
+        let mut d = Dedupe::default();
+        assert!(d.accept(Id(1), 1));
+        assert!(d.accept(Id(1), 2));
+        assert!(!d.accept(Id(1), 2));
+        assert!(!d.accept(Id(1), 1));
+        assert!(d.accept(Id(2), 1));
+        assert!(d.accept(Id(1), 5));
+        assert_eq!(d.highest(Id(1)), Some(5));
+        assert_eq!(d.highest(Id(3)), None);
+    }
+
+    #[test]
+    fn backoff_stays_in_bounds() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        for attempt in [0, 1, 3, 7, 20, 63, 64, u32::MAX] {
+            for _ in 0..50 {
+                let d = backoff(attempt, min, max);
+                assert!(d >= min && d <= max, "{attempt}: {d:?}");
+            }
+        }
+        assert_eq!(backoff(0, min, min), min);
+        assert!(backoff(1, min, max) <= Duration::from_millis(200));
+        // A max below min is treated as min rather than panicking.
+        assert_eq!(backoff(5, min, Duration::ZERO), min);
+    }
+
+    #[test]
+    fn encode_adds_ref() {
+        let ack = ClientFrame::Ack {
+            conversation_id: Id(7),
+            seq: 3,
+        };
+        let v: Value = serde_json::from_str(&encode(&ack, Some("r1")).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "ack", "conversation_id": "7", "seq": 3, "ref": "r1"})
+        );
+        assert_eq!(
+            encode(&ClientFrame::Ping, Some("r2")).unwrap(),
+            r#"{"ref":"r2","type":"ping"}"#
+        );
+        assert_eq!(ref_num(&ref_str(42)), Some(42));
+        assert_eq!(ref_num("zz"), None);
+        let auth = encode(&ClientFrame::Auth { token: "t".into() }, None).unwrap();
+        assert_eq!(auth, r#"{"token":"t","type":"auth"}"#);
+    }
+}

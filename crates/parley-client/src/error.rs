@@ -1,0 +1,71 @@
+//! The one error type of the SDK, for REST calls and the WebSocket alike.
+
+use parley_proto::ErrorCode;
+use parley_proto::frames::ErrorFrame;
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the request. `status` is the HTTP status for REST calls and 0 for
+    /// WebSocket `error` frames (which carry no status).
+    #[error("{code} (status {status}): {message}")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// Boxed because tungstenite's error is large and would bloat every `Result`.
+    #[error("websocket: {0}")]
+    Ws(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("could not decode a server response: {0}")]
+    Decode(String),
+    /// The connection task has stopped, or the socket dropped while the request was in flight
+    /// and the request could not be retried.
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ClientError {
+    /// The protocol error code, when the server gave one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to back off (`rate_limited`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ClientError::Api { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_frame(e: ErrorFrame) -> Self {
+        ClientError::Api {
+            status: 0,
+            code: e.code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        ClientError::Ws(Box::new(e))
+    }
+}
+
+impl From<serde_json::Error> for ClientError {
+    fn from(e: serde_json::Error) -> Self {
+        ClientError::Decode(e.to_string())
+    }
+}

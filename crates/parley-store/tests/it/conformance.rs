@@ -1,0 +1,409 @@
+//! The conformance tests themselves, written against `dyn Store` only.
+
+use parley_core::MessageKind;
+use parley_store::{HistoryQuery, NewMessage, StoreError, StoreEvent};
+
+use crate::Harness;
+
+async fn user(h: &Harness, name: &str) -> i64 {
+    h.store
+        .create_user(name, name, "hash")
+        .await
+        .expect("create user")
+        .id
+}
+
+fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        sender_device_id: device,
+        client_id: Some(client_id.to_owned()),
+        kind: MessageKind::Text,
+        body: serde_json::json!({ "text": body }).to_string(),
+    }
+}
+
+/// Two users, a direct conversation (seq 1 is `conversation_created`) and a device of `a`.
+async fn pair(h: &Harness) -> (i64, i64, i64, i64) {
+    let a = user(h, "alice").await;
+    let b = user(h, "bob").await;
+    let (conv, created) = h.store.create_direct(a, b).await.unwrap();
+    assert!(created);
+    let dev = h.store.create_device(a, "phone", [1; 32]).await.unwrap().id;
+    (a, b, conv, dev)
+}
+
+pub async fn users_are_unique(h: Harness) {
+    let u = h.store.create_user("carol", "Carol", "h1").await.unwrap();
+    assert_eq!(
+        h.store.create_user("carol", "Other", "h2").await,
+        Err(StoreError::Conflict("username is taken".into()))
+    );
+    assert_eq!(
+        h.store.user(u.id).await.unwrap().unwrap().display_name,
+        "Carol"
+    );
+    let creds = h.store.user_credentials("carol").await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "h1");
+    assert!(h.store.user_by_username("nobody").await.unwrap().is_none());
+}
+
+pub async fn devices_and_tokens(h: Harness) {
+    let a = user(&h, "alice").await;
+    let b = user(&h, "bob").await;
+    let d1 = h.store.create_device(a, "laptop", [7; 32]).await.unwrap();
+    let d2 = h.store.create_device(a, "phone", [8; 32]).await.unwrap();
+    assert_eq!(
+        h.store.device_by_token([7; 32]).await.unwrap().unwrap().id,
+        d1.id
+    );
+    assert!(h.store.device_by_token([9; 32]).await.unwrap().is_none());
+    assert_eq!(h.store.devices(a).await.unwrap().len(), 2);
+    assert!(
+        !h.store.delete_device(b, d1.id).await.unwrap(),
+        "only the owner deletes a device"
+    );
+    assert!(h.store.delete_device(a, d1.id).await.unwrap());
+    assert!(h.store.device_by_token([7; 32]).await.unwrap().is_none());
+    h.store
+        .touch_device(d2.id, d2.last_active_at + 5_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.devices(a).await.unwrap()[0].last_active_at,
+        d2.last_active_at + 5_000
+    );
+}
+
+pub async fn direct_conversations_are_one_per_pair(h: Harness) {
+    let a = user(&h, "alice").await;
+    let b = user(&h, "bob").await;
+    let (c1, created) = h.store.create_direct(a, b).await.unwrap();
+    assert!(created);
+    assert_eq!(h.store.create_direct(b, a).await.unwrap(), (c1, false));
+    let (own, _) = h.store.create_direct(a, a).await.unwrap();
+    assert_ne!(own, c1);
+    assert_eq!(h.store.member_ids(own).await.unwrap(), vec![a]);
+    assert_eq!(
+        h.store.create_direct(a, 424242).await,
+        Err(StoreError::NotFound)
+    );
+    let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            view.last_seq,
+            view.members_count,
+            view.members.unwrap().len()
+        ),
+        (1, 2, 2)
+    );
+    assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
+}
+
+pub async fn sends_are_gap_free_and_published_in_order(mut h: Harness) {
+    let (a, _b, conv, dev) = pair(&h).await;
+    h.drain();
+    for i in 0..5 {
+        let out = h
+            .store
+            .send(text(conv, a, Some(dev), &format!("c{i}"), "hi"))
+            .await
+            .unwrap();
+        assert!(!out.duplicate);
+        assert_eq!(out.message.seq, 2 + i);
+    }
+    let seqs: Vec<i64> = h
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            StoreEvent::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+}
+
+pub async fn sends_are_idempotent_per_sender(mut h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let first = h
+        .store
+        .send(text(conv, a, Some(dev), "same", "one"))
+        .await
+        .unwrap()
+        .message;
+    h.drain();
+    // A repeat naming another body, or another conversation, still returns the original.
+    let (other, _) = h.store.create_direct(a, a).await.unwrap();
+    for repeat in [
+        text(conv, a, None, "same", "two"),
+        text(other, a, None, "same", "three"),
+    ] {
+        let out = h.store.send(repeat).await.unwrap();
+        assert!(out.duplicate);
+        assert_eq!(out.message, first);
+    }
+    assert!(
+        h.drain()
+            .iter()
+            .all(|e| !matches!(e, StoreEvent::Message(m) if m.conversation_id == conv)),
+        "a repeat publishes nothing"
+    );
+    // The same client_id from another sender is another message.
+    let theirs = h
+        .store
+        .send(text(conv, b, None, "same", "bob's"))
+        .await
+        .unwrap();
+    assert!(!theirs.duplicate);
+    assert_eq!(theirs.message.seq, first.seq + 1);
+}
+
+pub async fn strangers_cannot_send_or_read(h: Harness) {
+    let (_a, _b, conv, _) = pair(&h).await;
+    let eve = user(&h, "eve").await;
+    assert_eq!(
+        h.store
+            .send(text(conv, eve, None, "x", "hi"))
+            .await
+            .unwrap_err(),
+        StoreError::NotMember
+    );
+    assert_eq!(
+        h.store.ack(1, eve, conv, 1).await,
+        Err(StoreError::NotMember)
+    );
+    assert_eq!(h.store.read(eve, conv, 1).await, Err(StoreError::NotMember));
+    assert!(
+        h.store
+            .conversation(eve, conv, false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let q = HistoryQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        h.store.history(eve, conv, q).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        h.store.receipts(eve, conv, 1).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+pub async fn history_pages(h: Harness) {
+    let (a, _b, conv, dev) = pair(&h).await;
+    for i in 0..20 {
+        h.store
+            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    // Log: seq 1 (created) .. 21.
+    let page = |after, before, limit| {
+        let store = h.store.clone();
+        async move {
+            let q = HistoryQuery {
+                after_seq: after,
+                before_seq: before,
+                limit,
+            };
+            store
+                .history(a, conv, q)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, None, 5).await, vec![17, 18, 19, 20, 21]);
+    assert_eq!(page(None, Some(10), 3).await, vec![7, 8, 9]);
+    assert_eq!(page(Some(10), None, 3).await, vec![11, 12, 13]);
+    assert_eq!(page(Some(10), Some(13), 50).await, vec![11, 12]);
+    assert_eq!(page(Some(21), None, 5).await, Vec::<i64>::new());
+    assert_eq!(page(None, None, 50).await.len(), 21);
+}
+
+pub async fn backlog_follows_cursors(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let bdev = h
+        .store
+        .create_device(b, "tablet", [2; 32])
+        .await
+        .unwrap()
+        .id;
+    for i in 0..3 {
+        h.store
+            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let bl = h.store.backlog(bdev, b).await.unwrap();
+    assert_eq!(bl.len(), 1);
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (0, 4));
+    h.store.ack(bdev, b, conv, 2).await.unwrap();
+    let bl = h.store.backlog(bdev, b).await.unwrap();
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 4));
+    let range: Vec<i64> = h
+        .store
+        .log_range(conv, 2, 4, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(range, vec![3, 4]);
+    h.store.ack(bdev, b, conv, 4).await.unwrap();
+    assert!(h.store.backlog(bdev, b).await.unwrap().is_empty());
+    // Cursors are per device: another device of b still has everything.
+    let other = h
+        .store
+        .create_device(b, "laptop", [3; 32])
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(h.store.backlog(other, b).await.unwrap()[0].after_seq, 0);
+    // Acking past the end is refused.
+    assert!(matches!(
+        h.store.ack(bdev, b, conv, 99).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    for i in 0..4 {
+        h.store
+            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let bdev = h
+        .store
+        .create_device(b, "tablet", [2; 32])
+        .await
+        .unwrap()
+        .id;
+    h.drain();
+    h.store.ack(bdev, b, conv, 3).await.unwrap();
+    h.store.ack(bdev, b, conv, 2).await.unwrap();
+    h.store.read(b, conv, 4).await.unwrap();
+    let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
+    assert_eq!(
+        (view.delivered_seq, view.read_seq, view.unread_count),
+        (4, 4, 1),
+        "seq 5 is still unread"
+    );
+    h.store.read(b, conv, 5).await.unwrap();
+    h.store.read(b, conv, 1).await.unwrap();
+    let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
+    assert_eq!(
+        (view.delivered_seq, view.read_seq, view.unread_count),
+        (5, 5, 0)
+    );
+    let receipts: Vec<(i64, i64)> = h
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            StoreEvent::Receipt(r) if r.user_id == b => Some((r.delivered_seq, r.read_seq)),
+            _ => None,
+        })
+        .collect();
+    assert!(!receipts.is_empty());
+    assert_eq!(*receipts.last().unwrap(), (5, 5));
+    assert!(
+        receipts
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
+        "pointers only grow: {receipts:?}"
+    );
+}
+
+pub async fn receipts_count_from_pointers(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let m = h
+        .store
+        .send(text(conv, a, Some(dev), "c", "x"))
+        .await
+        .unwrap()
+        .message;
+    let r = h.store.receipts(b, conv, m.seq).await.unwrap();
+    // The author counts as having delivered and read their own message.
+    assert_eq!(
+        (r.members_count, r.delivered_count, r.read_count),
+        (2, 1, 1)
+    );
+    h.store.ack(9, b, conv, m.seq).await.unwrap();
+    let r = h.store.receipts(a, conv, m.seq).await.unwrap();
+    assert_eq!((r.delivered_count, r.read_count), (2, 1));
+    h.store.read(b, conv, m.seq).await.unwrap();
+    let r = h.store.receipts(a, conv, m.seq).await.unwrap();
+    assert_eq!((r.delivered_count, r.read_count), (2, 2));
+    assert_eq!(r.members.unwrap().len(), 2);
+    assert_eq!(
+        h.store.receipts(a, conv, 999).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+pub async fn concurrent_sends_stay_gap_free(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = h.store.clone();
+        let sender = if t % 2 == 0 { a } else { b };
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let m = store
+                    .send(text(conv, sender, Some(dev), &format!("t{t}-{i}"), "x"))
+                    .await
+                    .unwrap();
+                seqs.push(m.message.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (2..=401).collect::<Vec<i64>>());
+}
+
+pub async fn everything_survives_a_reopen(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let sent = h
+        .store
+        .send(text(conv, a, Some(dev), "keep", "durable"))
+        .await
+        .unwrap()
+        .message;
+    h.store.ack(5, b, conv, sent.seq).await.unwrap();
+    let h = h.reopen().await;
+    let again = h
+        .store
+        .send(text(conv, a, Some(dev), "keep", "durable"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, sent);
+    let next = h
+        .store
+        .send(text(conv, a, Some(dev), "new", "after"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next.seq, sent.seq + 1);
+    assert!(
+        next.message_id > sent.message_id,
+        "ids keep growing across restarts"
+    );
+    assert_eq!(h.store.backlog(5, b).await.unwrap()[0].after_seq, sent.seq);
+}
