@@ -29,6 +29,33 @@ pub enum Command {
     Send(SendArgs),
     /// Print incoming messages as they arrive (and acknowledge them) until interrupted.
     Watch(WatchArgs),
+    /// Measure a running server (start it with a high --send-rate-per-sec for load scenarios).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Durable sends per second: N connections, each with a window of sends in flight.
+    Sends {
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        /// Sends in flight per connection.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Replay speed: a device offline while N messages arrive, then reconnects.
+    Backlog {
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod account;
+mod bench;
 mod login;
 mod send;
 mod serve;
@@ -16,5 +17,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
