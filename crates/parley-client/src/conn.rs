@@ -87,18 +87,11 @@ pub enum Event {
 }
 
 enum Command {
-    Send {
-        frame: SendFrame,
-        reply: oneshot::Sender<Result<Sent>>,
-    },
-    Ping {
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Send { frame: SendFrame, reply: oneshot::Sender<Result<Sent>> },
+    Ping { reply: oneshot::Sender<Result<()>> },
     Frame(ClientFrame),
     Raw(String),
-    Close {
-        done: oneshot::Sender<Result<()>>,
-    },
+    Close { done: oneshot::Sender<Result<()>> },
 }
 
 /// A handle to the session. Clones share the one socket; when the last is dropped the task
@@ -120,24 +113,14 @@ impl Connection {
         opts: ConnectOptions,
     ) -> Result<(Connection, mpsc::Receiver<Event>)> {
         let url = ws_url(base_url);
-        let (ws, ready) = timeout(opts.request_timeout, open(&url, token))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
+        let (ws, ready) =
+            timeout(opts.request_timeout, open(&url, token)).await.map_err(|_| ClientError::Timeout)??;
         let (events, events_rx) = mpsc::channel(opts.event_capacity.max(1));
         let (cmds, cmds_rx) = mpsc::channel(COMMAND_CAPACITY);
         // The channel is empty, so this cannot wait.
-        let _ = events
-            .send(Event::Ready {
-                user_id: ready.user_id,
-                device_id: ready.device_id,
-            })
-            .await;
-        let conn = Connection {
-            cmds,
-            timeout: opts.request_timeout,
-            user_id: ready.user_id,
-            device_id: ready.device_id,
-        };
+        let _ = events.send(Event::Ready { user_id: ready.user_id, device_id: ready.device_id }).await;
+        let conn =
+            Connection { cmds, timeout: opts.request_timeout, user_id: ready.user_id, device_id: ready.device_id };
         let task = Task {
             url,
             token: token.to_string(),
@@ -166,8 +149,7 @@ impl Connection {
 
     /// Sends a message with a fresh client id; retried across reconnects until `sent`.
     pub async fn send(&self, conv: Id, kind: &str, body: Value) -> Result<Sent> {
-        self.send_with_client_id(conv, new_client_id(), kind, body)
-            .await
+        self.send_with_client_id(conv, new_client_id(), kind, body).await
     }
 
     pub async fn send_text(&self, conv: Id, text: &str) -> Result<Sent> {
@@ -182,12 +164,7 @@ impl Connection {
         kind: &str,
         body: Value,
     ) -> Result<Sent> {
-        let frame = SendFrame {
-            conversation_id: conv,
-            client_id: client_id.into(),
-            kind: kind.into(),
-            body,
-        };
+        let frame = SendFrame { conversation_id: conv, client_id: client_id.into(), kind: kind.into(), body };
         self.request(|reply| Command::Send { frame, reply }).await
     }
 
@@ -199,50 +176,29 @@ impl Connection {
     }
 
     pub async fn ack(&self, conv: Id, seq: i64) -> Result<()> {
-        self.fire(ClientFrame::Ack {
-            conversation_id: conv,
-            seq,
-        })
-        .await
+        self.fire(ClientFrame::Ack { conversation_id: conv, seq }).await
     }
 
     pub async fn read(&self, conv: Id, seq: i64) -> Result<()> {
-        self.fire(ClientFrame::Read {
-            conversation_id: conv,
-            seq,
-        })
-        .await
+        self.fire(ClientFrame::Read { conversation_id: conv, seq }).await
     }
 
     pub async fn typing(&self, conv: Id, active: bool) -> Result<()> {
-        self.fire(ClientFrame::Typing {
-            conversation_id: conv,
-            active,
-        })
-        .await
+        self.fire(ClientFrame::Typing { conversation_id: conv, active }).await
     }
 
     /// Subscriptions are remembered and renewed after a reconnect.
     pub async fn presence_subscribe(&self, user_ids: &[Id]) -> Result<()> {
-        self.fire(ClientFrame::PresenceSubscribe {
-            user_ids: user_ids.to_vec(),
-        })
-        .await
+        self.fire(ClientFrame::PresenceSubscribe { user_ids: user_ids.to_vec() }).await
     }
 
     pub async fn presence_unsubscribe(&self, user_ids: &[Id]) -> Result<()> {
-        self.fire(ClientFrame::PresenceUnsubscribe {
-            user_ids: user_ids.to_vec(),
-        })
-        .await
+        self.fire(ClientFrame::PresenceUnsubscribe { user_ids: user_ids.to_vec() }).await
     }
 
     /// Sends any text frame as is (dropped while disconnected). Replies arrive as events.
     pub async fn send_raw(&self, text: impl Into<String>) -> Result<()> {
-        self.cmds
-            .send(Command::Raw(text.into()))
-            .await
-            .map_err(|_| ClientError::Closed)
+        self.cmds.send(Command::Raw(text.into())).await.map_err(|_| ClientError::Closed)
     }
 
     /// Closes with 1000 and stops the task; the event stream ends after `Disconnected`.
@@ -255,41 +211,25 @@ impl Connection {
     }
 
     async fn fire(&self, frame: ClientFrame) -> Result<()> {
-        self.cmds
-            .send(Command::Frame(frame))
-            .await
-            .map_err(|_| ClientError::Closed)
+        self.cmds.send(Command::Frame(frame)).await.map_err(|_| ClientError::Closed)
     }
 
     /// One bound covers both queueing the command and waiting for its answer. A request given
     /// up here is dropped by the task the next time it looks (its reply channel is closed).
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
-    ) -> Result<T> {
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let wait = async {
-            self.cmds
-                .send(make(tx))
-                .await
-                .map_err(|_| ClientError::Closed)?;
+            self.cmds.send(make(tx)).await.map_err(|_| ClientError::Closed)?;
             rx.await.map_err(|_| ClientError::Closed)?
         };
-        timeout(self.timeout, wait)
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        timeout(self.timeout, wait).await.map_err(|_| ClientError::Timeout)?
     }
 }
 
 /// Opens a socket, sends `auth` first and reads up to `ready`.
 async fn open(url: &str, token: &str) -> Result<(Ws, Ready)> {
     let (mut ws, _) = connect_async(url).await?;
-    let auth = encode(
-        &ClientFrame::Auth {
-            token: token.into(),
-        },
-        None,
-    )?;
+    let auth = encode(&ClientFrame::Auth { token: token.into() }, None)?;
     ws.send(WsMessage::text(auth)).await?;
     while let Some(msg) = ws.next().await {
         match msg? {
@@ -332,9 +272,7 @@ pub(crate) fn encode(frame: &ClientFrame, r#ref: Option<&str>) -> Result<String>
 pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let (lo, hi) = (nanos(min), nanos(max).max(nanos(min)));
-    let cap = lo
-        .saturating_mul(1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX))
-        .min(hi);
+    let cap = lo.saturating_mul(1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX)).min(hi);
     Duration::from_nanos(rand::rng().random_range(lo..=cap))
 }
 
@@ -373,10 +311,7 @@ enum Exit {
 
 impl Exit {
     fn lost(e: impl std::fmt::Display) -> Exit {
-        Exit::Dropped {
-            code: None,
-            reason: e.to_string(),
-        }
+        Exit::Dropped { code: None, reason: e.to_string() }
     }
 }
 
@@ -411,20 +346,13 @@ impl Task {
         loop {
             match self.serve(&mut ws).await {
                 Exit::Closed(done) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "".into(),
-                    };
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                     let _ = timeout(CLOSE_GRACE, async {
                         let _ = ws.close(Some(frame)).await;
                         while ws.next().await.is_some() {}
                     })
                     .await;
-                    self.emit(Event::Disconnected {
-                        code: Some(1000),
-                        reason: "closed by client".into(),
-                    })
-                    .await;
+                    self.emit(Event::Disconnected { code: Some(1000), reason: "closed by client".into() }).await;
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
                     }
@@ -435,8 +363,7 @@ impl Task {
                     // A barrier is only meaningful on the socket it was sent on.
                     self.pings.clear();
                     self.emit(Event::Disconnected { code, reason }).await;
-                    let terminal =
-                        matches!(code, Some(close::UNAUTHORIZED | close::DEVICE_REVOKED));
+                    let terminal = matches!(code, Some(close::UNAUTHORIZED | close::DEVICE_REVOKED));
                     if terminal || !self.opts.reconnect {
                         return;
                     }
@@ -454,11 +381,7 @@ impl Task {
     /// callers queue up instead of blocking. `None`: stop for good.
     async fn reconnect(&mut self) -> Option<Ws> {
         for attempt in 0u32.. {
-            let sleep = tokio::time::sleep(backoff(
-                attempt,
-                self.opts.backoff_min,
-                self.opts.backoff_max,
-            ));
+            let sleep = tokio::time::sleep(backoff(attempt, self.opts.backoff_min, self.opts.backoff_max));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -478,11 +401,7 @@ impl Task {
                 Ok(Err(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
                     // The token was revoked while we were away; retrying cannot help.
                     let reason = e.to_string();
-                    self.emit(Event::Disconnected {
-                        code: Some(close::UNAUTHORIZED),
-                        reason,
-                    })
-                    .await;
+                    self.emit(Event::Disconnected { code: Some(close::UNAUTHORIZED), reason }).await;
                     return None;
                 }
                 Ok(Err(e)) => debug!(attempt, error = %e, "reconnect failed"),
@@ -509,11 +428,7 @@ impl Task {
                 self.track_presence(&frame);
                 // An ack is kept (the cursor should still advance); read and typing are
                 // moments that have passed.
-                if let ClientFrame::Ack {
-                    conversation_id,
-                    seq,
-                } = frame
-                {
+                if let ClientFrame::Ack { conversation_id, seq } = frame {
                     self.note_ack(conversation_id, seq);
                 }
             }
@@ -562,11 +477,7 @@ impl Task {
     }
 
     /// Handles one item from the socket; `Some` when the socket is finished.
-    async fn inbound(
-        &mut self,
-        ws: &mut Ws,
-        msg: Option<std::result::Result<WsMessage, WsError>>,
-    ) -> Option<Exit> {
+    async fn inbound(&mut self, ws: &mut Ws, msg: Option<std::result::Result<WsMessage, WsError>>) -> Option<Exit> {
         match msg {
             None => Some(Exit::lost("connection lost")),
             Some(Err(e)) => Some(Exit::lost(e)),
@@ -601,11 +512,7 @@ impl Task {
         }
         for reply in std::mem::take(&mut self.queued_pings) {
             let r = self.new_ref();
-            ws.feed(WsMessage::text(encode(
-                &ClientFrame::Ping,
-                Some(&ref_str(r)),
-            )?))
-            .await?;
+            ws.feed(WsMessage::text(encode(&ClientFrame::Ping, Some(&ref_str(r)))?)).await?;
             self.pings.insert(r, reply);
         }
         ws.flush().await?;
@@ -624,13 +531,7 @@ impl Task {
                     }
                 };
                 // Tracked before writing, so a failed write is retried after reconnecting.
-                self.sends.insert(
-                    r,
-                    PendingSend {
-                        text: text.clone(),
-                        reply,
-                    },
-                );
+                self.sends.insert(r, PendingSend { text: text.clone(), reply });
                 text
             }
             Command::Ping { reply } => {
@@ -705,8 +606,7 @@ impl Task {
             "typing" => self.emit_parsed(text, Event::Typing).await,
             "presence" => self.emit_parsed(text, Event::Presence).await,
             "conversation" => {
-                self.emit_parsed(text, |c: Conversation| Event::Conversation(Box::new(c)))
-                    .await;
+                self.emit_parsed(text, |c: Conversation| Event::Conversation(Box::new(c))).await;
             }
             other => debug!(ty = other, "ignoring unknown frame type"),
         }
@@ -730,13 +630,7 @@ impl Task {
             return Ok(());
         }
         for (conv, seq) in std::mem::take(&mut self.acks) {
-            let text = encode(
-                &ClientFrame::Ack {
-                    conversation_id: conv,
-                    seq,
-                },
-                None,
-            )?;
+            let text = encode(&ClientFrame::Ack { conversation_id: conv, seq }, None)?;
             ws.feed(WsMessage::text(text)).await?;
         }
         ws.flush().await?;
@@ -775,9 +669,7 @@ fn ref_num(r: &str) -> Option<u64> {
 }
 
 fn parse<T: DeserializeOwned>(text: &str) -> Option<T> {
-    serde_json::from_str(text)
-        .map_err(|e| warn!(error = %e, "undecodable server frame"))
-        .ok()
+    serde_json::from_str(text).map_err(|e| warn!(error = %e, "undecodable server frame")).ok()
 }
 
 #[cfg(test)]
@@ -814,19 +706,10 @@ mod tests {
 
     #[test]
     fn encode_adds_ref() {
-        let ack = ClientFrame::Ack {
-            conversation_id: Id(7),
-            seq: 3,
-        };
+        let ack = ClientFrame::Ack { conversation_id: Id(7), seq: 3 };
         let v: Value = serde_json::from_str(&encode(&ack, Some("r1")).unwrap()).unwrap();
-        assert_eq!(
-            v,
-            json!({"type": "ack", "conversation_id": "7", "seq": 3, "ref": "r1"})
-        );
-        assert_eq!(
-            encode(&ClientFrame::Ping, Some("r2")).unwrap(),
-            r#"{"ref":"r2","type":"ping"}"#
-        );
+        assert_eq!(v, json!({"type": "ack", "conversation_id": "7", "seq": 3, "ref": "r1"}));
+        assert_eq!(encode(&ClientFrame::Ping, Some("r2")).unwrap(), r#"{"ref":"r2","type":"ping"}"#);
         assert_eq!(ref_num(&ref_str(42)), Some(42));
         assert_eq!(ref_num("zz"), None);
         let auth = encode(&ClientFrame::Auth { token: "t".into() }, None).unwrap();

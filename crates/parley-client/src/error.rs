@@ -10,12 +10,7 @@ pub enum ClientError {
     /// The server refused the request. `status` is the HTTP status for REST calls and 0 for
     /// WebSocket `error` frames (which carry no status).
     #[error("{code} (status {status}): {message}")]
-    Api {
-        status: u16,
-        code: ErrorCode,
-        message: String,
-        retry_after_ms: Option<u64>,
-    },
+    Api { status: u16, code: ErrorCode, message: String, retry_after_ms: Option<u64> },
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),
     /// Boxed because tungstenite's error is large and would bloat every `Result`.
@@ -49,12 +44,7 @@ impl ClientError {
     }
 
     pub(crate) fn from_frame(e: ErrorFrame) -> Self {
-        ClientError::Api {
-            status: 0,
-            code: e.code,
-            message: e.message,
-            retry_after_ms: e.retry_after_ms,
-        }
+        ClientError::Api { status: 0, code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }
     }
 }
 

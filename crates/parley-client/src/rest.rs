@@ -1,8 +1,8 @@
 //! A thin typed client for the REST API under `/v1/`, one method per endpoint of PROTOCOL.md.
 
 use parley_proto::rest::{
-    ConversationEnvelope, Conversations, CreateAccount, CreateConversation, CreateSession, Device,
-    Devices, ErrorBody, MessageEnvelope, Messages, PostMessage, Receipts, Session, User,
+    ConversationEnvelope, Conversations, CreateAccount, CreateConversation, CreateSession, Device, Devices, ErrorBody,
+    MessageEnvelope, Messages, PostMessage, Receipts, Session, User,
 };
 use parley_proto::{Conversation, ErrorCode, Id, Message};
 use reqwest::{Method, StatusCode, Url};
@@ -37,19 +37,12 @@ impl Client {
     /// `base_url` is the server root, e.g. `http://127.0.0.1:7700`.
     pub fn new(base_url: impl Into<String>) -> Self {
         let base = base_url.into().trim_end_matches('/').to_string();
-        Client {
-            http: reqwest::Client::new(),
-            base,
-            token: None,
-        }
+        Client { http: reqwest::Client::new(), base, token: None }
     }
 
     /// The same client, authenticating as `token` (the pool is still shared).
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Client {
-            token: Some(token.into()),
-            ..self.clone()
-        }
+        Client { token: Some(token.into()), ..self.clone() }
     }
 
     pub fn base_url(&self) -> &str {
@@ -64,12 +57,7 @@ impl Client {
         ws_url(&self.base)
     }
 
-    pub async fn create_account(
-        &self,
-        username: &str,
-        password: &str,
-        display_name: Option<&str>,
-    ) -> Result<User> {
+    pub async fn create_account(&self, username: &str, password: &str, display_name: Option<&str>) -> Result<User> {
         let body = CreateAccount {
             username: username.into(),
             password: password.into(),
@@ -79,12 +67,7 @@ impl Client {
     }
 
     /// Logs in; every login is a new device. Use the returned token with [`Client::with_token`].
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &str,
-        device_name: Option<&str>,
-    ) -> Result<Session> {
+    pub async fn login(&self, username: &str, password: &str, device_name: Option<&str>) -> Result<Session> {
         let body = CreateSession {
             username: username.into(),
             password: password.into(),
@@ -104,85 +87,58 @@ impl Client {
 
     pub async fn delete_device(&self, device_id: Id) -> Result<()> {
         let id = device_id.to_string();
-        self.empty(Method::DELETE, &["devices", &id], None::<&()>)
-            .await
+        self.empty(Method::DELETE, &["devices", &id], None::<&()>).await
     }
 
     /// Revokes this client's token (its open WebSocket is closed with 4010).
     pub async fn logout(&self) -> Result<()> {
-        self.empty(Method::DELETE, &["sessions", "current"], None::<&()>)
-            .await
+        self.empty(Method::DELETE, &["sessions", "current"], None::<&()>).await
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<User> {
-        self.json(Method::GET, &["users", username], None::<&()>)
-            .await
+        self.json(Method::GET, &["users", username], None::<&()>).await
     }
 
     pub async fn create_direct(&self, user_id: Id) -> Result<Conversation> {
         let body = CreateConversation::Direct { user_id };
-        let e: ConversationEnvelope = self
-            .json(Method::POST, &["conversations"], Some(&body))
-            .await?;
+        let e: ConversationEnvelope = self.json(Method::POST, &["conversations"], Some(&body)).await?;
         Ok(e.conversation)
     }
 
     pub async fn create_group(&self, title: &str, member_ids: &[Id]) -> Result<Conversation> {
-        let body = CreateConversation::Group {
-            title: title.into(),
-            member_ids: member_ids.to_vec(),
-        };
-        let e: ConversationEnvelope = self
-            .json(Method::POST, &["conversations"], Some(&body))
-            .await?;
+        let body = CreateConversation::Group { title: title.into(), member_ids: member_ids.to_vec() };
+        let e: ConversationEnvelope = self.json(Method::POST, &["conversations"], Some(&body)).await?;
         Ok(e.conversation)
     }
 
     pub async fn conversations(&self) -> Result<Vec<Conversation>> {
-        let c: Conversations = self
-            .json(Method::GET, &["conversations"], None::<&()>)
-            .await?;
+        let c: Conversations = self.json(Method::GET, &["conversations"], None::<&()>).await?;
         Ok(c.conversations)
     }
 
     pub async fn conversation(&self, conv: Id) -> Result<Conversation> {
         let id = conv.to_string();
-        let e: ConversationEnvelope = self
-            .json(Method::GET, &["conversations", &id], None::<&()>)
-            .await?;
+        let e: ConversationEnvelope = self.json(Method::GET, &["conversations", &id], None::<&()>).await?;
         Ok(e.conversation)
     }
 
     pub async fn patch_title(&self, conv: Id, title: &str) -> Result<Conversation> {
         let id = conv.to_string();
         let body = json!({ "title": title });
-        let e: ConversationEnvelope = self
-            .json(Method::PATCH, &["conversations", &id], Some(&body))
-            .await?;
+        let e: ConversationEnvelope = self.json(Method::PATCH, &["conversations", &id], Some(&body)).await?;
         Ok(e.conversation)
     }
 
     pub async fn add_members(&self, conv: Id, user_ids: &[Id]) -> Result<Conversation> {
         let id = conv.to_string();
         let body = json!({ "user_ids": user_ids });
-        let e: ConversationEnvelope = self
-            .json(
-                Method::POST,
-                &["conversations", &id, "members"],
-                Some(&body),
-            )
-            .await?;
+        let e: ConversationEnvelope = self.json(Method::POST, &["conversations", &id, "members"], Some(&body)).await?;
         Ok(e.conversation)
     }
 
     pub async fn remove_member(&self, conv: Id, user_id: Id) -> Result<()> {
         let (id, user) = (conv.to_string(), user_id.to_string());
-        self.empty(
-            Method::DELETE,
-            &["conversations", &id, "members", &user],
-            None::<&()>,
-        )
-        .await
+        self.empty(Method::DELETE, &["conversations", &id, "members", &user], None::<&()>).await
     }
 
     /// One page of the log, ascending by seq; see PROTOCOL.md for how the bounds pick the page.
@@ -212,26 +168,10 @@ impl Client {
     }
 
     /// The REST form of a WebSocket `send`; idempotent by `client_id`.
-    pub async fn post_message(
-        &self,
-        conv: Id,
-        client_id: &str,
-        kind: &str,
-        body: Value,
-    ) -> Result<Message> {
+    pub async fn post_message(&self, conv: Id, client_id: &str, kind: &str, body: Value) -> Result<Message> {
         let id = conv.to_string();
-        let req = PostMessage {
-            client_id: client_id.into(),
-            kind: kind.into(),
-            body,
-        };
-        let e: MessageEnvelope = self
-            .json(
-                Method::POST,
-                &["conversations", &id, "messages"],
-                Some(&req),
-            )
-            .await?;
+        let req = PostMessage { client_id: client_id.into(), kind: kind.into(), body };
+        let e: MessageEnvelope = self.json(Method::POST, &["conversations", &id, "messages"], Some(&req)).await?;
         Ok(e.message)
     }
 
@@ -243,12 +183,10 @@ impl Client {
 
     /// `/v1/` plus the segments, each percent-encoded, so user input cannot change the path.
     fn url(&self, segments: &[&str]) -> Result<Url> {
-        let mut url = Url::parse(&self.base)
-            .map_err(|e| ClientError::Decode(format!("bad base url {:?}: {e}", self.base)))?;
+        let mut url =
+            Url::parse(&self.base).map_err(|e| ClientError::Decode(format!("bad base url {:?}: {e}", self.base)))?;
         url.path_segments_mut()
-            .map_err(|_| {
-                ClientError::Decode(format!("base url {:?} cannot hold a path", self.base))
-            })?
+            .map_err(|_| ClientError::Decode(format!("base url {:?} cannot hold a path", self.base)))?
             .pop_if_empty()
             .push("v1")
             .extend(segments);
@@ -265,23 +203,13 @@ impl Client {
         decode(self.send(method, url, body).await?).await
     }
 
-    async fn empty<B: Serialize>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        body: Option<&B>,
-    ) -> Result<()> {
+    async fn empty<B: Serialize>(&self, method: Method, segments: &[&str], body: Option<&B>) -> Result<()> {
         let url = self.url(segments)?;
         self.send(method, url, body).await.map(drop)
     }
 
     /// Sends the request and turns any non-2xx answer into [`ClientError::Api`].
-    async fn send<B: Serialize>(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<&B>,
-    ) -> Result<reqwest::Response> {
+    async fn send<B: Serialize>(&self, method: Method, url: Url, body: Option<&B>) -> Result<reqwest::Response> {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -351,10 +279,7 @@ mod tests {
     #[test]
     fn url_encodes_segments() {
         let c = Client::new("http://h:1/");
-        assert_eq!(
-            c.url(&["users", "a/b c"]).unwrap().as_str(),
-            "http://h:1/v1/users/a%2Fb%20c"
-        );
+        assert_eq!(c.url(&["users", "a/b c"]).unwrap().as_str(), "http://h:1/v1/users/a%2Fb%20c");
     }
 
     #[test]
@@ -364,13 +289,6 @@ mod tests {
         assert_eq!(e.code(), Some(ErrorCode::RateLimited));
         assert_eq!(e.retry_after_ms(), Some(250));
         let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
-        assert!(matches!(
-            e,
-            ClientError::Api {
-                status: 502,
-                code: ErrorCode::Internal,
-                ..
-            }
-        ));
+        assert!(matches!(e, ClientError::Api { status: 502, code: ErrorCode::Internal, .. }));
     }
 }

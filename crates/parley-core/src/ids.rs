@@ -27,10 +27,7 @@ pub struct IdGen {
 
 impl IdGen {
     pub fn new(node: u16) -> Self {
-        IdGen {
-            node: i64::from(node) & ((1 << NODE_BITS) - 1),
-            state: Mutex::new((0, 0)),
-        }
+        IdGen { node: i64::from(node) & ((1 << NODE_BITS) - 1), state: Mutex::new((0, 0)) }
     }
 
     pub fn next(&self) -> i64 {

@@ -64,10 +64,7 @@ impl MessageKind {
 
     /// Counted by `unread_count` and shown as a conversation's `last_message`.
     pub fn is_visible_content(self) -> bool {
-        matches!(
-            self,
-            MessageKind::Text | MessageKind::Media | MessageKind::Encrypted
-        )
+        matches!(self, MessageKind::Text | MessageKind::Media | MessageKind::Encrypted)
     }
 
     /// The kinds `unread_count` counts, as SQL literals (kept here so the rule has one home).

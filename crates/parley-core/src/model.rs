@@ -65,11 +65,7 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Role {
-        if s == "admin" {
-            Role::Admin
-        } else {
-            Role::Member
-        }
+        if s == "admin" { Role::Admin } else { Role::Member }
     }
 }
 

@@ -23,9 +23,7 @@ fn bad(msg: impl Into<String>) -> Invalid {
 /// (lower-case) form.
 pub fn username(raw: &str) -> Result<String, Invalid> {
     let name = raw.to_ascii_lowercase();
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if !(USERNAME_MIN..=USERNAME_MAX).contains(&name.len()) || !ok_chars {
         return Err(bad(format!(
             "username must be {USERNAME_MIN} to {USERNAME_MAX} characters of a-z, 0-9, '_', '.', '-'"
@@ -36,9 +34,7 @@ pub fn username(raw: &str) -> Result<String, Invalid> {
 
 pub fn password(raw: &str) -> Result<(), Invalid> {
     if !(PASSWORD_MIN_BYTES..=PASSWORD_MAX_BYTES).contains(&raw.len()) {
-        return Err(bad(format!(
-            "password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes"
-        )));
+        return Err(bad(format!("password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes")));
     }
     Ok(())
 }
@@ -48,18 +44,14 @@ pub fn password(raw: &str) -> Result<(), Invalid> {
 pub fn name(what: &str, raw: &str) -> Result<String, Invalid> {
     let s = raw.trim();
     if s.is_empty() || s.chars().count() > NAME_MAX_CHARS || s.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "{what} must be 1 to {NAME_MAX_CHARS} printable characters"
-        )));
+        return Err(bad(format!("{what} must be 1 to {NAME_MAX_CHARS} printable characters")));
     }
     Ok(s.to_owned())
 }
 
 pub fn client_id(raw: &str) -> Result<(), Invalid> {
     if raw.is_empty() || raw.len() > MAX_CLIENT_ID_BYTES {
-        return Err(bad(format!(
-            "client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes"
-        )));
+        return Err(bad(format!("client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes")));
     }
     Ok(())
 }
@@ -76,17 +68,11 @@ pub struct ValidBody {
 pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
     let kind = match MessageKind::parse(kind) {
         Some(k) if k.is_system() => {
-            return Err(bad(format!(
-                "kind `{}` is written by the server only",
-                k.as_str()
-            )));
+            return Err(bad(format!("kind `{}` is written by the server only", k.as_str())));
         }
         Some(k) => k,
         None => {
-            return Err(bad(format!(
-                "unknown message kind `{}`",
-                kind.chars().take(64).collect::<String>()
-            )));
+            return Err(bad(format!("unknown message kind `{}`", kind.chars().take(64).collect::<String>())));
         }
     };
     let Some(obj) = body.as_object() else {
@@ -101,24 +87,18 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
             }
         }
         other => {
-            return Err(bad(format!(
-                "kind `{}` is not supported by this server yet",
-                other.as_str()
-            )));
+            return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str())));
         }
     }
-    Ok(ValidBody {
-        kind,
-        json: Value::Object(out).to_string(),
-    })
+    Ok(ValidBody { kind, json: Value::Object(out).to_string() })
 }
 
 fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
     match obj.get(field) {
         Some(Value::String(s)) if s.is_empty() => Err(bad(format!("{field} must not be empty"))),
-        Some(Value::String(s)) if s.len() > MAX_TEXT_BYTES => Err(Invalid::TooLarge(format!(
-            "{field} is longer than {MAX_TEXT_BYTES} bytes"
-        ))),
+        Some(Value::String(s)) if s.len() > MAX_TEXT_BYTES => {
+            Err(Invalid::TooLarge(format!("{field} is longer than {MAX_TEXT_BYTES} bytes")))
+        }
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(bad(format!("{field} must be a string"))),
         None => Err(bad(format!("body.{field} is missing"))),
@@ -152,15 +132,9 @@ mod tests {
     fn text_bodies() {
         let v = message_body("text", &json!({"text": "hi", "junk": 1})).unwrap();
         assert_eq!(v.json, r#"{"text":"hi"}"#);
-        assert!(matches!(
-            message_body("text", &json!({"text": ""})),
-            Err(Invalid::BadRequest(_))
-        ));
+        assert!(matches!(message_body("text", &json!({"text": ""})), Err(Invalid::BadRequest(_))));
         let big = "é".repeat(MAX_TEXT_BYTES / 2 + 1);
-        assert!(matches!(
-            message_body("text", &json!({ "text": big })),
-            Err(Invalid::TooLarge(_))
-        ));
+        assert!(matches!(message_body("text", &json!({ "text": big })), Err(Invalid::TooLarge(_))));
         let exact = "a".repeat(MAX_TEXT_BYTES);
         assert!(message_body("text", &json!({ "text": exact })).is_ok());
         assert!(message_body("text", &json!({"text": 5})).is_err());

@@ -18,10 +18,12 @@ pub enum ErrorCode {
     NotMember,
     InvalidFrame,
     UnknownType,
+    /// An addition to version 1: a known REST path called with the wrong HTTP method (405).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -34,6 +36,7 @@ impl ErrorCode {
         ErrorCode::NotMember,
         ErrorCode::InvalidFrame,
         ErrorCode::UnknownType,
+        ErrorCode::MethodNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::NotMember => "not_member",
             ErrorCode::InvalidFrame => "invalid_frame",
             ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::NotMember => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
@@ -83,10 +88,7 @@ mod tests {
     #[test]
     fn serde_name_matches_as_str() {
         for c in ErrorCode::ALL {
-            assert_eq!(
-                serde_json::to_string(&c).unwrap(),
-                format!("\"{}\"", c.as_str())
-            );
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
         }
     }
 }

@@ -10,16 +10,8 @@ use crate::{Conversation, ErrorCode, Id, Message};
 pub const MAX_REF_BYTES: usize = 64;
 
 /// The `type` values a client may send. Anything else is `unknown_type`.
-pub const CLIENT_TYPES: [&str; 8] = [
-    "auth",
-    "send",
-    "ack",
-    "read",
-    "typing",
-    "presence_subscribe",
-    "presence_unsubscribe",
-    "ping",
-];
+pub const CLIENT_TYPES: [&str; 8] =
+    ["auth", "send", "ack", "read", "typing", "presence_subscribe", "presence_unsubscribe", "ping"];
 
 /// A frame from a client. `ref` is not part of the variants: it is read from the envelope
 /// first, so that even a frame whose fields are wrong gets its `ref` back in the error.
@@ -56,65 +48,33 @@ pub struct DecodeError {
 /// Decodes one client text frame, telling malformed JSON, a missing or unknown `type`, and
 /// missing or mistyped fields apart.
 pub fn decode_client_frame(text: &str) -> Result<(ClientFrame, Option<String>), DecodeError> {
-    let err = |code, message: String, r#ref| DecodeError {
-        code,
-        message,
-        r#ref,
-    };
-    let mut value: Value = serde_json::from_str(text).map_err(|e| {
-        err(
-            ErrorCode::InvalidFrame,
-            format!("malformed JSON: {e}"),
-            None,
-        )
-    })?;
+    let err = |code, message: String, r#ref| DecodeError { code, message, r#ref };
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|e| err(ErrorCode::InvalidFrame, format!("malformed JSON: {e}"), None))?;
     let Some(obj) = value.as_object_mut() else {
-        return Err(err(
-            ErrorCode::InvalidFrame,
-            "a frame must be a JSON object".into(),
-            None,
-        ));
+        return Err(err(ErrorCode::InvalidFrame, "a frame must be a JSON object".into(), None));
     };
     let r#ref = match obj.remove("ref") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= MAX_REF_BYTES => Some(s),
         Some(Value::String(_)) => {
-            return Err(err(
-                ErrorCode::InvalidFrame,
-                format!("ref is longer than {MAX_REF_BYTES} bytes"),
-                None,
-            ));
+            return Err(err(ErrorCode::InvalidFrame, format!("ref is longer than {MAX_REF_BYTES} bytes"), None));
         }
         Some(_) => {
-            return Err(err(
-                ErrorCode::InvalidFrame,
-                "ref must be a string".into(),
-                None,
-            ));
+            return Err(err(ErrorCode::InvalidFrame, "ref must be a string".into(), None));
         }
     };
     let ty = match obj.get("type") {
         Some(Value::String(t)) => t.as_str(),
         Some(_) => {
-            return Err(err(
-                ErrorCode::InvalidFrame,
-                "type must be a string".into(),
-                r#ref,
-            ));
+            return Err(err(ErrorCode::InvalidFrame, "type must be a string".into(), r#ref));
         }
         None => {
-            return Err(err(
-                ErrorCode::InvalidFrame,
-                "missing field `type`".into(),
-                r#ref,
-            ));
+            return Err(err(ErrorCode::InvalidFrame, "missing field `type`".into(), r#ref));
         }
     };
     if !CLIENT_TYPES.contains(&ty) {
-        let message = format!(
-            "unknown frame type `{}`",
-            ty.chars().take(64).collect::<String>()
-        );
+        let message = format!("unknown frame type `{}`", ty.chars().take(64).collect::<String>());
         return Err(err(ErrorCode::UnknownType, message, r#ref));
     }
     match serde_json::from_value::<ClientFrame>(value) {
@@ -236,16 +196,8 @@ mod tests {
 
     #[test]
     fn decodes_known_frames_with_ref() {
-        let (f, r) =
-            decode_client_frame(r#"{"type":"ack","conversation_id":"12","seq":3,"ref":"x"}"#)
-                .unwrap();
-        assert!(matches!(
-            f,
-            ClientFrame::Ack {
-                conversation_id: Id(12),
-                seq: 3
-            }
-        ));
+        let (f, r) = decode_client_frame(r#"{"type":"ack","conversation_id":"12","seq":3,"ref":"x"}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Ack { conversation_id: Id(12), seq: 3 }));
         assert_eq!(r.as_deref(), Some("x"));
     }
 
@@ -255,24 +207,15 @@ mod tests {
         assert_eq!(code("[1]"), ErrorCode::InvalidFrame);
         assert_eq!(code(r#"{"seq":1}"#), ErrorCode::InvalidFrame);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
-        assert_eq!(
-            code(r#"{"type":"ack","conversation_id":"1"}"#),
-            ErrorCode::InvalidFrame
-        );
-        assert_eq!(
-            code(r#"{"type":"ack","conversation_id":1,"seq":1}"#),
-            ErrorCode::InvalidFrame
-        );
+        assert_eq!(code(r#"{"type":"ack","conversation_id":"1"}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"type":"ack","conversation_id":1,"seq":1}"#), ErrorCode::InvalidFrame);
         let e = decode_client_frame(r#"{"type":"ack","ref":"r1"}"#).unwrap_err();
         assert_eq!(e.r#ref.as_deref(), Some("r1"));
     }
 
     #[test]
     fn server_frames_carry_their_type() {
-        let s = ServerFrame::Pong(Pong {
-            r#ref: Some("a".into()),
-        })
-        .to_json();
+        let s = ServerFrame::Pong(Pong { r#ref: Some("a".into()) }).to_json();
         assert_eq!(s, r#"{"type":"pong","ref":"a"}"#);
         let s = ServerFrame::Synced(Synced {}).to_json();
         assert_eq!(s, r#"{"type":"synced"}"#);

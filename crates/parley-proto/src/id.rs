@@ -70,20 +70,14 @@ mod tests {
     fn round_trips_as_string() {
         let s = serde_json::to_string(&Id(9_007_199_254_740_993)).unwrap();
         assert_eq!(s, "\"9007199254740993\"");
-        assert_eq!(
-            serde_json::from_str::<Id>(&s).unwrap(),
-            Id(9_007_199_254_740_993)
-        );
+        assert_eq!(serde_json::from_str::<Id>(&s).unwrap(), Id(9_007_199_254_740_993));
     }
 
     #[test]
     fn junk_is_unknown_but_numbers_are_type_errors() {
         assert_eq!(serde_json::from_str::<Id>("\"abc\"").unwrap(), Id::UNKNOWN);
         assert_eq!(serde_json::from_str::<Id>("\"-5\"").unwrap(), Id::UNKNOWN);
-        assert_eq!(
-            serde_json::from_str::<Id>("\"99999999999999999999\"").unwrap(),
-            Id::UNKNOWN
-        );
+        assert_eq!(serde_json::from_str::<Id>("\"99999999999999999999\"").unwrap(), Id::UNKNOWN);
         assert!(serde_json::from_str::<Id>("5").is_err());
     }
 }

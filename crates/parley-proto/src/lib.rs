@@ -36,7 +36,9 @@ mod doc_drift {
                 missing.push(ty.to_owned());
             }
         }
-        for ty in ["ready", "synced", "message", "sent", "receipt", "typing", "presence", "conversation", "error", "pong"] {
+        for ty in
+            ["ready", "synced", "message", "sent", "receipt", "typing", "presence", "conversation", "error", "pong"]
+        {
             if !named(ty) {
                 missing.push(ty.to_owned());
             }

@@ -12,8 +12,10 @@ use crate::{ConnHandle, Kick, Outbound, Router};
 /// Shards keep writers (connects, disconnects) from blocking deliveries to other users.
 const SHARDS: usize = 64;
 
+type Shard = RwLock<HashMap<UserId, Vec<ConnHandle>>>;
+
 pub struct LocalRouter {
-    shards: Box<[RwLock<HashMap<UserId, Vec<ConnHandle>>>]>,
+    shards: Box<[Shard]>,
     connections: AtomicUsize,
 }
 
@@ -31,7 +33,7 @@ impl LocalRouter {
         Self::default()
     }
 
-    fn shard(&self, user: UserId) -> &RwLock<HashMap<UserId, Vec<ConnHandle>>> {
+    fn shard(&self, user: UserId) -> &Shard {
         // Snowflake ids' low bits are a per-millisecond sequence: mix before taking the modulus.
         let h = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.shards[h as usize % SHARDS]
@@ -40,19 +42,13 @@ impl LocalRouter {
 
 impl Router for LocalRouter {
     fn register(&self, conn: ConnHandle) {
-        let mut map = self
-            .shard(conn.user_id)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.shard(conn.user_id).write().unwrap_or_else(|e| e.into_inner());
         map.entry(conn.user_id).or_default().push(conn);
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
     fn unregister(&self, user_id: UserId, conn_id: u64) {
-        let mut map = self
-            .shard(user_id)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.shard(user_id).write().unwrap_or_else(|e| e.into_inner());
         if let Some(conns) = map.get_mut(&user_id) {
             let before = conns.len();
             conns.retain(|c| c.id != conn_id);
@@ -74,6 +70,10 @@ impl Router for LocalRouter {
             for c in conns {
                 match c.frames.try_send(frame.clone()) {
                     Ok(()) => {}
+                    // A device's own message is only a position marker for that connection (it got
+                    // `sent` instead); losing one costs a gap fill from the log, not a kick.
+                    Err(TrySendError::Full(_))
+                        if frame.position.is_some_and(|p| p.sender_device_id == Some(c.device_id)) => {}
                     Err(TrySendError::Full(_)) => {
                         let _ = c.kicks.try_send(Kick::TooSlow);
                     }
@@ -85,25 +85,14 @@ impl Router for LocalRouter {
     }
 
     fn kick_device(&self, user_id: UserId, device_id: DeviceId, why: Kick) {
-        let map = self
-            .shard(user_id)
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        for c in map
-            .get(&user_id)
-            .into_iter()
-            .flatten()
-            .filter(|c| c.device_id == device_id)
-        {
+        let map = self.shard(user_id).read().unwrap_or_else(|e| e.into_inner());
+        for c in map.get(&user_id).into_iter().flatten().filter(|c| c.device_id == device_id) {
             let _ = c.kicks.try_send(why);
         }
     }
 
     fn is_online(&self, user_id: UserId) -> bool {
-        self.shard(user_id)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&user_id)
+        self.shard(user_id).read().unwrap_or_else(|e| e.into_inner()).contains_key(&user_id)
     }
 
     fn connection_count(&self) -> usize {
@@ -126,24 +115,11 @@ mod tests {
     ) -> (ConnHandle, mpsc::Receiver<Outbound>, mpsc::Receiver<Kick>) {
         let (frames, rx) = mpsc::channel(queue);
         let (kicks, krx) = mpsc::channel(2);
-        (
-            ConnHandle {
-                id,
-                user_id: user,
-                device_id: device,
-                frames,
-                kicks,
-            },
-            rx,
-            krx,
-        )
+        (ConnHandle { id, user_id: user, device_id: device, frames, kicks }, rx, krx)
     }
 
     fn frame(s: &'static str) -> Outbound {
-        Outbound {
-            json: Bytes::from_static(s.as_bytes()),
-            position: None,
-        }
+        Outbound { json: Bytes::from_static(s.as_bytes()), position: None }
     }
 
     #[test]
@@ -179,6 +155,21 @@ mod tests {
             r.deliver(&[10], &frame("x"));
         }
         assert_eq!(kicks.try_recv().unwrap(), Kick::TooSlow);
+    }
+
+    #[test]
+    fn a_full_queue_of_own_markers_does_not_kick() {
+        let r = LocalRouter::new();
+        let (c, _rx, mut kicks) = conn(1, 10, 100, 1);
+        r.register(c);
+        let own = Outbound {
+            json: Bytes::from_static(b"m"),
+            position: Some(crate::LogPosition { conversation_id: 1, seq: 1, sender_device_id: Some(100) }),
+        };
+        for _ in 0..3 {
+            r.deliver(&[10], &own);
+        }
+        assert!(kicks.try_recv().is_err());
     }
 
     #[test]

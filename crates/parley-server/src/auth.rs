@@ -32,41 +32,30 @@ impl Passwords {
             .await
             .expect("hashing task")
             .expect("hashing a constant cannot fail");
-        Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash,
-        }
+        Passwords { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash }
     }
 
     pub async fn hash(&self, password: &str) -> ApiResult<String> {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| {
-                ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down")
-            })?;
-        let pw = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_blocking(&pw))
+        let _permit = self
+            .permits
+            .acquire()
             .await
-            .map_err(|_| internal())?
-            .map_err(|_| internal())
+            .map_err(|_| ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down"))?;
+        let pw = password.to_owned();
+        tokio::task::spawn_blocking(move || hash_blocking(&pw)).await.map_err(|_| internal())?.map_err(|_| internal())
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is no account.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> ApiResult<bool> {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| {
-                ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down")
-            })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down"))?;
         let exists = hash.is_some();
-        let (pw, h) = (
-            password.to_owned(),
-            hash.unwrap_or(&self.dummy_hash).to_owned(),
-        );
+        let (pw, h) = (password.to_owned(), hash.unwrap_or(&self.dummy_hash).to_owned());
         let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&h).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(pw.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            PasswordHash::new(&h).is_ok_and(|parsed| Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok())
         })
         .await
         .map_err(|_| internal())?;
@@ -82,9 +71,7 @@ fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error>
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt)?;
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
 
 /// A new session token: 256 random bits, hex-encoded.
@@ -128,26 +115,14 @@ pub struct Authed {
 impl FromRequestParts<Arc<App>> for Authed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &Arc<App>,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
         match device_for_token(app, token).await? {
-            Some(d) => Ok(Authed {
-                user_id: d.user_id,
-                device_id: d.id,
-            }),
+            Some(d) => Ok(Authed { user_id: d.user_id, device_id: d.id }),
             None => Err(ApiError::unauthorized()),
         }
     }

@@ -18,11 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            retry_after_ms: None,
-        }
+        ApiError { code, message: message.into(), retry_after_ms: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,9 +62,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             StoreError::NotFound => ApiError::not_found(),
-            StoreError::NotMember => {
-                ApiError::new(ErrorCode::NotMember, "not a member of this conversation")
-            }
+            StoreError::NotMember => ApiError::new(ErrorCode::NotMember, "not a member of this conversation"),
             StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::Unavailable(m) => {
@@ -94,21 +88,15 @@ impl From<Invalid> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-                retry_after_ms: self.retry_after_ms,
-            },
+            error: ErrorDetail { code: self.code, message: self.message, retry_after_ms: self.retry_after_ms },
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(ms) = self.retry_after_ms {
             let secs = ms.div_ceil(1000).max(1);
             if let Ok(v) = secs.to_string().parse() {
-                resp.headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, v);
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         resp

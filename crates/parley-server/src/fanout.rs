@@ -32,12 +32,7 @@ pub struct MemberCache {
 
 impl MemberCache {
     pub async fn get(&self, app: &App, conv: ConversationId) -> Option<Arc<[UserId]>> {
-        if let Some(m) = self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&conv)
-        {
+        if let Some(m) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv) {
             return Some(m.clone());
         }
         let members: Arc<[UserId]> = match app.store.member_ids(conv).await {
@@ -56,10 +51,7 @@ impl MemberCache {
     }
 
     pub fn invalidate(&self, conv: ConversationId) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&conv);
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&conv);
     }
 }
 
@@ -121,13 +113,7 @@ async fn conversation_frames(app: &Arc<App>, conv: ConversationId, before: &[Use
             match app.store.conversation(user, conv, true).await {
                 Ok(Some(view)) => {
                     let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
-                    app.router.deliver(
-                        &[user],
-                        &Outbound {
-                            json: Bytes::from(json),
-                            position: None,
-                        },
-                    );
+                    app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, conv, user, "cannot build conversation frame"),
@@ -151,11 +137,5 @@ async fn receipt(app: &Arc<App>, r: ReceiptChange) {
         read_seq: r.read_seq,
     })
     .to_json();
-    app.router.deliver(
-        &members,
-        &Outbound {
-            json: Bytes::from(json),
-            position: None,
-        },
-    );
+    app.router.deliver(&members, &Outbound { json: Bytes::from(json), position: None });
 }

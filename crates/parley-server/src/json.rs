@@ -1,8 +1,8 @@
 //! A JSON body extractor whose every failure is a protocol `bad_request` (or
 //! `payload_too_large`), never axum's plain-text rejections.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use futures_util::StreamExt;
 use parley_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
@@ -10,24 +10,35 @@ use crate::error::ApiError;
 
 /// Largest REST body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// An oversized body is still read (and dropped) up to this size before answering 413, so the
+/// client sees the answer instead of a connection reset in the middle of its upload.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("cannot read body: {e}"))
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut stream = req.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            total += chunk.len();
+            if total <= MAX_BODY_BYTES {
+                body.extend_from_slice(&chunk);
+            } else if total > DRAIN_BYTES {
+                break;
             }
-        })?;
-        serde_json::from_slice(&bytes)
+        }
+        if total > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }

@@ -41,49 +41,28 @@ pub enum ServeError {
 /// Runs the server on `listener` until `shutdown` is cancelled, then drains: stops accepting,
 /// closes WebSockets with 1001, lets in-flight writes finish and stops the store, all within
 /// `config.shutdown_timeout_ms`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-        &config.data_dir,
-        config.node_id,
-        events_tx,
-    )?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, config.node_id, events_tx)?);
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new());
     let tracker = TaskTracker::new();
-    let app = App::new(
-        config,
-        store.clone(),
-        router,
-        shutdown.clone(),
-        tracker.clone(),
-    )
-    .await;
+    let app = App::new(config, store.clone(), router, shutdown.clone(), tracker.clone()).await;
 
     let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
     tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), "parley is listening");
 
     let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
-    let http = axum::serve(listener, routes::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http =
+        axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     http.await?;
     tracing::info!("draining connections");
     tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("connections did not close within the shutdown timeout");
     }
     // In-flight writes finish here: the writer commits what is queued, then stops.
-    if tokio::time::timeout(deadline, store.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(deadline, store.shutdown()).await.is_err() {
         tracing::warn!("the store did not stop within the shutdown timeout");
     }
     sweeper.abort();

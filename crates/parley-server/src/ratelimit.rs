@@ -35,13 +35,8 @@ impl RateLimiter {
     /// Takes one token for `device`; `Err(ms)` says how long until one is available.
     pub fn check(&self, device: DeviceId) -> Result<(), u64> {
         let now = Instant::now();
-        let mut shard = self.shards[(device as u64 % SHARDS as u64) as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let b = shard.entry(device).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        let mut shard = self.shards[(device as u64 % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let b = shard.entry(device).or_insert(Bucket { tokens: self.burst, at: now });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
         b.at = now;
         if b.tokens >= 1.0 {
@@ -57,9 +52,7 @@ impl RateLimiter {
         let now = Instant::now();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate < self.burst
-            });
+            shard.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate < self.burst);
         }
     }
 }

@@ -1,11 +1,9 @@
 //! The message service's entry point for sends, shared by the WebSocket and REST: rate limit,
 //! validation, then the store (which persists before answering and publishes for fanout).
 
-use std::sync::Arc;
-
 use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::validate;
-use parley_store::{NewMessage, SendOutcome};
+use parley_store::{NewMessage, SendOutcome, Ticket};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -19,12 +17,9 @@ pub struct SendRequest {
     pub body: Value,
 }
 
-pub async fn send(
-    app: Arc<App>,
-    user: UserId,
-    device: DeviceId,
-    req: SendRequest,
-) -> ApiResult<SendOutcome> {
+/// Checks and queues a send; the ticket resolves when the message is durable. A connection calls
+/// this in frame order, so its pipelined sends keep their order in the log.
+pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest) -> ApiResult<Ticket<SendOutcome>> {
     if let Err(ms) = app.rate.check(device) {
         Metrics::inc(&app.metrics.rate_limited);
         return Err(ApiError::rate_limited(ms));
@@ -32,9 +27,9 @@ pub async fn send(
     validate::client_id(&req.client_id)?;
     let body = validate::message_body(&req.kind, &req.body)?;
     Metrics::inc(&app.metrics.sends);
-    let outcome = app
+    let ticket = app
         .store
-        .send(NewMessage {
+        .enqueue_send(NewMessage {
             conversation_id: req.conversation_id,
             sender_id: user,
             sender_device_id: Some(device),
@@ -43,6 +38,12 @@ pub async fn send(
             body: body.json,
         })
         .await?;
+    Ok(ticket)
+}
+
+/// Waits for a queued send to be durable.
+pub async fn finish(app: &App, ticket: Ticket<SendOutcome>) -> ApiResult<SendOutcome> {
+    let outcome = ticket.wait().await?;
     if outcome.duplicate {
         Metrics::inc(&app.metrics.sends_duplicate);
     }

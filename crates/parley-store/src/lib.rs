@@ -71,6 +71,22 @@ pub struct SendOutcome {
     pub duplicate: bool,
 }
 
+/// The answer to a queued write, available once the write is committed.
+#[derive(Debug)]
+pub struct Ticket<T> {
+    rx: tokio::sync::oneshot::Receiver<Result<T>>,
+}
+
+impl<T> Ticket<T> {
+    pub fn new(rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Self {
+        Ticket { rx }
+    }
+
+    pub async fn wait(self) -> Result<T> {
+        self.rx.await.map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
+    }
+}
+
 /// Which page of history to read; see PROTOCOL.md for the rules.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HistoryQuery {
@@ -94,23 +110,13 @@ pub struct Backlog {
 pub trait Store: Send + Sync + 'static {
     // --- users ---
     /// `username` is already validated and lower-case. Taken → [`StoreError::Conflict`].
-    async fn create_user(
-        &self,
-        username: &str,
-        display_name: &str,
-        password_hash: &str,
-    ) -> Result<User>;
+    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
 
     // --- devices ---
-    async fn create_device(
-        &self,
-        user_id: UserId,
-        name: &str,
-        token_hash: [u8; 32],
-    ) -> Result<Device>;
+    async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device>;
     async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>>;
     async fn devices(&self, user_id: UserId) -> Result<Vec<Device>>;
     /// Records activity; lazily durable.
@@ -136,31 +142,26 @@ pub trait Store: Send + Sync + 'static {
     async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>>;
 
     // --- messages ---
-    /// Appends a message durably (idempotent on `(sender_id, client_id)`; the repeat check comes
-    /// before the membership check, so a repeat always gets the original).
-    async fn send(&self, msg: NewMessage) -> Result<SendOutcome>;
+    /// Queues a message to be appended and returns once it is queued; the [`Ticket`] resolves
+    /// when it is durable. Sends queued one after another from one task are appended in that
+    /// order, which is how a connection keeps its pipelined frames in order. Idempotent on
+    /// `(sender_id, client_id)`; the repeat check comes before the membership check, so a repeat
+    /// always gets the original.
+    async fn enqueue_send(&self, msg: NewMessage) -> Result<Ticket<SendOutcome>>;
+    /// [`Store::enqueue_send`], then waits until the message is durable.
+    async fn send(&self, msg: NewMessage) -> Result<SendOutcome> {
+        self.enqueue_send(msg).await?.wait().await
+    }
     /// A page of history for a current member; others get [`StoreError::NotFound`].
-    async fn history(
-        &self,
-        user: UserId,
-        id: ConversationId,
-        q: HistoryQuery,
-    ) -> Result<Vec<Message>>;
+    async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>>;
     /// Conversations where `device` has entries past its cursor.
     async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>>;
     /// Entries with `after_seq < seq <= upto_seq`, ascending, at most `limit`.
-    async fn log_range(
-        &self,
-        id: ConversationId,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<Message>>;
+    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;
 
     // --- pointers ---
     /// Moves `device`'s cursor and its user's `delivered_seq` up to `seq`.
-    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64)
-    -> Result<()>;
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
     /// Moves `user`'s `read_seq` (and `delivered_seq`) up to `seq`.
     async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
     async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary>;

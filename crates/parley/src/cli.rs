@@ -5,12 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "parley",
-    version,
-    about = "Parley: a self-hostable messaging server",
-    propagate_version = true
-)]
+#[command(name = "parley", version, about = "Parley: a self-hostable messaging server", propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

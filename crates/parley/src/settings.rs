@@ -9,10 +9,8 @@ use crate::cli::ServeArgs;
 pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str::<Config>(&text)
-                .with_context(|| format!("invalid settings in {}", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str::<Config>(&text).with_context(|| format!("invalid settings in {}", path.display()))?
         }
         None => Config::default(),
     };
@@ -49,11 +47,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsend_burst = 7\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            send_burst: Some(9),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(file), send_burst: Some(9), ..Default::default() };
         let cfg = load(&args).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000");
         assert_eq!(cfg.send_burst, 9);
@@ -65,10 +59,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "lissten = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(file), ..Default::default() };
         assert!(load(&args).is_err());
     }
 }

@@ -30,16 +30,10 @@ pub async fn create(
     // Refuse a taken name before spending ~50 ms on the hash; the store's unique index still
     // decides a race.
     if app.store.user_by_username(&username).await?.is_some() {
-        return Err(ApiError::new(
-            parley_proto::ErrorCode::Conflict,
-            "username is taken",
-        ));
+        return Err(ApiError::new(parley_proto::ErrorCode::Conflict, "username is taken"));
     }
     let hash = app.passwords.hash(&req.password).await?;
-    let user = app
-        .store
-        .create_user(&username, &display_name, &hash)
-        .await?;
+    let user = app.store.create_user(&username, &display_name, &hash).await?;
     Ok((StatusCode::CREATED, Json(convert::user(&user))))
 }
 
@@ -47,25 +41,13 @@ pub async fn login(
     State(app): State<Arc<App>>,
     JsonBody(req): JsonBody<CreateSession>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
-    let wrong = || {
-        ApiError::new(
-            parley_proto::ErrorCode::Unauthorized,
-            "wrong username or password",
-        )
-    };
+    let wrong = || ApiError::new(parley_proto::ErrorCode::Unauthorized, "wrong username or password");
     // A malformed username cannot exist; answer like any wrong login.
     let creds = match validate::username(&req.username) {
         Ok(name) => app.store.user_credentials(&name).await?,
         Err(_) => None,
     };
-    if !app
-        .passwords
-        .verify(
-            &req.password,
-            creds.as_ref().map(|c| c.password_hash.as_str()),
-        )
-        .await?
-    {
+    if !app.passwords.verify(&req.password, creds.as_ref().map(|c| c.password_hash.as_str())).await? {
         return Err(wrong());
     }
     let user = creds.ok_or_else(wrong)?.user;
@@ -74,46 +56,23 @@ pub async fn login(
         None => "unnamed device".to_owned(),
     };
     let token = auth::new_token();
-    let device = app
-        .store
-        .create_device(user.id, &device_name, auth::token_hash(&token))
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Session {
-            user_id: Id(user.id),
-            device_id: Id(device.id),
-            token,
-        }),
-    ))
+    let device = app.store.create_device(user.id, &device_name, auth::token_hash(&token)).await?;
+    Ok((StatusCode::CREATED, Json(Session { user_id: Id(user.id), device_id: Id(device.id), token })))
 }
 
 pub async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult<StatusCode> {
     app.store.delete_device(me.user_id, me.device_id).await?;
-    app.router
-        .kick_device(me.user_id, me.device_id, Kick::Revoked);
+    app.router.kick_device(me.user_id, me.device_id, Kick::Revoked);
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn me(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<User>> {
-    let user = app
-        .store
-        .user(me.user_id)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let user = app.store.user(me.user_id).await?.ok_or_else(ApiError::unauthorized)?;
     Ok(Json(convert::user(&user)))
 }
 
-pub async fn lookup(
-    State(app): State<Arc<App>>,
-    _me: Authed,
-    Path(username): Path<String>,
-) -> ApiResult<Json<User>> {
+pub async fn lookup(State(app): State<Arc<App>>, _me: Authed, Path(username): Path<String>) -> ApiResult<Json<User>> {
     let name = validate::username(&username).map_err(|_| ApiError::not_found())?;
-    let user = app
-        .store
-        .user_by_username(&name)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let user = app.store.user_by_username(&name).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(convert::user(&user)))
 }

@@ -12,42 +12,22 @@ use parley_proto::rest::Health;
 use crate::state::App;
 
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
+    Json(Health { status: "ok".into() })
 }
 
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "draining".into(),
-            }),
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "draining".into() }));
     }
     match app.store.user(0).await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ready".into(),
-            }),
-        ),
+        Ok(_) => (StatusCode::OK, Json(Health { status: "ready".into() })),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "store unavailable".into(),
-                }),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store unavailable".into() }))
         }
     }
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.router.connection_count()),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(app.router.connection_count()))
 }

@@ -24,9 +24,7 @@ fn seq_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<i
         None | Some("") => Ok(None),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if n >= 0 => Ok(Some(n)),
-            _ => Err(ApiError::bad_request(format!(
-                "{name} must be a non-negative integer"
-            ))),
+            _ => Err(ApiError::bad_request(format!("{name} must be a non-negative integer"))),
         },
     }
 }
@@ -42,9 +40,7 @@ pub async fn history(
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be 1 to {HISTORY_MAX_LIMIT}"
-                )));
+                return Err(ApiError::bad_request(format!("limit must be 1 to {HISTORY_MAX_LIMIT}")));
             }
         },
     };
@@ -54,9 +50,7 @@ pub async fn history(
         limit,
     };
     let messages = app.store.history(me.user_id, path_id(&id), q).await?;
-    Ok(Json(Messages {
-        messages: messages.iter().map(convert::message).collect(),
-    }))
+    Ok(Json(Messages { messages: messages.iter().map(convert::message).collect() }))
 }
 
 pub async fn post(
@@ -65,33 +59,18 @@ pub async fn post(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageEnvelope>)> {
-    let req = SendRequest {
-        conversation_id: path_id(&id),
-        client_id: req.client_id,
-        kind: req.kind,
-        body: req.body,
-    };
-    let outcome = service::send(app, me.user_id, me.device_id, req)
-        .await
-        .map_err(|e| {
-            // Over REST a conversation you are not in does not exist.
-            if e.code == parley_proto::ErrorCode::NotMember {
-                ApiError::not_found()
-            } else {
-                e
-            }
-        })?;
-    let status = if outcome.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((
-        status,
-        Json(MessageEnvelope {
-            message: convert::message(&outcome.message),
-        }),
-    ))
+    let req = SendRequest { conversation_id: path_id(&id), client_id: req.client_id, kind: req.kind, body: req.body };
+    let outcome = async {
+        let ticket = service::enqueue(&app, me.user_id, me.device_id, req).await?;
+        service::finish(&app, ticket).await
+    }
+    .await
+    .map_err(|e| {
+        // Over REST a conversation you are not in does not exist.
+        if e.code == parley_proto::ErrorCode::NotMember { ApiError::not_found() } else { e }
+    })?;
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(MessageEnvelope { message: convert::message(&outcome.message) })))
 }
 
 pub async fn receipts(
@@ -99,22 +78,14 @@ pub async fn receipts(
     me: Authed,
     Path((id, seq)): Path<(String, String)>,
 ) -> ApiResult<Json<Receipts>> {
-    let seq: i64 = seq
-        .parse()
-        .map_err(|_| ApiError::bad_request("seq must be an integer"))?;
+    let seq: i64 = seq.parse().map_err(|_| ApiError::bad_request("seq must be an integer"))?;
     let r = app.store.receipts(me.user_id, path_id(&id), seq).await?;
     Ok(Json(Receipts {
         members_count: r.members_count,
         delivered_count: r.delivered_count,
         read_count: r.read_count,
         members: r.members.map(|ms| {
-            ms.into_iter()
-                .map(|(u, delivered, read)| MemberReceipt {
-                    user_id: Id(u),
-                    delivered,
-                    read,
-                })
-                .collect()
+            ms.into_iter().map(|(u, delivered, read)| MemberReceipt { user_id: Id(u), delivered, read }).collect()
         }),
     }))
 }

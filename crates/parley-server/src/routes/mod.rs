@@ -29,20 +29,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{username}", get(accounts::lookup))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{device_id}", delete(devices::remove))
-        .route(
-            "/v1/conversations",
-            post(conversations::create).get(conversations::list),
-        )
+        .route("/v1/conversations", post(conversations::create).get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get_one))
-        .route(
-            "/v1/conversations/{id}/messages",
-            get(messages::history).post(messages::post),
-        )
-        .route(
-            "/v1/conversations/{id}/messages/{seq}/receipts",
-            get(messages::receipts),
-        )
+        .route("/v1/conversations/{id}/messages", get(messages::history).post(messages::post))
+        .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts))
         .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(parley_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }

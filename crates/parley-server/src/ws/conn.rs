@@ -84,22 +84,12 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        socket.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(WsMessage::Close(Some(frame)))).await;
 }
 
 /// Waits for the `auth` frame and resolves its token to a device.
-async fn authenticate(
-    app: &App,
-    socket: &mut WebSocket,
-) -> Result<parley_core::model::Device, End> {
+async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<parley_core::model::Device, End> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.auth_timeout_ms);
     let text = loop {
         match tokio::time::timeout_at(deadline, socket.recv()).await {
@@ -113,8 +103,7 @@ async fn authenticate(
     let (token, r#ref) = match frames::decode_client_frame(&text) {
         Ok((ClientFrame::Auth { token }, r)) => (token, r),
         Ok((_, r)) | Err(frames::DecodeError { r#ref: r, .. }) => {
-            let msg =
-                ApiError::new(ErrorCode::Unauthorized, "the first frame must be auth").to_frame(r);
+            let msg = ApiError::new(ErrorCode::Unauthorized, "the first frame must be auth").to_frame(r);
             let _ = socket.send(WsMessage::Text(msg.into())).await;
             return Err(End::Close(close::UNAUTHORIZED, "unauthorized"));
         }
@@ -127,18 +116,11 @@ async fn authenticate(
                 server_time: parley_core::now_ms(),
             })
             .to_json();
-            socket
-                .send(WsMessage::Text(ready.into()))
-                .await
-                .map_err(|_| End::Gone)?;
+            socket.send(WsMessage::Text(ready.into())).await.map_err(|_| End::Gone)?;
             Ok(device)
         }
         Ok(None) => {
-            let _ = socket
-                .send(WsMessage::Text(
-                    ApiError::unauthorized().to_frame(r#ref).into(),
-                ))
-                .await;
+            let _ = socket.send(WsMessage::Text(ApiError::unauthorized().to_frame(r#ref).into())).await;
             Err(End::Close(close::UNAUTHORIZED, "unauthorized"))
         }
         Err(e) => {
@@ -149,11 +131,7 @@ async fn authenticate(
 }
 
 impl Conn {
-    async fn run(
-        &mut self,
-        mut frames: mpsc::Receiver<Outbound>,
-        mut kicks: mpsc::Receiver<Kick>,
-    ) -> End {
+    async fn run(&mut self, mut frames: mpsc::Receiver<Outbound>, mut kicks: mpsc::Receiver<Kick>) -> End {
         let shutdown = self.app.shutdown.clone();
         tokio::select! {
             biased;
@@ -179,7 +157,7 @@ impl Conn {
             let result = match step {
                 Step::Reply(reply) => self.write_replies(reply, &mut pending).await,
                 Step::Out(out) => self.write_outbound(out, &mut frames).await,
-                Step::In(incoming) => self.incoming(incoming, &mut pending),
+                Step::In(incoming) => self.incoming(incoming, &mut pending).await,
                 Step::Tick => self.keepalive(idle_limit, ping_every).await,
             };
             match result {
@@ -231,23 +209,15 @@ impl Conn {
             }
             self.seen.insert(conv, after);
         }
-        self.feed(ServerFrame::Synced(Synced {}).to_json().into())
-            .await?;
+        self.feed(ServerFrame::Synced(Synced {}).to_json().into()).await?;
         self.socket.flush().await.map_err(|_| End::Gone)
     }
 
     async fn feed(&mut self, text: Utf8Bytes) -> Result<(), End> {
-        self.socket
-            .feed(WsMessage::Text(text))
-            .await
-            .map_err(|_| End::Gone)
+        self.socket.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)
     }
 
-    async fn write_replies(
-        &mut self,
-        first: Option<String>,
-        pending: &mut FuturesOrdered<Reply>,
-    ) -> Result<(), End> {
+    async fn write_replies(&mut self, first: Option<String>, pending: &mut FuturesOrdered<Reply>) -> Result<(), End> {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(reply) = next {
@@ -255,20 +225,12 @@ impl Conn {
                 self.feed(text.into()).await?;
             }
             n += 1;
-            next = if n < WRITE_BATCH {
-                pending.next().now_or_never().flatten()
-            } else {
-                None
-            };
+            next = if n < WRITE_BATCH { pending.next().now_or_never().flatten() } else { None };
         }
         self.socket.flush().await.map_err(|_| End::Gone)
     }
 
-    async fn write_outbound(
-        &mut self,
-        first: Outbound,
-        frames: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<(), End> {
+    async fn write_outbound(&mut self, first: Outbound, frames: &mut mpsc::Receiver<Outbound>) -> Result<(), End> {
         self.outbound(first).await?;
         for _ in 1..WRITE_BATCH {
             match frames.try_recv() {
@@ -297,18 +259,12 @@ impl Conn {
         }
         Metrics::inc(&self.app.metrics.deliveries);
         // Routed frames are built from `String`s, so they are valid UTF-8.
-        let text = Utf8Bytes::try_from(out.json)
-            .map_err(|_| End::Close(close::GOING_AWAY, "internal error"))?;
+        let text = Utf8Bytes::try_from(out.json).map_err(|_| End::Close(close::GOING_AWAY, "internal error"))?;
         self.feed(text).await
     }
 
     /// Routing reordered or dropped something (possible across nodes): read the gap from the log.
-    async fn fill_gap(
-        &mut self,
-        conv: parley_core::ids::ConversationId,
-        mut after: i64,
-        upto: i64,
-    ) -> Result<(), End> {
+    async fn fill_gap(&mut self, conv: parley_core::ids::ConversationId, mut after: i64, upto: i64) -> Result<(), End> {
         while after < upto {
             let (texts, last, _) = sync::page(&self.app, self.device, conv, after, upto)
                 .await
@@ -330,15 +286,12 @@ impl Conn {
             return Err(End::Close(close::GOING_AWAY, "no answer to pings"));
         }
         if quiet >= ping_every {
-            self.socket
-                .send(WsMessage::Ping(Default::default()))
-                .await
-                .map_err(|_| End::Gone)?;
+            self.socket.send(WsMessage::Ping(Default::default())).await.map_err(|_| End::Gone)?;
         }
         Ok(())
     }
 
-    fn incoming(
+    async fn incoming(
         &mut self,
         incoming: Option<Result<WsMessage, axum::Error>>,
         pending: &mut FuturesOrdered<Reply>,
@@ -348,10 +301,7 @@ impl Conn {
             Some(Err(e)) => {
                 // tungstenite refuses messages past max_message_size: say so with 1009.
                 let text = e.to_string();
-                if text.contains("too long")
-                    || text.contains("Space limit")
-                    || text.contains("size")
-                {
+                if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
                     return Err(End::Close(close::TOO_BIG, "frame too large"));
                 }
                 return Err(End::Gone);
@@ -364,18 +314,12 @@ impl Conn {
             WsMessage::Close(_) => return Err(End::Gone),
             WsMessage::Ping(_) | WsMessage::Pong(_) => return Ok(()),
             WsMessage::Binary(_) => {
-                self.reply_now(
-                    pending,
-                    ApiError::new(ErrorCode::InvalidFrame, "frames are JSON text").to_frame(None),
-                );
+                self.reply_now(pending, ApiError::new(ErrorCode::InvalidFrame, "frames are JSON text").to_frame(None));
                 return Ok(());
             }
         };
         if text.len() > MAX_FRAME_BYTES {
-            let e = ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("frames are at most {MAX_FRAME_BYTES} bytes"),
-            );
+            let e = ApiError::new(ErrorCode::PayloadTooLarge, format!("frames are at most {MAX_FRAME_BYTES} bytes"));
             self.reply_now(pending, e.to_frame(None));
             return Ok(());
         }
@@ -386,7 +330,7 @@ impl Conn {
                 return Ok(());
             }
         };
-        self.dispatch(frame, r#ref, pending);
+        self.dispatch(frame, r#ref, pending).await;
         Ok(())
     }
 
@@ -395,61 +339,55 @@ impl Conn {
         pending.push_back(Box::pin(std::future::ready(Some(text))));
     }
 
-    fn dispatch(
-        &mut self,
-        frame: ClientFrame,
-        r#ref: Option<String>,
-        pending: &mut FuturesOrdered<Reply>,
-    ) {
+    async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut FuturesOrdered<Reply>) {
         let app = self.app.clone();
         let (user, device) = (self.user, self.device);
         match frame {
             ClientFrame::Auth { .. } => {
-                self.reply_now(
-                    pending,
-                    ApiError::bad_request("already authenticated").to_frame(r#ref),
-                );
+                self.reply_now(pending, ApiError::bad_request("already authenticated").to_frame(r#ref));
             }
             ClientFrame::Ping => {
-                pending.push_back(Box::pin(std::future::ready(Some(
-                    ServerFrame::Pong(Pong { r#ref }).to_json(),
-                ))));
+                pending.push_back(Box::pin(std::future::ready(Some(ServerFrame::Pong(Pong { r#ref }).to_json()))));
             }
-            ClientFrame::Send(s) => pending.push_back(Box::pin(async move {
+            ClientFrame::Send(s) => {
+                // Queued here, in frame order, so pipelined sends keep their order in the log;
+                // only the wait for durability is deferred into `pending`.
                 let req = SendRequest {
                     conversation_id: s.conversation_id.0,
                     client_id: s.client_id,
                     kind: s.kind,
                     body: s.body,
                 };
-                match service::send(app.clone(), user, device, req).await {
-                    Ok(o) => Some(
-                        ServerFrame::Sent(Sent {
-                            r#ref,
-                            conversation_id: Id(o.message.conversation_id),
-                            client_id: o.message.client_id.unwrap_or_default(),
-                            message_id: Id(o.message.message_id),
-                            seq: o.message.seq,
-                            ts: o.message.ts,
-                        })
-                        .to_json(),
-                    ),
-                    Err(e) => error_reply(&app, e, r#ref),
+                match service::enqueue(&app, user, device, req).await {
+                    Ok(ticket) => pending.push_back(Box::pin(async move {
+                        match service::finish(&app, ticket).await {
+                            Ok(o) => Some(
+                                ServerFrame::Sent(Sent {
+                                    r#ref,
+                                    conversation_id: Id(o.message.conversation_id),
+                                    client_id: o.message.client_id.unwrap_or_default(),
+                                    message_id: Id(o.message.message_id),
+                                    seq: o.message.seq,
+                                    ts: o.message.ts,
+                                })
+                                .to_json(),
+                            ),
+                            Err(e) => error_reply(&app, e, r#ref),
+                        }
+                    })),
+                    Err(e) => {
+                        let text = e.to_frame(r#ref);
+                        self.reply_now(pending, text);
+                    }
                 }
-            })),
-            ClientFrame::Ack {
-                conversation_id,
-                seq,
-            } => pending.push_back(Box::pin(async move {
+            }
+            ClientFrame::Ack { conversation_id, seq } => pending.push_back(Box::pin(async move {
                 match app.store.ack(device, user, conversation_id.0, seq).await {
                     Ok(()) => None,
                     Err(e) => error_reply(&app, e.into(), r#ref),
                 }
             })),
-            ClientFrame::Read {
-                conversation_id,
-                seq,
-            } => pending.push_back(Box::pin(async move {
+            ClientFrame::Read { conversation_id, seq } => pending.push_back(Box::pin(async move {
                 match app.store.read(user, conversation_id.0, seq).await {
                     Ok(()) => None,
                     Err(e) => error_reply(&app, e.into(), r#ref),

@@ -38,16 +38,9 @@ pub async fn page(
 }
 
 /// The conversations to replay: (conversation, after_seq, upto_seq).
-pub async fn plan(
-    app: &App,
-    device: DeviceId,
-    user: UserId,
-) -> ApiResult<Vec<(ConversationId, i64, i64)>> {
+pub async fn plan(app: &App, device: DeviceId, user: UserId) -> ApiResult<Vec<(ConversationId, i64, i64)>> {
     let backlog = app.store.backlog(device, user).await?;
-    Ok(backlog
-        .into_iter()
-        .map(|b| (b.conversation_id, b.after_seq, b.upto_seq))
-        .collect())
+    Ok(backlog.into_iter().map(|b| (b.conversation_id, b.after_seq, b.upto_seq)).collect())
 }
 
 /// High-water marks of what a connection has written (or skipped as its own), per conversation.

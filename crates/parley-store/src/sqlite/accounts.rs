@@ -8,30 +8,14 @@ use super::writer::WriteCtx;
 use crate::{Result, StoreError};
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: r.get(0)?,
-        username: r.get(1)?,
-        display_name: r.get(2)?,
-        created_at: r.get(3)?,
-    })
+    Ok(User { id: r.get(0)?, username: r.get(1)?, display_name: r.get(2)?, created_at: r.get(3)? })
 }
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
-    Ok(Device {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        name: r.get(2)?,
-        created_at: r.get(3)?,
-        last_active_at: r.get(4)?,
-    })
+    Ok(Device { id: r.get(0)?, user_id: r.get(1)?, name: r.get(2)?, created_at: r.get(3)?, last_active_at: r.get(4)? })
 }
 
-pub(super) fn create_user(
-    ctx: &mut WriteCtx<'_>,
-    username: &str,
-    display_name: &str,
-    hash: &str,
-) -> Result<User> {
+pub(super) fn create_user(ctx: &mut WriteCtx<'_>, username: &str, display_name: &str, hash: &str) -> Result<User> {
     let user = User {
         id: ctx.ids.next(),
         username: username.to_owned(),
@@ -52,11 +36,9 @@ pub(super) fn create_user(
 }
 
 pub(super) fn user(c: &Connection, id: UserId) -> Result<Option<User>> {
-    Ok(
-        c.prepare_cached("SELECT id, username, display_name, created_at FROM users WHERE id = ?1")?
-            .query_row([id], user_row)
-            .optional()?,
-    )
+    Ok(c.prepare_cached("SELECT id, username, display_name, created_at FROM users WHERE id = ?1")?
+        .query_row([id], user_row)
+        .optional()?)
 }
 
 pub(super) fn credentials(c: &Connection, username: &str) -> Result<Option<UserCredentials>> {
@@ -72,13 +54,7 @@ pub(super) fn create_device(
     token_hash: &[u8; 32],
 ) -> Result<Device> {
     let now = parley_core::now_ms();
-    let device = Device {
-        id: ctx.ids.next(),
-        user_id,
-        name: name.to_owned(),
-        created_at: now,
-        last_active_at: now,
-    };
+    let device = Device { id: ctx.ids.next(), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
     ctx.conn
         .prepare_cached(
             "INSERT INTO devices (id, user_id, name, token_hash, created_at, last_active_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -92,12 +68,12 @@ pub(super) fn device_by_token(c: &Connection, token_hash: &[u8; 32]) -> Result<O
     // Found through the index on the hash, then compared again in constant time, so neither the
     // lookup's nor the comparison's timing says anything about a stored token.
     let found = c
-        .prepare_cached("SELECT id, user_id, name, created_at, last_active_at, token_hash FROM devices WHERE token_hash = ?1")?
+        .prepare_cached(
+            "SELECT id, user_id, name, created_at, last_active_at, token_hash FROM devices WHERE token_hash = ?1",
+        )?
         .query_row([&token_hash[..]], |r| Ok((device_row(r)?, r.get::<_, Vec<u8>>(5)?)))
         .optional()?;
-    Ok(found
-        .filter(|(_, stored)| bool::from(stored.as_slice().ct_eq(&token_hash[..])))
-        .map(|(d, _)| d))
+    Ok(found.filter(|(_, stored)| bool::from(stored.as_slice().ct_eq(&token_hash[..]))).map(|(d, _)| d))
 }
 
 pub(super) fn devices(c: &Connection, user_id: UserId) -> Result<Vec<Device>> {
@@ -110,26 +86,18 @@ pub(super) fn devices(c: &Connection, user_id: UserId) -> Result<Vec<Device>> {
 
 pub(super) fn touch_device(ctx: &mut WriteCtx<'_>, device_id: DeviceId, at: i64) -> Result<()> {
     ctx.conn
-        .prepare_cached(
-            "UPDATE devices SET last_active_at = max(last_active_at, ?2) WHERE id = ?1",
-        )?
+        .prepare_cached("UPDATE devices SET last_active_at = max(last_active_at, ?2) WHERE id = ?1")?
         .execute(params![device_id, at])?;
     Ok(())
 }
 
-pub(super) fn delete_device(
-    ctx: &mut WriteCtx<'_>,
-    user_id: UserId,
-    device_id: DeviceId,
-) -> Result<bool> {
+pub(super) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: DeviceId) -> Result<bool> {
     let n = ctx
         .conn
         .prepare_cached("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")?
         .execute(params![device_id, user_id])?;
     if n > 0 {
-        ctx.conn
-            .prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?
-            .execute([device_id])?;
+        ctx.conn.prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?.execute([device_id])?;
     }
     Ok(n > 0)
 }

@@ -9,11 +9,7 @@ use super::messages::{self, insert_entry};
 use super::writer::WriteCtx;
 use crate::{Result, StoreError};
 
-pub(super) fn create_direct(
-    ctx: &mut WriteCtx<'_>,
-    a: UserId,
-    b: UserId,
-) -> Result<(ConversationId, bool)> {
+pub(super) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
     let key = format!("{}:{}", a.min(b), a.max(b));
     let existing: Option<i64> = ctx
         .conn
@@ -23,10 +19,8 @@ pub(super) fn create_direct(
     if let Some(id) = existing {
         return Ok((id, false));
     }
-    let other_exists: bool = ctx
-        .conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")?
-        .query_row([b], |r| r.get(0))?;
+    let other_exists: bool =
+        ctx.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")?.query_row([b], |r| r.get(0))?;
     if !other_exists {
         return Err(StoreError::NotFound);
     }
@@ -46,15 +40,7 @@ pub(super) fn create_direct(
         add.execute(params![id, m, now])?;
     }
     drop(add);
-    insert_entry(
-        ctx,
-        id,
-        a,
-        None,
-        None,
-        MessageKind::ConversationCreated,
-        r#"{"kind":"direct"}"#.into(),
-    )?;
+    insert_entry(ctx, id, a, None, None, MessageKind::ConversationCreated, r#"{"kind":"direct"}"#.into())?;
     Ok((id, true))
 }
 
@@ -70,7 +56,8 @@ struct Membership {
     delivered_seq: i64,
 }
 
-const MEMBERSHIP_COLS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, m.read_seq, m.delivered_seq";
+const MEMBERSHIP_COLS: &str =
+    "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, m.read_seq, m.delivered_seq";
 
 fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Membership)> {
     let kind: String = r.get(1)?;
@@ -111,11 +98,7 @@ fn build_view(
             MessageKind::CONTENT_SQL_LIST
         ))?
         .query_row(params![id, m.read_seq.max(m.joined_seq - 1), user], |r| r.get(0))?;
-    let members = if with_members {
-        Some(member_views(c, id)?)
-    } else {
-        None
-    };
+    let members = if with_members { Some(member_views(c, id)?) } else { None };
     Ok(ConversationView {
         id,
         kind: m.kind,
@@ -176,18 +159,13 @@ pub(super) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>
             "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.user_id = ?1 AND m.left_seq IS NULL ORDER BY c.last_activity DESC, c.id DESC"
         ))?;
-        st.query_map([user], membership_row)?
-            .collect::<rusqlite::Result<_>>()?
+        st.query_map([user], membership_row)?.collect::<rusqlite::Result<_>>()?
     };
-    rows.into_iter()
-        .map(|(id, m)| build_view(c, user, id, m, false))
-        .collect()
+    rows.into_iter().map(|(id, m)| build_view(c, user, id, m, false)).collect()
 }
 
 pub(super) fn member_ids(c: &Connection, id: ConversationId) -> Result<Vec<UserId>> {
-    let mut st = c.prepare_cached(
-        "SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
-    )?;
+    let mut st = c.prepare_cached("SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL")?;
     let rows = st.query_map([id], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

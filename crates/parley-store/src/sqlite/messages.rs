@@ -15,11 +15,7 @@ pub(super) const COLS: &str =
 pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let kind: String = r.get(7)?;
     let kind = MessageKind::parse(&kind).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            7,
-            rusqlite::types::Type::Text,
-            format!("unknown kind {kind}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, format!("unknown kind {kind}").into())
     })?;
     Ok(Message {
         conversation_id: r.get(0)?,
@@ -63,9 +59,7 @@ pub(super) fn insert_entry(
         body,
     };
     ctx.conn
-        .prepare_cached(&format!(
-            "INSERT INTO messages ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        ))?
+        .prepare_cached(&format!("INSERT INTO messages ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
         .execute(params![
             msg.conversation_id,
             msg.seq,
@@ -82,11 +76,7 @@ pub(super) fn insert_entry(
 }
 
 /// A member's window on a conversation: (joined_seq, left_seq, conversation's last_seq).
-fn window(
-    c: &Connection,
-    user: UserId,
-    conv: ConversationId,
-) -> Result<Option<(i64, Option<i64>, i64)>> {
+fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<(i64, Option<i64>, i64)>> {
     Ok(c.prepare_cached(
         "SELECT m.joined_seq, m.left_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.conversation_id = ?1 AND m.user_id = ?2",
@@ -99,35 +89,19 @@ pub(super) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
     if let Some(client_id) = &m.client_id {
         let original = ctx
             .conn
-            .prepare_cached(&format!(
-                "SELECT {COLS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"
-            ))?
+            .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"))?
             .query_row(params![m.sender_id, client_id], row)
             .optional()?;
         if let Some(message) = original {
-            return Ok(SendOutcome {
-                message,
-                duplicate: true,
-            });
+            return Ok(SendOutcome { message, duplicate: true });
         }
     }
     match window(ctx.conn, m.sender_id, m.conversation_id)? {
         Some((_, None, _)) => {}
         _ => return Err(StoreError::NotMember),
     }
-    let message = insert_entry(
-        ctx,
-        m.conversation_id,
-        m.sender_id,
-        m.sender_device_id,
-        m.client_id,
-        m.kind,
-        m.body,
-    )?;
-    Ok(SendOutcome {
-        message,
-        duplicate: false,
-    })
+    let message = insert_entry(ctx, m.conversation_id, m.sender_id, m.sender_device_id, m.client_id, m.kind, m.body)?;
+    Ok(SendOutcome { message, duplicate: false })
 }
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
@@ -137,9 +111,7 @@ fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -
     };
     let upto = left.unwrap_or(last);
     if seq < 0 || seq > upto {
-        return Err(StoreError::Invalid(format!(
-            "seq {seq} is not in this conversation (last seq {upto})"
-        )));
+        return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")));
     }
     Ok(())
 }
@@ -157,24 +129,14 @@ pub(super) fn ack(
     Ok(())
 }
 
-pub(super) fn read(
-    ctx: &mut WriteCtx<'_>,
-    user: UserId,
-    conv: ConversationId,
-    seq: i64,
-) -> Result<()> {
+pub(super) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
     check_pointer(ctx.conn, user, conv, seq)?;
     // Having read a message implies having it.
     ctx.advance_pointers(conv, user, seq, seq);
     Ok(())
 }
 
-pub(super) fn history(
-    c: &Connection,
-    user: UserId,
-    conv: ConversationId,
-    q: HistoryQuery,
-) -> Result<Vec<Message>> {
+pub(super) fn history(c: &Connection, user: UserId, conv: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
     let Some((joined, None, last)) = window(c, user, conv)? else {
         return Err(StoreError::NotFound);
     };
@@ -186,17 +148,15 @@ pub(super) fn history(
             let mut st = c.prepare_cached(&format!(
                 "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
             ))?;
-            st.query_map(params![conv, after.max(lo), hi, limit], row)?
-                .collect::<rusqlite::Result<_>>()?
+            st.query_map(params![conv, after.max(lo), hi, limit], row)?.collect::<rusqlite::Result<_>>()?
         }
         (None, before) => {
             let hi = before.unwrap_or(i64::MAX).min(last + 1);
             let mut st = c.prepare_cached(&format!(
                 "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
             ))?;
-            let mut v: Vec<Message> = st
-                .query_map(params![conv, lo, hi, limit], row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut v: Vec<Message> =
+                st.query_map(params![conv, lo, hi, limit], row)?.collect::<rusqlite::Result<_>>()?;
             v.reverse();
             v
         }
@@ -215,22 +175,12 @@ pub(super) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<
          WHERE m.user_id = ?2 AND coalesce(m.left_seq, c.last_seq) > max(coalesce(d.seq, 0), m.joined_seq - 1)",
     )?;
     let rows = st.query_map(params![device, user], |r| {
-        Ok(Backlog {
-            conversation_id: r.get(0)?,
-            after_seq: r.get(1)?,
-            upto_seq: r.get(2)?,
-        })
+        Ok(Backlog { conversation_id: r.get(0)?, after_seq: r.get(1)?, upto_seq: r.get(2)? })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn range(
-    c: &Connection,
-    conv: ConversationId,
-    after: i64,
-    upto: i64,
-    limit: u32,
-) -> Result<Vec<Message>> {
+pub(super) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64, limit: u32) -> Result<Vec<Message>> {
     let mut st = c.prepare_cached(&format!(
         "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4"
     ))?;
@@ -238,12 +188,7 @@ pub(super) fn range(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn receipts(
-    c: &Connection,
-    user: UserId,
-    conv: ConversationId,
-    seq: i64,
-) -> Result<ReceiptSummary> {
+pub(super) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<ReceiptSummary> {
     let Some((joined, None, _)) = window(c, user, conv)? else {
         return Err(StoreError::NotFound);
     };
@@ -266,9 +211,8 @@ pub(super) fn receipts(
         ))?
         .query_row(params![conv, seq, sender], |r| r.get(0))?)
     };
-    let members_count: i64 = c
-        .prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?
-        .query_row([conv], |r| r.get(0))?;
+    let members_count: i64 =
+        c.prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
     let delivered_count = count("delivered_seq")?;
     let read_count = count("read_seq")?;
     let members = if members_count <= RECEIPTS_LIVE_MAX_MEMBERS {
@@ -284,10 +228,5 @@ pub(super) fn receipts(
     } else {
         None
     };
-    Ok(ReceiptSummary {
-        members_count,
-        delivered_count,
-        read_count,
-        members,
-    })
+    Ok(ReceiptSummary { members_count, delivered_count, read_count, members })
 }

@@ -17,9 +17,7 @@ use parley_core::model::*;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{
-    Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError,
-};
+use crate::{Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket};
 use writer::{Finish, Job, Msg, RunFn, WriteCtx};
 
 /// Read connections in the pool; reads beyond this many wait for one.
@@ -79,10 +77,8 @@ impl SqliteStore {
         }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let r = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
+            let r =
+                Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
             configure(&r)?;
             readers.push(r);
         }
@@ -102,6 +98,16 @@ impl SqliteStore {
         durable: bool,
         f: impl FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit(durable, f).await?.wait().await
+    }
+
+    /// Queues `f` for the writer (waiting only for room in the queue); the ticket resolves
+    /// when its batch has committed. Jobs run in the order they were queued.
+    async fn submit<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<Ticket<T>> {
         let (tx, rx) = oneshot::channel();
         let run: RunFn = Box::new(move |ctx| {
             let r = f(ctx);
@@ -111,31 +117,16 @@ impl SqliteStore {
             });
             (finish, ok)
         });
-        self.jobs
-            .send(Msg::Job(Job { durable, run }))
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.jobs.send(Msg::Job(Job { durable, run })).await.map_err(|_| gone())?;
+        Ok(Ticket::new(rx))
     }
 
     /// Runs `f` on a pooled read connection off the async threads.
-    async fn query<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let permit = self
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| gone())?;
+    async fn query<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| gone())?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .expect("a permit guarantees a connection");
+            let conn = pool.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("a permit guarantees a connection");
             let r = f(&conn);
             pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
             drop(permit);
@@ -148,19 +139,9 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_user(
-        &self,
-        username: &str,
-        display_name: &str,
-        password_hash: &str,
-    ) -> Result<User> {
-        let (u, d, h) = (
-            username.to_owned(),
-            display_name.to_owned(),
-            password_hash.to_owned(),
-        );
-        self.write(true, move |ctx| accounts::create_user(ctx, &u, &d, &h))
-            .await
+    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User> {
+        let (u, d, h) = (username.to_owned(), display_name.to_owned(), password_hash.to_owned());
+        self.write(true, move |ctx| accounts::create_user(ctx, &u, &d, &h)).await
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
@@ -169,8 +150,7 @@ impl Store for SqliteStore {
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
         let u = username.to_owned();
-        self.query(move |c| Ok(accounts::credentials(c, &u)?.map(|c| c.user)))
-            .await
+        self.query(move |c| Ok(accounts::credentials(c, &u)?.map(|c| c.user))).await
     }
 
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>> {
@@ -178,22 +158,13 @@ impl Store for SqliteStore {
         self.query(move |c| accounts::credentials(c, &u)).await
     }
 
-    async fn create_device(
-        &self,
-        user_id: UserId,
-        name: &str,
-        token_hash: [u8; 32],
-    ) -> Result<Device> {
+    async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device> {
         let n = name.to_owned();
-        self.write(true, move |ctx| {
-            accounts::create_device(ctx, user_id, &n, &token_hash)
-        })
-        .await
+        self.write(true, move |ctx| accounts::create_device(ctx, user_id, &n, &token_hash)).await
     }
 
     async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>> {
-        self.query(move |c| accounts::device_by_token(c, &token_hash))
-            .await
+        self.query(move |c| accounts::device_by_token(c, &token_hash)).await
     }
 
     async fn devices(&self, user_id: UserId) -> Result<Vec<Device>> {
@@ -201,20 +172,15 @@ impl Store for SqliteStore {
     }
 
     async fn touch_device(&self, device_id: DeviceId, at: i64) -> Result<()> {
-        self.write(false, move |ctx| accounts::touch_device(ctx, device_id, at))
-            .await
+        self.write(false, move |ctx| accounts::touch_device(ctx, device_id, at)).await
     }
 
     async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<bool> {
-        self.write(true, move |ctx| {
-            accounts::delete_device(ctx, user_id, device_id)
-        })
-        .await
+        self.write(true, move |ctx| accounts::delete_device(ctx, user_id, device_id)).await
     }
 
     async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
-        self.write(true, move |ctx| conversations::create_direct(ctx, a, b))
-            .await
+        self.write(true, move |ctx| conversations::create_direct(ctx, a, b)).await
     }
 
     async fn conversation(
@@ -223,8 +189,7 @@ impl Store for SqliteStore {
         id: ConversationId,
         with_members: bool,
     ) -> Result<Option<ConversationView>> {
-        self.query(move |c| conversations::view(c, user, id, with_members))
-            .await
+        self.query(move |c| conversations::view(c, user, id, with_members)).await
     }
 
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>> {
@@ -235,54 +200,32 @@ impl Store for SqliteStore {
         self.query(move |c| conversations::member_ids(c, id)).await
     }
 
-    async fn send(&self, msg: NewMessage) -> Result<SendOutcome> {
-        self.write(true, move |ctx| messages::send(ctx, msg)).await
+    async fn enqueue_send(&self, msg: NewMessage) -> Result<Ticket<SendOutcome>> {
+        self.submit(true, move |ctx| messages::send(ctx, msg)).await
     }
 
-    async fn history(
-        &self,
-        user: UserId,
-        id: ConversationId,
-        q: HistoryQuery,
-    ) -> Result<Vec<Message>> {
+    async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
         self.query(move |c| messages::history(c, user, id, q)).await
     }
 
     async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>> {
-        self.query(move |c| messages::backlog(c, device, user))
-            .await
+        self.query(move |c| messages::backlog(c, device, user)).await
     }
 
-    async fn log_range(
-        &self,
-        id: ConversationId,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<Message>> {
-        self.query(move |c| messages::range(c, id, after_seq, upto_seq, limit))
-            .await
+    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>> {
+        self.query(move |c| messages::range(c, id, after_seq, upto_seq, limit)).await
     }
 
-    async fn ack(
-        &self,
-        device: DeviceId,
-        user: UserId,
-        id: ConversationId,
-        seq: i64,
-    ) -> Result<()> {
-        self.write(false, move |ctx| messages::ack(ctx, device, user, id, seq))
-            .await
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
+        self.write(false, move |ctx| messages::ack(ctx, device, user, id, seq)).await
     }
 
     async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
-        self.write(false, move |ctx| messages::read(ctx, user, id, seq))
-            .await
+        self.write(false, move |ctx| messages::read(ctx, user, id, seq)).await
     }
 
     async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary> {
-        self.query(move |c| messages::receipts(c, user, id, seq))
-            .await
+        self.query(move |c| messages::receipts(c, user, id, seq)).await
     }
 
     async fn shutdown(&self) {

@@ -53,17 +53,8 @@ impl WriteCtx<'_> {
         *e = (*e).max(seq);
     }
 
-    pub fn advance_pointers(
-        &mut self,
-        conv: ConversationId,
-        user: UserId,
-        delivered: i64,
-        read: i64,
-    ) {
-        let e = self
-            .pointers
-            .entry((conv, user))
-            .or_insert((delivered, read));
+    pub fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+        let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
         *e = (e.0.max(delivered), e.1.max(read));
     }
 
@@ -99,12 +90,7 @@ impl WriteCtx<'_> {
     }
 }
 
-pub(crate) fn spawn(
-    conn: Connection,
-    ids: IdGen,
-    rx: mpsc::Receiver<Msg>,
-    events: EventSender,
-) -> std::io::Result<()> {
+pub(crate) fn spawn(conn: Connection, ids: IdGen, rx: mpsc::Receiver<Msg>, events: EventSender) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("parley-sqlite-writer".into())
         .spawn(move || run(conn, ids, rx, events))
@@ -160,13 +146,7 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
         tracing::error!(error = %e, "cannot start a write transaction");
         return;
     }
-    let mut ctx = WriteCtx {
-        conn,
-        ids,
-        events: Vec::new(),
-        cursors: HashMap::new(),
-        pointers: HashMap::new(),
-    };
+    let mut ctx = WriteCtx { conn, ids, events: Vec::new(), cursors: HashMap::new(), pointers: HashMap::new() };
     let mut finishes: Vec<Finish> = Vec::with_capacity(n);
     for job in batch.drain(..) {
         finishes.push(run_job(&mut ctx, job));
@@ -186,11 +166,7 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
     for finish in finishes {
         finish(result.clone());
     }
-    tracing::trace!(
-        batch = n,
-        micros = started.elapsed().as_micros() as u64,
-        "committed"
-    );
+    tracing::trace!(batch = n, micros = started.elapsed().as_micros() as u64, "committed");
 }
 
 fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
@@ -203,11 +179,7 @@ fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
     }
     let events_before = ctx.events.len();
     let (finish, ok) = (job.run)(ctx);
-    let end = if ok {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
+    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
     if !ok {
         ctx.events.truncate(events_before);
     }

@@ -6,11 +6,7 @@ use parley_store::{HistoryQuery, NewMessage, StoreError, StoreEvent};
 use crate::Harness;
 
 async fn user(h: &Harness, name: &str) -> i64 {
-    h.store
-        .create_user(name, name, "hash")
-        .await
-        .expect("create user")
-        .id
+    h.store.create_user(name, name, "hash").await.expect("create user").id
 }
 
 fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str) -> NewMessage {
@@ -40,10 +36,7 @@ pub async fn users_are_unique(h: Harness) {
         h.store.create_user("carol", "Other", "h2").await,
         Err(StoreError::Conflict("username is taken".into()))
     );
-    assert_eq!(
-        h.store.user(u.id).await.unwrap().unwrap().display_name,
-        "Carol"
-    );
+    assert_eq!(h.store.user(u.id).await.unwrap().unwrap().display_name, "Carol");
     let creds = h.store.user_credentials("carol").await.unwrap().unwrap();
     assert_eq!(creds.password_hash, "h1");
     assert!(h.store.user_by_username("nobody").await.unwrap().is_none());
@@ -54,26 +47,14 @@ pub async fn devices_and_tokens(h: Harness) {
     let b = user(&h, "bob").await;
     let d1 = h.store.create_device(a, "laptop", [7; 32]).await.unwrap();
     let d2 = h.store.create_device(a, "phone", [8; 32]).await.unwrap();
-    assert_eq!(
-        h.store.device_by_token([7; 32]).await.unwrap().unwrap().id,
-        d1.id
-    );
+    assert_eq!(h.store.device_by_token([7; 32]).await.unwrap().unwrap().id, d1.id);
     assert!(h.store.device_by_token([9; 32]).await.unwrap().is_none());
     assert_eq!(h.store.devices(a).await.unwrap().len(), 2);
-    assert!(
-        !h.store.delete_device(b, d1.id).await.unwrap(),
-        "only the owner deletes a device"
-    );
+    assert!(!h.store.delete_device(b, d1.id).await.unwrap(), "only the owner deletes a device");
     assert!(h.store.delete_device(a, d1.id).await.unwrap());
     assert!(h.store.device_by_token([7; 32]).await.unwrap().is_none());
-    h.store
-        .touch_device(d2.id, d2.last_active_at + 5_000)
-        .await
-        .unwrap();
-    assert_eq!(
-        h.store.devices(a).await.unwrap()[0].last_active_at,
-        d2.last_active_at + 5_000
-    );
+    h.store.touch_device(d2.id, d2.last_active_at + 5_000).await.unwrap();
+    assert_eq!(h.store.devices(a).await.unwrap()[0].last_active_at, d2.last_active_at + 5_000);
 }
 
 pub async fn direct_conversations_are_one_per_pair(h: Harness) {
@@ -85,19 +66,9 @@ pub async fn direct_conversations_are_one_per_pair(h: Harness) {
     let (own, _) = h.store.create_direct(a, a).await.unwrap();
     assert_ne!(own, c1);
     assert_eq!(h.store.member_ids(own).await.unwrap(), vec![a]);
-    assert_eq!(
-        h.store.create_direct(a, 424242).await,
-        Err(StoreError::NotFound)
-    );
+    assert_eq!(h.store.create_direct(a, 424242).await, Err(StoreError::NotFound));
     let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            view.last_seq,
-            view.members_count,
-            view.members.unwrap().len()
-        ),
-        (1, 2, 2)
-    );
+    assert_eq!((view.last_seq, view.members_count, view.members.unwrap().len()), (1, 2, 2));
     assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
 }
 
@@ -105,11 +76,7 @@ pub async fn sends_are_gap_free_and_published_in_order(mut h: Harness) {
     let (a, _b, conv, dev) = pair(&h).await;
     h.drain();
     for i in 0..5 {
-        let out = h
-            .store
-            .send(text(conv, a, Some(dev), &format!("c{i}"), "hi"))
-            .await
-            .unwrap();
+        let out = h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "hi")).await.unwrap();
         assert!(!out.duplicate);
         assert_eq!(out.message.seq, 2 + i);
     }
@@ -126,35 +93,21 @@ pub async fn sends_are_gap_free_and_published_in_order(mut h: Harness) {
 
 pub async fn sends_are_idempotent_per_sender(mut h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
-    let first = h
-        .store
-        .send(text(conv, a, Some(dev), "same", "one"))
-        .await
-        .unwrap()
-        .message;
+    let first = h.store.send(text(conv, a, Some(dev), "same", "one")).await.unwrap().message;
     h.drain();
     // A repeat naming another body, or another conversation, still returns the original.
     let (other, _) = h.store.create_direct(a, a).await.unwrap();
-    for repeat in [
-        text(conv, a, None, "same", "two"),
-        text(other, a, None, "same", "three"),
-    ] {
+    for repeat in [text(conv, a, None, "same", "two"), text(other, a, None, "same", "three")] {
         let out = h.store.send(repeat).await.unwrap();
         assert!(out.duplicate);
         assert_eq!(out.message, first);
     }
     assert!(
-        h.drain()
-            .iter()
-            .all(|e| !matches!(e, StoreEvent::Message(m) if m.conversation_id == conv)),
+        h.drain().iter().all(|e| !matches!(e, StoreEvent::Message(m) if m.conversation_id == conv)),
         "a repeat publishes nothing"
     );
     // The same client_id from another sender is another message.
-    let theirs = h
-        .store
-        .send(text(conv, b, None, "same", "bob's"))
-        .await
-        .unwrap();
+    let theirs = h.store.send(text(conv, b, None, "same", "bob's")).await.unwrap();
     assert!(!theirs.duplicate);
     assert_eq!(theirs.message.seq, first.seq + 1);
 }
@@ -162,63 +115,26 @@ pub async fn sends_are_idempotent_per_sender(mut h: Harness) {
 pub async fn strangers_cannot_send_or_read(h: Harness) {
     let (_a, _b, conv, _) = pair(&h).await;
     let eve = user(&h, "eve").await;
-    assert_eq!(
-        h.store
-            .send(text(conv, eve, None, "x", "hi"))
-            .await
-            .unwrap_err(),
-        StoreError::NotMember
-    );
-    assert_eq!(
-        h.store.ack(1, eve, conv, 1).await,
-        Err(StoreError::NotMember)
-    );
+    assert_eq!(h.store.send(text(conv, eve, None, "x", "hi")).await.unwrap_err(), StoreError::NotMember);
+    assert_eq!(h.store.ack(1, eve, conv, 1).await, Err(StoreError::NotMember));
     assert_eq!(h.store.read(eve, conv, 1).await, Err(StoreError::NotMember));
-    assert!(
-        h.store
-            .conversation(eve, conv, false)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let q = HistoryQuery {
-        limit: 10,
-        ..Default::default()
-    };
-    assert_eq!(
-        h.store.history(eve, conv, q).await.unwrap_err(),
-        StoreError::NotFound
-    );
-    assert_eq!(
-        h.store.receipts(eve, conv, 1).await.unwrap_err(),
-        StoreError::NotFound
-    );
+    assert!(h.store.conversation(eve, conv, false).await.unwrap().is_none());
+    let q = HistoryQuery { limit: 10, ..Default::default() };
+    assert_eq!(h.store.history(eve, conv, q).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.receipts(eve, conv, 1).await.unwrap_err(), StoreError::NotFound);
 }
 
 pub async fn history_pages(h: Harness) {
     let (a, _b, conv, dev) = pair(&h).await;
     for i in 0..20 {
-        h.store
-            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
-            .await
-            .unwrap();
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
     }
     // Log: seq 1 (created) .. 21.
     let page = |after, before, limit| {
         let store = h.store.clone();
         async move {
-            let q = HistoryQuery {
-                after_seq: after,
-                before_seq: before,
-                limit,
-            };
-            store
-                .history(a, conv, q)
-                .await
-                .unwrap()
-                .iter()
-                .map(|m| m.seq)
-                .collect::<Vec<_>>()
+            let q = HistoryQuery { after_seq: after, before_seq: before, limit };
+            store.history(a, conv, q).await.unwrap().iter().map(|m| m.seq).collect::<Vec<_>>()
         }
     };
     assert_eq!(page(None, None, 5).await, vec![17, 18, 19, 20, 21]);
@@ -231,17 +147,9 @@ pub async fn history_pages(h: Harness) {
 
 pub async fn backlog_follows_cursors(h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
-    let bdev = h
-        .store
-        .create_device(b, "tablet", [2; 32])
-        .await
-        .unwrap()
-        .id;
+    let bdev = h.store.create_device(b, "tablet", [2; 32]).await.unwrap().id;
     for i in 0..3 {
-        h.store
-            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
-            .await
-            .unwrap();
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
     }
     let bl = h.store.backlog(bdev, b).await.unwrap();
     assert_eq!(bl.len(), 1);
@@ -249,63 +157,33 @@ pub async fn backlog_follows_cursors(h: Harness) {
     h.store.ack(bdev, b, conv, 2).await.unwrap();
     let bl = h.store.backlog(bdev, b).await.unwrap();
     assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 4));
-    let range: Vec<i64> = h
-        .store
-        .log_range(conv, 2, 4, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let range: Vec<i64> = h.store.log_range(conv, 2, 4, 100).await.unwrap().iter().map(|m| m.seq).collect();
     assert_eq!(range, vec![3, 4]);
     h.store.ack(bdev, b, conv, 4).await.unwrap();
     assert!(h.store.backlog(bdev, b).await.unwrap().is_empty());
     // Cursors are per device: another device of b still has everything.
-    let other = h
-        .store
-        .create_device(b, "laptop", [3; 32])
-        .await
-        .unwrap()
-        .id;
+    let other = h.store.create_device(b, "laptop", [3; 32]).await.unwrap().id;
     assert_eq!(h.store.backlog(other, b).await.unwrap()[0].after_seq, 0);
     // Acking past the end is refused.
-    assert!(matches!(
-        h.store.ack(bdev, b, conv, 99).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(h.store.ack(bdev, b, conv, 99).await, Err(StoreError::Invalid(_))));
 }
 
 pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
     for i in 0..4 {
-        h.store
-            .send(text(conv, a, Some(dev), &format!("c{i}"), "x"))
-            .await
-            .unwrap();
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
     }
-    let bdev = h
-        .store
-        .create_device(b, "tablet", [2; 32])
-        .await
-        .unwrap()
-        .id;
+    let bdev = h.store.create_device(b, "tablet", [2; 32]).await.unwrap().id;
     h.drain();
     h.store.ack(bdev, b, conv, 3).await.unwrap();
     h.store.ack(bdev, b, conv, 2).await.unwrap();
     h.store.read(b, conv, 4).await.unwrap();
     let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
-    assert_eq!(
-        (view.delivered_seq, view.read_seq, view.unread_count),
-        (4, 4, 1),
-        "seq 5 is still unread"
-    );
+    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (4, 4, 1), "seq 5 is still unread");
     h.store.read(b, conv, 5).await.unwrap();
     h.store.read(b, conv, 1).await.unwrap();
     let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
-    assert_eq!(
-        (view.delivered_seq, view.read_seq, view.unread_count),
-        (5, 5, 0)
-    );
+    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (5, 5, 0));
     let receipts: Vec<(i64, i64)> = h
         .drain()
         .into_iter()
@@ -316,28 +194,15 @@ pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
         .collect();
     assert!(!receipts.is_empty());
     assert_eq!(*receipts.last().unwrap(), (5, 5));
-    assert!(
-        receipts
-            .windows(2)
-            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
-        "pointers only grow: {receipts:?}"
-    );
+    assert!(receipts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "pointers only grow: {receipts:?}");
 }
 
 pub async fn receipts_count_from_pointers(h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
-    let m = h
-        .store
-        .send(text(conv, a, Some(dev), "c", "x"))
-        .await
-        .unwrap()
-        .message;
+    let m = h.store.send(text(conv, a, Some(dev), "c", "x")).await.unwrap().message;
     let r = h.store.receipts(b, conv, m.seq).await.unwrap();
     // The author counts as having delivered and read their own message.
-    assert_eq!(
-        (r.members_count, r.delivered_count, r.read_count),
-        (2, 1, 1)
-    );
+    assert_eq!((r.members_count, r.delivered_count, r.read_count), (2, 1, 1));
     h.store.ack(9, b, conv, m.seq).await.unwrap();
     let r = h.store.receipts(a, conv, m.seq).await.unwrap();
     assert_eq!((r.delivered_count, r.read_count), (2, 1));
@@ -345,10 +210,7 @@ pub async fn receipts_count_from_pointers(h: Harness) {
     let r = h.store.receipts(a, conv, m.seq).await.unwrap();
     assert_eq!((r.delivered_count, r.read_count), (2, 2));
     assert_eq!(r.members.unwrap().len(), 2);
-    assert_eq!(
-        h.store.receipts(a, conv, 999).await.unwrap_err(),
-        StoreError::NotFound
-    );
+    assert_eq!(h.store.receipts(a, conv, 999).await.unwrap_err(), StoreError::NotFound);
 }
 
 pub async fn concurrent_sends_stay_gap_free(h: Harness) {
@@ -360,10 +222,7 @@ pub async fn concurrent_sends_stay_gap_free(h: Harness) {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..50 {
-                let m = store
-                    .send(text(conv, sender, Some(dev), &format!("t{t}-{i}"), "x"))
-                    .await
-                    .unwrap();
+                let m = store.send(text(conv, sender, Some(dev), &format!("t{t}-{i}"), "x")).await.unwrap();
                 seqs.push(m.message.seq);
             }
             seqs
@@ -379,31 +238,14 @@ pub async fn concurrent_sends_stay_gap_free(h: Harness) {
 
 pub async fn everything_survives_a_reopen(h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
-    let sent = h
-        .store
-        .send(text(conv, a, Some(dev), "keep", "durable"))
-        .await
-        .unwrap()
-        .message;
+    let sent = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap().message;
     h.store.ack(5, b, conv, sent.seq).await.unwrap();
     let h = h.reopen().await;
-    let again = h
-        .store
-        .send(text(conv, a, Some(dev), "keep", "durable"))
-        .await
-        .unwrap();
+    let again = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message, sent);
-    let next = h
-        .store
-        .send(text(conv, a, Some(dev), "new", "after"))
-        .await
-        .unwrap()
-        .message;
+    let next = h.store.send(text(conv, a, Some(dev), "new", "after")).await.unwrap().message;
     assert_eq!(next.seq, sent.seq + 1);
-    assert!(
-        next.message_id > sent.message_id,
-        "ids keep growing across restarts"
-    );
+    assert!(next.message_id > sent.message_id, "ids keep growing across restarts");
     assert_eq!(h.store.backlog(5, b).await.unwrap()[0].after_seq, sent.seq);
 }

@@ -29,11 +29,7 @@ impl Harness {
         self.store.shutdown().await;
         let (tx, events) = mpsc::channel(1024);
         let store = Arc::new(SqliteStore::open(self.dir.path(), 1, tx).expect("reopen"));
-        Harness {
-            store,
-            events,
-            dir: self.dir,
-        }
+        Harness { store, events, dir: self.dir }
     }
 
     /// Every event published so far.

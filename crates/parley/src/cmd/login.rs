@@ -8,9 +8,7 @@ use crate::cli::LoginArgs;
 pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     let password = session::password(args.password)?;
     let client = Client::new(&args.server.server);
-    let s = client
-        .login(&args.username, &password, Some(&args.device_name))
-        .await?;
+    let s = client.login(&args.username, &password, Some(&args.device_name)).await?;
     let path = session::save(&Saved {
         server: args.server.server.clone(),
         username: args.username.to_ascii_lowercase(),
@@ -18,11 +16,6 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         device_id: s.device_id.to_string(),
         token: s.token,
     })?;
-    println!(
-        "signed in as {} (device {}); session saved in {}",
-        args.username,
-        s.device_id,
-        path.display()
-    );
+    println!("signed in as {} (device {}); session saved in {}", args.username, s.device_id, path.display());
     Ok(())
 }

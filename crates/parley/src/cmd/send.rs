@@ -11,9 +11,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let to = client.user_by_name(&args.to).await?;
     let conv = client.create_direct(to.user_id).await?;
     let body = serde_json::json!({ "text": args.text });
-    let m = client
-        .post_message(conv.conversation_id, &new_client_id(), "text", body)
-        .await?;
+    let m = client.post_message(conv.conversation_id, &new_client_id(), "text", body).await?;
     println!("sent to {} (seq {})", to.username, m.seq);
     Ok(())
 }

@@ -9,11 +9,8 @@ use crate::settings;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = settings::load(&args)?;
-    let filter = EnvFilter::try_new(args.log.as_deref().unwrap_or("info"))
-        .context("invalid --log filter")?;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(args.log.as_deref().unwrap_or("info")).context("invalid --log filter")?;
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format.unwrap_or(LogFormat::Text) {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
@@ -29,10 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn stop_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

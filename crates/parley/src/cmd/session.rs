@@ -30,8 +30,7 @@ pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
     let dir = dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("session.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(s)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(s)?).with_context(|| format!("cannot write {}", path.display()))?;
     // The token is a credential: keep it readable by its owner only.
     #[cfg(unix)]
     {
@@ -43,10 +42,9 @@ pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
 
 pub fn load() -> anyhow::Result<Saved> {
     let path = dir()?.join("session.json");
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("not signed in (no {}); run `parley login`", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is damaged; run `parley login` again", path.display()))
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("not signed in (no {}); run `parley login`", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged; run `parley login` again", path.display()))
 }
 
 /// The password from the flag/environment, else one line of standard input.
@@ -56,8 +54,6 @@ pub fn password(given: Option<String>) -> anyhow::Result<String> {
     }
     eprint!("password: ");
     let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("cannot read the password")?;
+    std::io::stdin().read_line(&mut line).context("cannot read the password")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -11,8 +11,7 @@ use crate::cli::WatchArgs;
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let s = session::load()?;
     let client = Client::new(&s.server).with_token(&s.token);
-    let (conn, mut events) =
-        Connection::connect(&s.server, &s.token, ConnectOptions::default()).await?;
+    let (conn, mut events) = Connection::connect(&s.server, &s.token, ConnectOptions::default()).await?;
     let mut names: HashMap<Id, String> = HashMap::new();
     let mut seen = 0usize;
     eprintln!("watching as {} (Ctrl-C to stop)", s.username);
@@ -32,8 +31,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                         n
                     }
                 };
-                let body: serde_json::Value =
-                    serde_json::from_str(m.body.get()).unwrap_or_default();
+                let body: serde_json::Value = serde_json::from_str(m.body.get()).unwrap_or_default();
                 match (m.kind.as_str(), body.get("text").and_then(|t| t.as_str())) {
                     ("text", Some(text)) => println!("[{}] {name}: {text}", m.conversation_id),
                     ("conversation_created", _) => {
@@ -64,15 +62,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 
 async fn sender_name(client: &Client, m: &parley_proto::Message) -> String {
     // The conversation's member list names the sender without a lookup by id.
-    if let Ok(conv) = client.conversation(m.conversation_id).await {
-        if let Some(member) = conv
-            .members
-            .unwrap_or_default()
-            .into_iter()
-            .find(|x| x.user_id == m.sender_id)
-        {
-            return member.username;
-        }
+    if let Ok(conv) = client.conversation(m.conversation_id).await
+        && let Some(member) = conv.members.unwrap_or_default().into_iter().find(|x| x.user_id == m.sender_id)
+    {
+        return member.username;
     }
     m.sender_id.to_string()
 }

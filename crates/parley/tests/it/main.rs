@@ -1,1 +1,11 @@
+//! End-to-end tests of the real `parley` binary against PROTOCOL.md: each test starts its own
+//! server process (see `harness`) and talks to it over HTTP and WebSocket only.
 
+mod harness;
+
+mod bad_input;
+mod delivery;
+mod durability;
+mod rest;
+mod sdk;
+mod sync;
