@@ -13,10 +13,13 @@ pub enum MessageKind {
     MemberRemoved,
     MemberLeft,
     TitleChanged,
+    /// An addition to version 1: a member was made admin or member (by an admin, or by the
+    /// server when the last admin left).
+    RoleChanged,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 11] = [
+    pub const ALL: [MessageKind; 12] = [
         MessageKind::Text,
         MessageKind::Edit,
         MessageKind::Delete,
@@ -28,6 +31,7 @@ impl MessageKind {
         MessageKind::MemberRemoved,
         MessageKind::MemberLeft,
         MessageKind::TitleChanged,
+        MessageKind::RoleChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl MessageKind {
             MessageKind::MemberRemoved => "member_removed",
             MessageKind::MemberLeft => "member_left",
             MessageKind::TitleChanged => "title_changed",
+            MessageKind::RoleChanged => "role_changed",
         }
     }
 
@@ -59,6 +64,7 @@ impl MessageKind {
                 | MessageKind::MemberRemoved
                 | MessageKind::MemberLeft
                 | MessageKind::TitleChanged
+                | MessageKind::RoleChanged
         )
     }
 

@@ -21,3 +21,5 @@ pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
 pub const HISTORY_MAX_LIMIT: u32 = 200;
 /// Groups up to this size get live `receipt` frames and a per-member receipts listing.
 pub const RECEIPTS_LIVE_MAX_MEMBERS: i64 = 32;
+/// Longest reaction, in UTF-8 bytes (an emoji with modifiers fits many times over).
+pub const MAX_EMOJI_BYTES: usize = 64;

@@ -129,3 +129,28 @@ pub struct ReceiptSummary {
     /// Listed for conversations of up to [`crate::limits::RECEIPTS_LIVE_MAX_MEMBERS`] members.
     pub members: Option<Vec<(UserId, bool, bool)>>,
 }
+
+/// When a user was (or is) a member of a conversation: they may see seqs in
+/// `joined_seq..=left_seq` (open-ended while a member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberWindow {
+    pub user_id: UserId,
+    pub joined_seq: i64,
+    pub left_seq: Option<i64>,
+}
+
+impl MemberWindow {
+    pub fn sees(&self, seq: i64) -> bool {
+        seq >= self.joined_seq && self.left_seq.is_none_or(|l| seq <= l)
+    }
+}
+
+/// An account made in bulk (admin tooling): the user and one signed-in device.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub device_name: String,
+    pub token_hash: [u8; 32],
+}

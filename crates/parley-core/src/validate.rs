@@ -62,6 +62,8 @@ pub struct ValidBody {
     pub kind: MessageKind,
     /// The body as it is stored and sent: canonical JSON with only the known fields.
     pub json: String,
+    /// The entry an `edit`, `delete` or `reaction` refers to.
+    pub target_seq: Option<i64>,
 }
 
 /// Checks a client's `kind` and `body` and returns the canonical body to store.
@@ -79,6 +81,7 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
         return Err(bad("body must be a JSON object"));
     };
     let mut out = Map::new();
+    let mut target_seq = None;
     match kind {
         MessageKind::Text => {
             out.insert("text".into(), Value::String(text(obj, "text")?.to_owned()));
@@ -86,11 +89,43 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
                 out.insert("reply_to_seq".into(), v.into());
             }
         }
+        MessageKind::Edit => {
+            target_seq = Some(req_seq(obj, "target_seq")?);
+            out.insert("target_seq".into(), target_seq.into());
+            out.insert("text".into(), Value::String(text(obj, "text")?.to_owned()));
+        }
+        MessageKind::Delete => {
+            target_seq = Some(req_seq(obj, "target_seq")?);
+            out.insert("target_seq".into(), target_seq.into());
+        }
+        MessageKind::Reaction => {
+            target_seq = Some(req_seq(obj, "target_seq")?);
+            out.insert("target_seq".into(), target_seq.into());
+            let emoji = match obj.get("emoji") {
+                Some(Value::String(e)) if e.len() <= MAX_EMOJI_BYTES && !e.chars().any(char::is_control) => e,
+                Some(Value::String(_)) => {
+                    return Err(bad(format!("emoji must be at most {MAX_EMOJI_BYTES} bytes of printable text")));
+                }
+                Some(_) => return Err(bad("emoji must be a string")),
+                None => return Err(bad("body.emoji is missing")),
+            };
+            out.insert("emoji".into(), Value::String(emoji.clone()));
+        }
+        MessageKind::Encrypted => {
+            // Opaque to the server: every field is kept, two are required.
+            for field in ["algorithm", "ciphertext"] {
+                match obj.get(field) {
+                    Some(Value::String(v)) if !v.is_empty() => {}
+                    _ => return Err(bad(format!("body.{field} must be a non-empty string"))),
+                }
+            }
+            out = obj.clone();
+        }
         other => {
             return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str())));
         }
     }
-    Ok(ValidBody { kind, json: Value::Object(out).to_string() })
+    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq })
 }
 
 fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
@@ -103,6 +138,10 @@ fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid
         Some(_) => Err(bad(format!("{field} must be a string"))),
         None => Err(bad(format!("body.{field} is missing"))),
     }
+}
+
+fn req_seq(obj: &Map<String, Value>, field: &str) -> Result<i64, Invalid> {
+    opt_seq(obj, field)?.ok_or_else(|| bad(format!("body.{field} is missing")))
 }
 
 fn opt_seq(obj: &Map<String, Value>, field: &str) -> Result<Option<i64>, Invalid> {
@@ -142,5 +181,21 @@ mod tests {
         assert!(message_body("members_added", &json!({})).is_err());
         assert!(message_body("nope", &json!({})).is_err());
         assert!(message_body("text", &json!({"text": "a", "reply_to_seq": 0})).is_err());
+    }
+
+    #[test]
+    fn edits_deletes_reactions() {
+        let e = message_body("edit", &json!({"target_seq": 4, "text": "fixed"})).unwrap();
+        assert_eq!(e.target_seq, Some(4));
+        assert!(message_body("edit", &json!({"text": "no target"})).is_err());
+        assert!(message_body("delete", &json!({"target_seq": "4"})).is_err());
+        assert_eq!(message_body("delete", &json!({"target_seq": 2})).unwrap().json, r#"{"target_seq":2}"#);
+        assert!(message_body("reaction", &json!({"target_seq": 2, "emoji": ""})).is_ok(), "empty removes");
+        assert!(message_body("reaction", &json!({"target_seq": 2, "emoji": "x".repeat(65)})).is_err());
+        assert!(message_body("text", &json!({"text": "a"})).unwrap().target_seq.is_none());
+        let enc =
+            message_body("encrypted", &json!({"algorithm": "m.megolm.v1", "ciphertext": "AwgA", "session_id": "s"}));
+        assert!(enc.unwrap().json.contains("session_id"), "encrypted bodies are kept whole");
+        assert!(message_body("encrypted", &json!({"algorithm": "x"})).is_err());
     }
 }

@@ -118,3 +118,45 @@ pub struct ErrorDetail {
 pub struct Health {
     pub status: String,
 }
+
+/// `PATCH /v1/conversations/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PatchConversation {
+    pub title: String,
+}
+
+/// `POST /v1/conversations/{id}/members`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddMembers {
+    pub user_ids: Vec<Id>,
+}
+
+/// `PATCH /v1/conversations/{id}/members/{user_id}` (an addition): promote or demote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PatchMember {
+    pub role: String,
+}
+
+/// `POST /v1/admin/accounts` (an addition, admin token only): many accounts at once, each with
+/// one signed-in device, for load tests and provisioning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BulkAccounts {
+    /// Usernames are `{prefix}{n}` for n in 0..count.
+    pub prefix: String,
+    pub count: u32,
+    /// The password every account gets.
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BulkAccount {
+    pub user_id: Id,
+    pub username: String,
+    pub device_id: Id,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BulkAccountsCreated {
+    pub accounts: Vec<BulkAccount>,
+}

@@ -35,6 +35,15 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Password hashes computed at once (each is ~50 ms of one core).
     pub password_hash_concurrency: usize,
+    /// Enables the admin API (`/v1/admin/...`) for requests bearing this token. Unset: off.
+    pub admin_token: Option<String>,
+    /// Conversations with more members than this fan out on the worker pool, in batches.
+    pub fanout_worker_threshold: usize,
+    /// Fanout workers (each a task; a conversation always goes to the same one, keeping order).
+    pub fanout_workers: usize,
+    /// Shortest interval between two `receipt` pushes for one conversation, in milliseconds;
+    /// receipts in between are coalesced.
+    pub receipt_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -53,6 +62,10 @@ impl Default for Config {
             idle_timeout_ms: 90_000,
             shutdown_timeout_ms: 8_000,
             password_hash_concurrency: 2,
+            admin_token: None,
+            fanout_worker_threshold: 64,
+            fanout_workers: 4,
+            receipt_interval_ms: 250,
         }
     }
 }

@@ -1,17 +1,21 @@
 //! Fanout: turns the store's committed events into frames for the router, in commit order.
 //!
 //! Each message is encoded once and the same bytes are queued for every recipient connection.
-//! Membership comes from an in-memory cache, filled on first use and dropped when a membership
-//! entry passes through the log, so a send never reads the member list from disk.
+//! Recipients come from an in-memory cache of member windows (who may see which seqs), filled on
+//! first use and dropped when a membership entry passes through, so a send never reads the
+//! member list from disk and a member sees exactly the seqs of their membership. Conversations
+//! above a size threshold fan out on a pool of workers in batches, so one 1,024-member send does
+//! not hold up other conversations. Receipts are coalesced per conversation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parley_core::MessageKind;
 use parley_core::ids::{ConversationId, UserId};
 use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
-use parley_core::model::{Message, ReceiptChange};
+use parley_core::model::{MemberWindow, Message, ReceiptChange};
 use parley_proto::Id;
 use parley_proto::frames::{Receipt, ServerFrame};
 use parley_router::{LogPosition, Outbound};
@@ -24,19 +28,45 @@ use crate::state::App;
 
 /// Most conversations whose members are cached; past it the cache starts over.
 const MEMBER_CACHE_MAX: usize = 100_000;
+/// Recipients a worker hands to the router before yielding to other tasks.
+const WORKER_BATCH: usize = 128;
+/// Jobs queued per fanout worker before the fanout task waits.
+const WORKER_QUEUE: usize = 1024;
+/// `conversation` frames carry the member list up to this many members.
+const CONVERSATION_FRAME_MEMBERS_MAX: i64 = 64;
+
+/// The member windows of one conversation.
+pub struct Members {
+    windows: Vec<MemberWindow>,
+}
+
+impl Members {
+    /// Who may see `seq`.
+    pub fn recipients(&self, seq: i64) -> Vec<UserId> {
+        self.windows.iter().filter(|w| w.sees(seq)).map(|w| w.user_id).collect()
+    }
+
+    pub fn current(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.windows.iter().filter(|w| w.left_seq.is_none()).map(|w| w.user_id)
+    }
+
+    pub fn window(&self, user: UserId) -> Option<MemberWindow> {
+        self.windows.iter().find(|w| w.user_id == user).copied()
+    }
+}
 
 #[derive(Default)]
 pub struct MemberCache {
-    map: Mutex<HashMap<ConversationId, Arc<[UserId]>>>,
+    map: Mutex<HashMap<ConversationId, Arc<Members>>>,
 }
 
 impl MemberCache {
-    pub async fn get(&self, app: &App, conv: ConversationId) -> Option<Arc<[UserId]>> {
+    pub async fn get(&self, app: &App, conv: ConversationId) -> Option<Arc<Members>> {
         if let Some(m) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv) {
             return Some(m.clone());
         }
-        let members: Arc<[UserId]> = match app.store.member_ids(conv).await {
-            Ok(m) => m.into(),
+        let members = match app.store.member_windows(conv).await {
+            Ok(windows) => Arc::new(Members { windows }),
             Err(e) => {
                 tracing::error!(error = %e, conv, "cannot load members for fanout");
                 return None;
@@ -56,33 +86,56 @@ impl MemberCache {
 }
 
 pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
-    while let Some(batch) = events.recv().await {
-        for event in batch {
-            match event {
-                StoreEvent::Message(m) => message(&app, m).await,
-                StoreEvent::Receipt(r) => receipt(&app, r).await,
+    let workers = Workers::start(&app);
+    let interval = Duration::from_millis(app.config.receipt_interval_ms.max(1));
+    let mut receipts = ReceiptThrottle { interval, convs: HashMap::new() };
+    let mut tick = tokio::time::interval(interval / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = events.recv() => {
+                let Some(batch) = batch else { break };
+                for event in batch {
+                    match event {
+                        StoreEvent::Message(m) => message(&app, &workers, m).await,
+                        StoreEvent::Receipt(r) => {
+                            if let Some(now) = receipts.offer(r) {
+                                send_receipts(&app, r.conversation_id, &[now]).await;
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                for (conv, due) in receipts.due() {
+                    send_receipts(&app, conv, &due).await;
+                }
             }
         }
     }
 }
 
-fn changes_membership(kind: MessageKind) -> bool {
+fn changes_members(kind: MessageKind) -> bool {
     matches!(
         kind,
         MessageKind::ConversationCreated
             | MessageKind::MembersAdded
             | MessageKind::MemberRemoved
             | MessageKind::MemberLeft
+            | MessageKind::RoleChanged
     )
 }
 
-async fn message(app: &Arc<App>, m: Message) {
+async fn message(app: &Arc<App>, workers: &Workers, m: Message) {
     Metrics::inc(&app.metrics.messages_persisted);
-    // A removal entry still goes to the removed member: deliver to the members as they were
-    // before the entry, and only then forget them.
-    let Some(members) = app.members.get(app, m.conversation_id).await else {
-        return;
-    };
+    let changes = changes_members(m.kind);
+    if changes {
+        // The cache may predate this entry; windows make either version exact for older seqs,
+        // and a fresh load is exact for this one.
+        app.members.invalidate(m.conversation_id);
+    }
+    let Some(members) = app.members.get(app, m.conversation_id).await else { return };
+    let recipients = members.recipients(m.seq);
     let frame = Outbound {
         json: Bytes::from(ServerFrame::Message(&convert::message(&m)).to_json()),
         position: Some(LogPosition {
@@ -91,26 +144,25 @@ async fn message(app: &Arc<App>, m: Message) {
             sender_device_id: m.sender_device_id,
         }),
     };
-    app.router.deliver(&members, &frame);
-    if changes_membership(m.kind) || m.kind == MessageKind::TitleChanged {
-        app.members.invalidate(m.conversation_id);
-        conversation_frames(app, m.conversation_id, &members).await;
+    if recipients.len() > app.config.fanout_worker_threshold {
+        workers.submit(m.conversation_id, frame, recipients).await;
+    } else {
+        app.router.deliver(&recipients, &frame);
+    }
+    if changes || m.kind == MessageKind::TitleChanged {
+        conversation_frames(app, m.conversation_id, members).await;
     }
 }
 
-/// Sends each affected member their own view of the conversation (their pointers and unread
-/// count differ), off the fanout task so a large group does not hold up other conversations.
-async fn conversation_frames(app: &Arc<App>, conv: ConversationId, before: &[UserId]) {
-    let Some(after) = app.members.get(app, conv).await else {
-        return;
-    };
-    let mut users: Vec<UserId> = before.iter().chain(after.iter()).copied().collect();
-    users.sort_unstable();
-    users.dedup();
+/// Sends each current member their own view of the conversation (pointers and unread count
+/// differ per member), off the fanout task so a large group does not hold up the others.
+async fn conversation_frames(app: &Arc<App>, conv: ConversationId, members: Arc<Members>) {
     let app = app.clone();
     tokio::spawn(async move {
+        let users: Vec<UserId> = members.current().collect();
+        let with_members = users.len() as i64 <= CONVERSATION_FRAME_MEMBERS_MAX;
         for user in users {
-            match app.store.conversation(user, conv, true).await {
+            match app.store.conversation(user, conv, with_members).await {
                 Ok(Some(view)) => {
                     let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
                     app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
@@ -122,20 +174,133 @@ async fn conversation_frames(app: &Arc<App>, conv: ConversationId, before: &[Use
     });
 }
 
-async fn receipt(app: &Arc<App>, r: ReceiptChange) {
-    let Some(members) = app.members.get(app, r.conversation_id).await else {
-        return;
-    };
+async fn send_receipts(app: &Arc<App>, conv: ConversationId, changes: &[ReceiptChange]) {
+    let Some(members) = app.members.get(app, conv).await else { return };
+    let current: Vec<UserId> = members.current().collect();
     // Larger groups read the aggregate from the receipts endpoint instead.
-    if members.len() as i64 > RECEIPTS_LIVE_MAX_MEMBERS {
+    if current.len() as i64 > RECEIPTS_LIVE_MAX_MEMBERS {
         return;
     }
-    let json = ServerFrame::Receipt(Receipt {
-        conversation_id: Id(r.conversation_id),
-        user_id: Id(r.user_id),
-        delivered_seq: r.delivered_seq,
-        read_seq: r.read_seq,
-    })
-    .to_json();
-    app.router.deliver(&members, &Outbound { json: Bytes::from(json), position: None });
+    for r in changes {
+        let json = ServerFrame::Receipt(Receipt {
+            conversation_id: Id(r.conversation_id),
+            user_id: Id(r.user_id),
+            delivered_seq: r.delivered_seq,
+            read_seq: r.read_seq,
+        })
+        .to_json();
+        app.router.deliver(&current, &Outbound { json: Bytes::from(json), position: None });
+    }
+}
+
+/// At most one receipt push per conversation per interval: the first change goes out at once,
+/// later ones within the interval are merged (pointers only grow, so the latest per member
+/// carries the others) and go out when it ends.
+struct ReceiptThrottle {
+    interval: Duration,
+    convs: HashMap<ConversationId, (Instant, HashMap<UserId, ReceiptChange>)>,
+}
+
+impl ReceiptThrottle {
+    /// Returns the change if it may go out now; otherwise holds it.
+    fn offer(&mut self, r: ReceiptChange) -> Option<ReceiptChange> {
+        let now = Instant::now();
+        let (last, pending) = self.convs.entry(r.conversation_id).or_insert((now - self.interval, HashMap::new()));
+        if pending.is_empty() && now.duration_since(*last) >= self.interval {
+            *last = now;
+            return Some(r);
+        }
+        pending.insert(r.user_id, r);
+        None
+    }
+
+    /// Held changes whose interval is over; forgets conversations that went quiet.
+    fn due(&mut self) -> Vec<(ConversationId, Vec<ReceiptChange>)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.convs.retain(|&conv, (last, pending)| {
+            if now.duration_since(*last) < self.interval {
+                return true;
+            }
+            if pending.is_empty() {
+                return now.duration_since(*last) < self.interval * 8;
+            }
+            *last = now;
+            out.push((conv, pending.drain().map(|(_, r)| r).collect()));
+            true
+        });
+        out
+    }
+}
+
+/// The pool for large conversations. A conversation always maps to the same worker, so its
+/// messages keep their order.
+struct Workers {
+    queues: Vec<mpsc::Sender<(Outbound, Vec<UserId>)>>,
+}
+
+impl Workers {
+    fn start(app: &Arc<App>) -> Workers {
+        let queues = (0..app.config.fanout_workers.max(1))
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<(Outbound, Vec<UserId>)>(WORKER_QUEUE);
+                let app = app.clone();
+                tokio::spawn(async move {
+                    while let Some((frame, users)) = rx.recv().await {
+                        for batch in users.chunks(WORKER_BATCH) {
+                            app.router.deliver(batch, &frame);
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Workers { queues }
+    }
+
+    async fn submit(&self, conv: ConversationId, frame: Outbound, users: Vec<UserId>) {
+        let i = (conv as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let _ = self.queues[i as usize % self.queues.len()].send((frame, users)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(user: UserId, d: i64) -> ReceiptChange {
+        ReceiptChange { conversation_id: 1, user_id: user, delivered_seq: d, read_seq: 0 }
+    }
+
+    #[test]
+    fn receipts_are_coalesced_per_interval() {
+        let mut t = ReceiptThrottle { interval: Duration::from_millis(40), convs: HashMap::new() };
+        assert!(t.offer(change(7, 1)).is_some(), "the first goes out at once");
+        assert!(t.offer(change(7, 2)).is_none());
+        assert!(t.offer(change(7, 3)).is_none());
+        assert!(t.offer(change(8, 3)).is_none());
+        assert!(t.due().is_empty(), "held until the interval ends");
+        std::thread::sleep(Duration::from_millis(45));
+        let due = t.due();
+        assert_eq!(due.len(), 1);
+        let mut got: Vec<(UserId, i64)> = due[0].1.iter().map(|r| (r.user_id, r.delivered_seq)).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![(7, 3), (8, 3)], "the latest per member");
+    }
+
+    #[test]
+    fn windows_pick_recipients() {
+        let m = Members {
+            windows: vec![
+                MemberWindow { user_id: 1, joined_seq: 1, left_seq: None },
+                MemberWindow { user_id: 2, joined_seq: 1, left_seq: Some(5) },
+                MemberWindow { user_id: 3, joined_seq: 8, left_seq: None },
+            ],
+        };
+        assert_eq!(m.recipients(5), vec![1, 2]);
+        assert_eq!(m.recipients(6), vec![1]);
+        assert_eq!(m.recipients(8), vec![1, 3]);
+        assert_eq!(m.current().collect::<Vec<_>>(), vec![1, 3]);
+    }
 }

@@ -36,6 +36,7 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
             client_id: Some(req.client_id),
             kind: body.kind,
             body: body.json,
+            target_seq: body.target_seq,
         })
         .await?;
     Ok(ticket)

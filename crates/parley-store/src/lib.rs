@@ -62,6 +62,8 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     pub kind: parley_core::MessageKind,
     pub body: String,
+    /// The entry an `edit`, `delete` or `reaction` refers to.
+    pub target_seq: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +113,9 @@ pub trait Store: Send + Sync + 'static {
     // --- users ---
     /// `username` is already validated and lower-case. Taken → [`StoreError::Conflict`].
     async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User>;
+    /// Makes accounts each with one device, all or none (admin tooling, benchmarks). A taken
+    /// username → [`StoreError::Conflict`] and nothing is written.
+    async fn create_accounts(&self, accounts: Vec<NewAccount>) -> Result<Vec<(User, Device)>>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
@@ -129,6 +134,9 @@ pub trait Store: Send + Sync + 'static {
     /// with a `conversation_created` entry. Returns its id and whether it was created now.
     /// `b` unknown → [`StoreError::NotFound`].
     async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)>;
+    /// A group with `creator` as its admin and `member_ids` (existing users; the creator is added
+    /// if missing) as members; at most 1,024 in all. Seq 1 is `conversation_created`.
+    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId>;
     /// The conversation as `user` sees it; `None` unless `user` is a current member.
     async fn conversation(
         &self,
@@ -138,8 +146,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ConversationView>>;
     /// `user`'s current conversations, most recent activity first.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>>;
-    /// Current members, for routing.
-    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>>;
+    /// Every member's window, past members included, for routing.
+    async fn member_windows(&self, id: ConversationId) -> Result<Vec<MemberWindow>>;
+    /// Renames a group (admins only), logging `title_changed`.
+    async fn set_title(&self, actor: UserId, id: ConversationId, title: &str) -> Result<()>;
+    /// Adds existing users to a group (admins only), logging one `members_added` for those not
+    /// already members; past 1,024 members → [`StoreError::Invalid`] and nothing changes.
+    async fn add_members(&self, actor: UserId, id: ConversationId, user_ids: &[UserId]) -> Result<()>;
+    /// Removes `user` (admins only; `member_removed`) or lets them leave when `actor == user`
+    /// (`member_left`). If no admin is left, the longest-standing member is promoted.
+    async fn remove_member(&self, actor: UserId, id: ConversationId, user: UserId) -> Result<()>;
+    /// Makes a member admin or member (admins only; a group keeps at least one admin).
+    async fn set_role(&self, actor: UserId, id: ConversationId, user: UserId, role: Role) -> Result<()>;
 
     // --- messages ---
     /// Queues a message to be appended and returns once it is queued; the [`Ticket`] resolves

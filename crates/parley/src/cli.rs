@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (embedded SQLite storage under --data-dir).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts on a running server.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -114,6 +114,18 @@ pub struct ServeArgs {
     /// Password hashes computed at once [default: 2].
     #[arg(long, env = "PARLEY_PASSWORD_HASH_CONCURRENCY")]
     pub password_hash_concurrency: Option<usize>,
+    /// Token that enables the admin API (/v1/admin/...) [default: none, admin API off].
+    #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Groups with more members than this fan out on the worker pool [default: 64].
+    #[arg(long, env = "PARLEY_FANOUT_WORKER_THRESHOLD")]
+    pub fanout_worker_threshold: Option<usize>,
+    /// Fanout worker tasks [default: 4].
+    #[arg(long, env = "PARLEY_FANOUT_WORKERS")]
+    pub fanout_workers: Option<usize>,
+    /// Shortest interval between receipt pushes per conversation, in ms [default: 250].
+    #[arg(long, env = "PARLEY_RECEIPT_INTERVAL_MS")]
+    pub receipt_interval_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -31,7 +31,16 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         idle_timeout_ms,
         shutdown_timeout_ms,
         password_hash_concurrency,
+        fanout_worker_threshold,
+        fanout_workers,
+        receipt_interval_ms,
     );
+    if args.admin_token.is_some() {
+        cfg.admin_token = args.admin_token.clone();
+    }
+    if cfg.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!("admin_token must be at least 16 characters");
+    }
     if cfg.node_id > 1023 {
         anyhow::bail!("node_id must be 0 to 1023");
     }

@@ -1,6 +1,7 @@
 //! The HTTP surface: one file per resource under `/v1/`, plus health and metrics.
 
 mod accounts;
+mod admin;
 mod conversations;
 mod devices;
 mod health;
@@ -30,7 +31,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{device_id}", delete(devices::remove))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
-        .route("/v1/conversations/{id}", get(conversations::get_one))
+        .route("/v1/conversations/{id}", get(conversations::get_one).patch(conversations::patch))
+        .route("/v1/conversations/{id}/members", post(conversations::add_members))
+        .route(
+            "/v1/conversations/{id}/members/{user_id}",
+            delete(conversations::remove_member).patch(conversations::patch_member),
+        )
+        .route("/v1/admin/accounts", post(admin::bulk_accounts))
         .route("/v1/conversations/{id}/messages", get(messages::history).post(messages::post))
         .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts))
         .fallback(|| async { ApiError::not_found() })

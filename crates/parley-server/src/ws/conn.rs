@@ -263,8 +263,14 @@ impl Conn {
         self.feed(text).await
     }
 
-    /// Routing reordered or dropped something (possible across nodes): read the gap from the log.
-    async fn fill_gap(&mut self, conv: parley_core::ids::ConversationId, mut after: i64, upto: i64) -> Result<(), End> {
+    /// Routing reordered or dropped something (possible across nodes): read the gap from the log,
+    /// within this user's membership window (a re-added member never sees the time they were out).
+    async fn fill_gap(&mut self, conv: parley_core::ids::ConversationId, after: i64, upto: i64) -> Result<(), End> {
+        let Some(w) = self.app.members.get(&self.app, conv).await.and_then(|m| m.window(self.user)) else {
+            return Ok(());
+        };
+        let mut after = after.max(w.joined_seq - 1);
+        let upto = w.left_seq.map_or(upto, |l| upto.min(l));
         while after < upto {
             let (texts, last, _) = sync::page(&self.app, self.device, conv, after, upto)
                 .await

@@ -101,3 +101,13 @@ pub(super) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: 
     }
     Ok(n > 0)
 }
+
+pub(super) fn create_accounts(ctx: &mut WriteCtx<'_>, accounts: Vec<NewAccount>) -> Result<Vec<(User, Device)>> {
+    let mut out = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let user = create_user(ctx, &a.username, &a.display_name, &a.password_hash)?;
+        let device = create_device(ctx, user.id, &a.device_name, &a.token_hash)?;
+        out.push((user, device));
+    }
+    Ok(out)
+}

@@ -30,36 +30,48 @@ pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// A new log entry, before it has a seq.
+pub(super) struct Entry {
+    pub conv: ConversationId,
+    pub sender: UserId,
+    pub device: Option<DeviceId>,
+    pub client_id: Option<String>,
+    pub kind: MessageKind,
+    pub body: String,
+    pub target_seq: Option<i64>,
+}
+
+impl Entry {
+    /// A system entry: written by the server on behalf of `actor`.
+    pub fn system(conv: ConversationId, actor: UserId, kind: MessageKind, body: serde_json::Value) -> Entry {
+        Entry { conv, sender: actor, device: None, client_id: None, kind, body: body.to_string(), target_seq: None }
+    }
+}
+
 /// Appends one entry to a conversation's log with the next seq and publishes it.
-pub(super) fn insert_entry(
-    ctx: &mut WriteCtx<'_>,
-    conv: ConversationId,
-    sender: UserId,
-    device: Option<DeviceId>,
-    client_id: Option<String>,
-    kind: MessageKind,
-    body: String,
-) -> Result<Message> {
+pub(super) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> {
     let ts = now_ms();
     let seq: i64 = ctx
         .conn
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, last_activity = ?2 WHERE id = ?1 RETURNING last_seq",
         )?
-        .query_row(params![conv, ts], |r| r.get(0))?;
+        .query_row(params![e.conv, ts], |r| r.get(0))?;
     let msg = Message {
-        conversation_id: conv,
+        conversation_id: e.conv,
         seq,
         message_id: ctx.ids.next(),
-        sender_id: sender,
-        sender_device_id: device,
-        client_id,
+        sender_id: e.sender,
+        sender_device_id: e.device,
+        client_id: e.client_id,
         ts,
-        kind,
-        body,
+        kind: e.kind,
+        body: e.body,
     };
     ctx.conn
-        .prepare_cached(&format!("INSERT INTO messages ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
+        .prepare_cached(&format!(
+            "INSERT INTO messages ({COLS}, target_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?
         .execute(params![
             msg.conversation_id,
             msg.seq,
@@ -69,20 +81,52 @@ pub(super) fn insert_entry(
             msg.client_id,
             msg.ts,
             msg.kind.as_str(),
-            msg.body
+            msg.body,
+            e.target_seq
         ])?;
     ctx.events.push(StoreEvent::Message(msg.clone()));
     Ok(msg)
 }
 
-/// A member's window on a conversation: (joined_seq, left_seq, conversation's last_seq).
-fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<(i64, Option<i64>, i64)>> {
+/// A user's membership row and the conversation it is in.
+pub(super) struct Window {
+    pub joined: i64,
+    pub left: Option<i64>,
+    /// The conversation's last seq.
+    pub last: i64,
+    pub role: Role,
+    pub kind: ConversationKind,
+}
+
+impl Window {
+    /// The last seq this member may see.
+    pub fn upto(&self) -> i64 {
+        self.left.unwrap_or(self.last)
+    }
+}
+
+/// `user`'s window on `conv`, current or past; `None` if they never were a member.
+pub(super) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<Window>> {
     Ok(c.prepare_cached(
-        "SELECT m.joined_seq, m.left_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+        "SELECT m.joined_seq, m.left_seq, c.last_seq, m.role, c.kind FROM members m
+         JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.user_id = ?2",
     )?
-    .query_row(params![conv, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .query_row(params![conv, user], |r| {
+        let (role, kind): (String, String) = (r.get(3)?, r.get(4)?);
+        Ok(Window {
+            joined: r.get(0)?,
+            left: r.get(1)?,
+            last: r.get(2)?,
+            role: Role::parse(&role),
+            kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+        })
+    })
     .optional()?)
+}
+
+/// `user`'s window if they are a current member.
+pub(super) fn current(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<Window>> {
+    Ok(window(c, user, conv)?.filter(|w| w.left.is_none()))
 }
 
 pub(super) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome> {
@@ -96,20 +140,71 @@ pub(super) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
             return Ok(SendOutcome { message, duplicate: true });
         }
     }
-    match window(ctx.conn, m.sender_id, m.conversation_id)? {
-        Some((_, None, _)) => {}
-        _ => return Err(StoreError::NotMember),
+    let Some(w) = current(ctx.conn, m.sender_id, m.conversation_id)? else {
+        return Err(StoreError::NotMember);
+    };
+    if let Some(target) = m.target_seq {
+        authorize_target(ctx.conn, &m, &w, target)?;
     }
-    let message = insert_entry(ctx, m.conversation_id, m.sender_id, m.sender_device_id, m.client_id, m.kind, m.body)?;
+    let message = insert_entry(
+        ctx,
+        Entry {
+            conv: m.conversation_id,
+            sender: m.sender_id,
+            device: m.sender_device_id,
+            client_id: m.client_id,
+            kind: m.kind,
+            body: m.body,
+            target_seq: m.target_seq,
+        },
+    )?;
     Ok(SendOutcome { message, duplicate: false })
+}
+
+/// The rules for `edit`, `delete` and `reaction`: the target is a content message the sender can
+/// see and that is not deleted; only its author edits (text only); its author or a group admin
+/// deletes.
+fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> Result<()> {
+    let found: Option<(UserId, String)> = c
+        .prepare_cached("SELECT sender_id, kind FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
+        .query_row(params![m.conversation_id, target], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((author, kind)) = found.filter(|_| target >= w.joined) else {
+        return Err(StoreError::NotFound);
+    };
+    let kind = MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated);
+    if !kind.is_visible_content() || is_deleted(c, m.conversation_id, target)? {
+        return Err(StoreError::NotFound);
+    }
+    match m.kind {
+        MessageKind::Edit if author != m.sender_id => {
+            Err(StoreError::Forbidden("only the original sender may edit a message".into()))
+        }
+        MessageKind::Edit if kind != MessageKind::Text => {
+            Err(StoreError::Invalid("only text messages can be edited".into()))
+        }
+        MessageKind::Delete
+            if author != m.sender_id && !(w.kind == ConversationKind::Group && w.role == Role::Admin) =>
+        {
+            Err(StoreError::Forbidden("only the original sender or a group admin may delete a message".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'delete')",
+    )?
+    .query_row(params![conv, seq], |r| r.get(0))?)
 }
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
 fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
-    let Some((_, left, last)) = window(c, user, conv)? else {
+    let Some(w) = window(c, user, conv)? else {
         return Err(StoreError::NotMember);
     };
-    let upto = left.unwrap_or(last);
+    let upto = w.upto();
     if seq < 0 || seq > upto {
         return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")));
     }
@@ -137,7 +232,7 @@ pub(super) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, s
 }
 
 pub(super) fn history(c: &Connection, user: UserId, conv: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
-    let Some((joined, None, last)) = window(c, user, conv)? else {
+    let Some(Window { joined, last, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound);
     };
     let lo = joined - 1; // exclusive
@@ -189,7 +284,7 @@ pub(super) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64,
 }
 
 pub(super) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<ReceiptSummary> {
-    let Some((joined, None, _)) = window(c, user, conv)? else {
+    let Some(Window { joined, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound);
     };
     if seq < joined {

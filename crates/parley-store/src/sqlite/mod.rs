@@ -144,6 +144,10 @@ impl Store for SqliteStore {
         self.write(true, move |ctx| accounts::create_user(ctx, &u, &d, &h)).await
     }
 
+    async fn create_accounts(&self, accounts: Vec<NewAccount>) -> Result<Vec<(User, Device)>> {
+        self.write(true, move |ctx| accounts::create_accounts(ctx, accounts)).await
+    }
+
     async fn user(&self, id: UserId) -> Result<Option<User>> {
         self.query(move |c| accounts::user(c, id)).await
     }
@@ -196,8 +200,31 @@ impl Store for SqliteStore {
         self.query(move |c| conversations::list(c, user)).await
     }
 
-    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>> {
-        self.query(move |c| conversations::member_ids(c, id)).await
+    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId> {
+        let (title, members) = (title.to_owned(), member_ids.to_vec());
+        self.write(true, move |ctx| conversations::create_group(ctx, creator, &title, &members)).await
+    }
+
+    async fn member_windows(&self, id: ConversationId) -> Result<Vec<MemberWindow>> {
+        self.query(move |c| conversations::member_windows(c, id)).await
+    }
+
+    async fn set_title(&self, actor: UserId, id: ConversationId, title: &str) -> Result<()> {
+        let title = title.to_owned();
+        self.write(true, move |ctx| conversations::set_title(ctx, actor, id, &title)).await
+    }
+
+    async fn add_members(&self, actor: UserId, id: ConversationId, user_ids: &[UserId]) -> Result<()> {
+        let users = user_ids.to_vec();
+        self.write(true, move |ctx| conversations::add_members(ctx, actor, id, &users)).await
+    }
+
+    async fn remove_member(&self, actor: UserId, id: ConversationId, user: UserId) -> Result<()> {
+        self.write(true, move |ctx| conversations::remove_member(ctx, actor, id, user)).await
+    }
+
+    async fn set_role(&self, actor: UserId, id: ConversationId, user: UserId, role: Role) -> Result<()> {
+        self.write(true, move |ctx| conversations::set_role(ctx, actor, id, user, role)).await
     }
 
     async fn enqueue_send(&self, msg: NewMessage) -> Result<Ticket<SendOutcome>> {

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     username      TEXT NOT NULL UNIQUE,
@@ -67,7 +68,14 @@ CREATE TABLE device_cursors (
     seq             INTEGER NOT NULL,
     PRIMARY KEY (device_id, conversation_id)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: edits, deletes and reactions name their target, so "is this deleted?" and "its latest
+    // edit" are index lookups and the log stays write-once.
+    r#"
+ALTER TABLE messages ADD COLUMN target_seq INTEGER;
+CREATE INDEX messages_by_target ON messages(conversation_id, target_seq) WHERE target_seq IS NOT NULL;
+"#,
+];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

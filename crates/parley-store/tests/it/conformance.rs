@@ -1,6 +1,7 @@
 //! The conformance tests themselves, written against `dyn Store` only.
 
 use parley_core::MessageKind;
+use parley_core::model::{NewAccount, Role};
 use parley_store::{HistoryQuery, NewMessage, StoreError, StoreEvent};
 
 use crate::Harness;
@@ -17,6 +18,7 @@ fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str
         client_id: Some(client_id.to_owned()),
         kind: MessageKind::Text,
         body: serde_json::json!({ "text": body }).to_string(),
+        target_seq: None,
     }
 }
 
@@ -65,7 +67,7 @@ pub async fn direct_conversations_are_one_per_pair(h: Harness) {
     assert_eq!(h.store.create_direct(b, a).await.unwrap(), (c1, false));
     let (own, _) = h.store.create_direct(a, a).await.unwrap();
     assert_ne!(own, c1);
-    assert_eq!(h.store.member_ids(own).await.unwrap(), vec![a]);
+    assert_eq!(h.store.member_windows(own).await.unwrap().iter().map(|w| w.user_id).collect::<Vec<_>>(), vec![a]);
     assert_eq!(h.store.create_direct(a, 424242).await, Err(StoreError::NotFound));
     let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
     assert_eq!((view.last_seq, view.members_count, view.members.unwrap().len()), (1, 2, 2));
@@ -248,4 +250,143 @@ pub async fn everything_survives_a_reopen(h: Harness) {
     assert_eq!(next.seq, sent.seq + 1);
     assert!(next.message_id > sent.message_id, "ids keep growing across restarts");
     assert_eq!(h.store.backlog(5, b).await.unwrap()[0].after_seq, sent.seq);
+}
+
+fn entry(
+    conv: i64,
+    sender: i64,
+    client_id: &str,
+    kind: MessageKind,
+    target: i64,
+    body: serde_json::Value,
+) -> NewMessage {
+    NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        sender_device_id: None,
+        client_id: Some(client_id.to_owned()),
+        kind,
+        body: body.to_string(),
+        target_seq: Some(target),
+    }
+}
+
+async fn kinds(h: &Harness, user: i64, conv: i64) -> Vec<(i64, MessageKind)> {
+    let q = HistoryQuery { limit: 200, ..Default::default() };
+    h.store.history(user, conv, q).await.unwrap().iter().map(|m| (m.seq, m.kind)).collect()
+}
+
+pub async fn groups_follow_membership_windows(h: Harness) {
+    let (a, b, c, d) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await, user(&h, "dan").await);
+    let g = h.store.create_group(a, "team", &[b, b, a]).await.unwrap();
+    let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
+    assert_eq!((view.members_count, view.title.as_deref()), (2, Some("team")));
+    let roles: Vec<(i64, Role)> = view.members.unwrap().iter().map(|m| (m.user_id, m.role)).collect();
+    assert_eq!(roles, vec![(a, Role::Admin), (b, Role::Member)]);
+    // Only admins manage; strangers see nothing.
+    assert!(matches!(h.store.add_members(b, g, &[c]).await, Err(StoreError::Forbidden(_))));
+    assert!(matches!(h.store.set_title(b, g, "x").await, Err(StoreError::Forbidden(_))));
+    assert_eq!(h.store.add_members(d, g, &[c]).await, Err(StoreError::NotFound));
+    assert!(matches!(h.store.add_members(a, g, &[424242]).await, Err(StoreError::Invalid(_))));
+    h.store.send(text(g, b, None, "b1", "before c")).await.unwrap(); // seq 2
+    h.store.add_members(a, g, &[c, b]).await.unwrap(); // seq 3: only c is new
+    h.store.send(text(g, a, None, "a1", "hi c")).await.unwrap(); // seq 4
+    assert_eq!(kinds(&h, c, g).await, vec![(3, MessageKind::MembersAdded), (4, MessageKind::Text)]);
+    h.store.remove_member(a, g, c).await.unwrap(); // seq 5
+    h.store.send(text(g, a, None, "a2", "c is gone")).await.unwrap(); // seq 6
+    // c keeps receiving up to the removal entry, and no longer reads or sends.
+    let bl = h.store.backlog(99, c).await.unwrap();
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 5));
+    let q = HistoryQuery { limit: 10, ..Default::default() };
+    assert_eq!(h.store.history(c, g, q).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.send(text(g, c, None, "c1", "let me in")).await.unwrap_err(), StoreError::NotMember);
+    let windows = h.store.member_windows(g).await.unwrap();
+    let wc = windows.iter().find(|w| w.user_id == c).unwrap();
+    assert_eq!((wc.joined_seq, wc.left_seq), (3, Some(5)));
+    // Re-added later, c sees from the new join only.
+    h.store.add_members(a, g, &[c]).await.unwrap(); // seq 7
+    assert_eq!(kinds(&h, c, g).await, vec![(7, MessageKind::MembersAdded)]);
+    // The last admin leaving promotes the longest-standing member (b, who joined at seq 1).
+    h.store.remove_member(a, g, a).await.unwrap(); // seq 8 member_left, seq 9 role_changed
+    let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
+    let admins: Vec<i64> = view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
+    assert_eq!(admins, vec![b]);
+    let tail: Vec<MessageKind> = kinds(&h, b, g).await.iter().rev().take(2).map(|k| k.1).collect();
+    assert_eq!(tail, vec![MessageKind::RoleChanged, MessageKind::MemberLeft]);
+    assert!(matches!(h.store.set_role(b, g, b, Role::Member).await, Err(StoreError::Invalid(_))), "one admin stays");
+    h.store.set_role(b, g, c, Role::Admin).await.unwrap();
+    h.store.set_role(b, g, b, Role::Member).await.unwrap();
+    assert!(matches!(h.store.remove_member(b, g, c).await, Err(StoreError::Forbidden(_))));
+}
+
+pub async fn groups_are_capped_at_1024(h: Harness) {
+    let admin = user(&h, "admin").await;
+    let accounts: Vec<NewAccount> = (0..1024)
+        .map(|i| NewAccount {
+            username: format!("m{i}"),
+            display_name: format!("m{i}"),
+            password_hash: "h".into(),
+            device_name: "d".into(),
+            token_hash: {
+                let mut t = [7u8; 32];
+                t[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                t
+            },
+        })
+        .collect();
+    let ids: Vec<i64> = h.store.create_accounts(accounts).await.unwrap().iter().map(|(u, _)| u.id).collect();
+    assert!(matches!(h.store.create_group(admin, "big", &ids).await, Err(StoreError::Invalid(_))), "1,025 in all");
+    let g = h.store.create_group(admin, "big", &ids[..1023]).await.unwrap();
+    assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().members_count, 1024);
+    let before = h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq;
+    assert!(matches!(h.store.add_members(admin, g, &ids[1023..]).await, Err(StoreError::Invalid(_))));
+    assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq, before, "nothing changed");
+    let r = h.store.receipts(admin, g, 1).await.unwrap();
+    assert_eq!((r.members_count, r.members.is_none()), (1024, true));
+}
+
+pub async fn edits_deletes_and_reactions_follow_the_rules(h: Harness) {
+    let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
+    let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
+    let m = h.store.send(text(g, b, None, "b1", "helo")).await.unwrap().message; // seq 2
+    let edit = |s: i64, cid: &str, t: i64| {
+        entry(g, s, cid, MessageKind::Edit, t, serde_json::json!({"target_seq": t, "text": "hello"}))
+    };
+    let del =
+        |s: i64, cid: &str, t: i64| entry(g, s, cid, MessageKind::Delete, t, serde_json::json!({"target_seq": t}));
+    let react = |s: i64, cid: &str, t: i64| {
+        entry(g, s, cid, MessageKind::Reaction, t, serde_json::json!({"target_seq": t, "emoji": "+1"}))
+    };
+    assert!(matches!(h.store.send(edit(c, "c1", m.seq)).await, Err(StoreError::Forbidden(_))));
+    assert_eq!(
+        h.store.send(edit(b, "b2", 1)).await.unwrap_err(),
+        StoreError::NotFound,
+        "system entries are not content"
+    );
+    assert_eq!(h.store.send(react(c, "c2", 99)).await.unwrap_err(), StoreError::NotFound);
+    h.store.send(edit(b, "b3", m.seq)).await.unwrap();
+    h.store.send(react(c, "c3", m.seq)).await.unwrap();
+    let last = h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.unwrap();
+    assert_eq!(last.seq, m.seq);
+    assert!(last.body.contains("hello") && last.body.contains("edited"), "{}", last.body);
+    assert!(matches!(h.store.send(del(c, "c4", m.seq)).await, Err(StoreError::Forbidden(_))));
+    h.store.send(del(a, "a1", m.seq)).await.unwrap(); // a group admin may delete
+    assert_eq!(h.store.send(edit(b, "b4", m.seq)).await.unwrap_err(), StoreError::NotFound, "deleted");
+    assert!(h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.is_none());
+}
+
+pub async fn bulk_accounts_are_all_or_nothing(h: Harness) {
+    user(&h, "taken").await;
+    let acct = |name: &str, t: u8| NewAccount {
+        username: name.into(),
+        display_name: name.into(),
+        password_hash: "h".into(),
+        device_name: "d".into(),
+        token_hash: [t; 32],
+    };
+    let r = h.store.create_accounts(vec![acct("fresh", 1), acct("taken", 2)]).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))));
+    assert!(h.store.user_by_username("fresh").await.unwrap().is_none());
+    let made = h.store.create_accounts(vec![acct("fresh", 1), acct("fresh2", 2)]).await.unwrap();
+    assert_eq!(h.store.device_by_token([2; 32]).await.unwrap().unwrap().id, made[1].1.id);
 }

@@ -69,4 +69,8 @@ store_tests!(sqlite:
     receipts_count_from_pointers,
     concurrent_sends_stay_gap_free,
     everything_survives_a_reopen,
+    groups_follow_membership_windows,
+    groups_are_capped_at_1024,
+    edits_deletes_and_reactions_follow_the_rules,
+    bulk_accounts_are_all_or_nothing,
 );

@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Account(cmd) => account::run(cmd).await,
         Command::Login(args) => login::run(args).await,
         Command::Send(args) => send::run(args).await,
