@@ -2,6 +2,7 @@
 //! what it measured, as a human summary and one JSON object. Every run is bounded in time and
 //! count and stops by itself.
 
+pub mod group;
 mod setup;
 pub mod stats;
 

@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use tracing::{debug, warn};
 
 use crate::error::{ClientError, Result};
@@ -228,7 +228,8 @@ impl Connection {
 
 /// Opens a socket, sends `auth` first and reads up to `ready`.
 async fn open(url: &str, token: &str) -> Result<(Ws, Ready)> {
-    let (mut ws, _) = connect_async(url).await?;
+    // No Nagle delay: frames are small and each one is latency-sensitive.
+    let (mut ws, _) = connect_async_with_config(url, None, true).await?;
     let auth = encode(&ClientFrame::Auth { token: token.into() }, None)?;
     ws.send(WsMessage::text(auth)).await?;
     while let Some(msg) = ws.next().await {

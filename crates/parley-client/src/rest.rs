@@ -1,8 +1,8 @@
 //! A thin typed client for the REST API under `/v1/`, one method per endpoint of PROTOCOL.md.
 
 use parley_proto::rest::{
-    ConversationEnvelope, Conversations, CreateAccount, CreateConversation, CreateSession, Device, Devices, ErrorBody,
-    MessageEnvelope, Messages, PostMessage, Receipts, Session, User,
+    BulkAccount, BulkAccountsCreated, ConversationEnvelope, Conversations, CreateAccount, CreateConversation,
+    CreateSession, Device, Devices, ErrorBody, MessageEnvelope, Messages, PostMessage, Receipts, Session, User,
 };
 use parley_proto::{Conversation, ErrorCode, Id, Message};
 use reqwest::{Method, StatusCode, Url};
@@ -134,6 +134,23 @@ impl Client {
         let body = json!({ "user_ids": user_ids });
         let e: ConversationEnvelope = self.json(Method::POST, &["conversations", &id, "members"], Some(&body)).await?;
         Ok(e.conversation)
+    }
+
+    /// Promotes (`"admin"`) or demotes (`"member"`) a member of a group.
+    pub async fn set_role(&self, conv: Id, user_id: Id, role: &str) -> Result<Conversation> {
+        let (id, user) = (conv.to_string(), user_id.to_string());
+        let body = json!({ "role": role });
+        let e: ConversationEnvelope =
+            self.json(Method::PATCH, &["conversations", &id, "members", &user], Some(&body)).await?;
+        Ok(e.conversation)
+    }
+
+    /// Admin API: `count` accounts `{prefix}{n}`, each with one signed-in device. This client's
+    /// token must be the server's admin token.
+    pub async fn bulk_accounts(&self, prefix: &str, count: u32, password: &str) -> Result<Vec<BulkAccount>> {
+        let body = json!({ "prefix": prefix, "count": count, "password": password });
+        let r: BulkAccountsCreated = self.json(Method::POST, &["admin", "accounts"], Some(&body)).await?;
+        Ok(r.accounts)
     }
 
     pub async fn remove_member(&self, conv: Id, user_id: Id) -> Result<()> {

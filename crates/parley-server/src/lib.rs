@@ -53,6 +53,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), "parley is listening");
 
     let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
+    // Frames are small and latency matters: no Nagle delay on any socket.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let http =
         axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     http.await?;

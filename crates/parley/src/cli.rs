@@ -44,6 +44,24 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Group fanout: all members online, senders on a fixed schedule; send → last member.
+    Group {
+        #[arg(long, default_value_t = 1024)]
+        members: usize,
+        /// Messages per second per sender.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Seconds to send for.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Replay speed: a device offline while N messages arrive, then reconnects.
     Backlog {
         #[arg(long, default_value_t = 10_000)]

@@ -108,8 +108,11 @@ impl Window {
 /// `user`'s window on `conv`, current or past; `None` if they never were a member.
 pub(super) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<Window>> {
     Ok(c.prepare_cached(
-        "SELECT m.joined_seq, m.left_seq, c.last_seq, m.role, c.kind FROM members m
-         JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+        // Scalar subqueries rather than a join: SQLite re-prepares a join bound to parameters
+        // on every execution, and this runs for every send and ack.
+        "SELECT m.joined_seq, m.left_seq, (SELECT last_seq FROM conversations WHERE id = ?1), m.role,
+                (SELECT kind FROM conversations WHERE id = ?1)
+         FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
     )?
     .query_row(params![conv, user], |r| {
         let (role, kind): (String, String) = (r.get(3)?, r.get(4)?);

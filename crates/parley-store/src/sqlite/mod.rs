@@ -83,7 +83,10 @@ impl SqliteStore {
             readers.push(r);
         }
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
-        writer::spawn(conn, ids, rx, events)
+        let lazy = Connection::open(&path)?;
+        lazy.pragma_update(None, "synchronous", "NORMAL")?;
+        configure(&lazy)?;
+        writer::spawn(writer::WriteConns { durable: conn, lazy }, ids, rx, events)
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             jobs,

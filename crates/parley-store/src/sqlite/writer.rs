@@ -90,15 +90,24 @@ impl WriteCtx<'_> {
     }
 }
 
-pub(crate) fn spawn(conn: Connection, ids: IdGen, rx: mpsc::Receiver<Msg>, events: EventSender) -> std::io::Result<()> {
+pub(crate) fn spawn(conn: WriteConns, ids: IdGen, rx: mpsc::Receiver<Msg>, events: EventSender) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("parley-sqlite-writer".into())
         .spawn(move || run(conn, ids, rx, events))
         .map(|_| ())
 }
 
-fn run(conn: Connection, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender) {
-    let mut durable_mode = true;
+/// The writer's two connections to the same database, used one at a time by the writer thread.
+/// Switching `PRAGMA synchronous` on one connection would expire (and force a re-parse of) every
+/// cached statement, so each durability level gets its own connection instead.
+pub(crate) struct WriteConns {
+    /// `synchronous=FULL`: commits fsync before returning.
+    pub durable: Connection,
+    /// `synchronous=NORMAL`: for batches of cursor and pointer updates only.
+    pub lazy: Connection,
+}
+
+fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender) {
     let mut stop: Option<oneshot::Sender<()>> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while stop.is_none() {
@@ -117,21 +126,13 @@ fn run(conn: Connection, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventS
         if batch.is_empty() {
             continue;
         }
-        let durable = batch.iter().any(|j| j.durable);
-        if durable != durable_mode {
-            let mode = if durable { "FULL" } else { "NORMAL" };
-            if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
-                tracing::error!(error = %e, "cannot set synchronous mode");
-            } else {
-                durable_mode = durable;
-            }
-        }
-        commit_batch(&conn, &ids, &mut batch, &events);
+        let conn = if batch.iter().any(|j| j.durable) { &conns.durable } else { &conns.lazy };
+        commit_batch(conn, &ids, &mut batch, &events);
     }
-    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+    if let Err(e) = conns.durable.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
-    drop(conn);
+    drop(conns);
     if let Some(tx) = stop {
         let _ = tx.send(());
     }
@@ -140,7 +141,7 @@ fn run(conn: Connection, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventS
 fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &EventSender) {
     let started = std::time::Instant::now();
     let n = batch.len();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         // Dropping the jobs drops their answer channels: callers see the store as unavailable.
         batch.clear();
         tracing::error!(error = %e, "cannot start a write transaction");
@@ -153,7 +154,7 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
     }
     let result = ctx
         .flush_pointers()
-        .and_then(|()| conn.execute_batch("COMMIT"))
+        .and_then(|()| run_cached(conn, "COMMIT"))
         .map_err(|e| StoreError::Backend(format!("commit: {e}")));
     if let Err(e) = &result {
         tracing::error!(error = %e, batch = n, "write batch failed; rolling back");
@@ -170,7 +171,7 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
 }
 
 fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
-    if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+    if let Err(e) = run_cached(ctx.conn, "SAVEPOINT job") {
         let err = StoreError::Backend(format!("savepoint: {e}"));
         tracing::error!(error = %err, "cannot open a savepoint");
         // Dropping the job drops its answer channel: the caller sees the store as unavailable.
@@ -179,12 +180,19 @@ fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
     }
     let events_before = ctx.events.len();
     let (finish, ok) = (job.run)(ctx);
-    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    let end =
+        if ok { run_cached(ctx.conn, "RELEASE job") } else { ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job") };
     if !ok {
         ctx.events.truncate(events_before);
     }
-    if let Err(e) = ctx.conn.execute_batch(end) {
+    if let Err(e) = end {
         tracing::error!(error = %e, "cannot close a savepoint");
     }
     finish
+}
+
+/// Runs a parameterless statement through the statement cache: the per-job savepoints and the
+/// per-batch transaction would otherwise be parsed again every time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }

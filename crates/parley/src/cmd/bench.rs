@@ -18,6 +18,34 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Group { members, rate, senders, duration, admin_token, server } => {
+            let args = parley_bench::group::GroupArgs {
+                server: server.server,
+                admin_token,
+                members,
+                rate,
+                senders,
+                duration: Duration::from_secs_f64(duration),
+            };
+            eprintln!("group: {members} members online, {senders} sender(s) at {rate}/s for {duration} s ...");
+            let r = parley_bench::group::run(args).await?;
+            eprintln!(
+                "{} messages, {} deliveries ({:.0}/s); send→last member p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+                 per recipient p50 {:.2} ms, p99 {:.2} ms; missing {}, duplicates {}, out of order {}",
+                r.messages,
+                r.deliveries,
+                r.deliveries_per_sec,
+                r.send_to_last_member_ms.p50,
+                r.send_to_last_member_ms.p99,
+                r.send_to_last_member_ms.max,
+                r.per_recipient_ms.p50,
+                r.per_recipient_ms.p99,
+                r.missing,
+                r.duplicates,
+                r.out_of_order
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Backlog { messages, server } => {
             eprintln!("backlog: {messages} messages to an offline device ...");
             let r = parley_bench::backlog(BacklogArgs { server: server.server, messages }).await?;
