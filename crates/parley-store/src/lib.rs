@@ -97,7 +97,7 @@ pub struct HistoryQuery {
     pub limit: u32,
 }
 
-/// A conversation in which a device has messages it has not acknowledged.
+/// A device's position in one conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backlog {
     pub conversation_id: ConversationId,
@@ -172,7 +172,9 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A page of history for a current member; others get [`StoreError::NotFound`].
     async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>>;
-    /// Conversations where `device` has entries past its cursor.
+    /// Where `device` stands in every conversation its user is or was in: entries with
+    /// `after_seq < seq <= upto_seq` are pending (none when `upto_seq <= after_seq`). Listing the
+    /// up-to-date ones too tells a connection where each conversation's live stream resumes.
     async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>>;
     /// Entries with `after_seq < seq <= upto_seq`, ascending, at most `limit`.
     async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;

@@ -193,7 +193,7 @@ impl Conn {
             .await
             .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
         for (conv, mut after, upto) in plan {
-            loop {
+            while after < upto {
                 let (texts, last, full) = sync::page(&self.app, self.device, conv, after, upto)
                     .await
                     .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
@@ -203,10 +203,12 @@ impl Conn {
                 }
                 self.socket.flush().await.map_err(|_| End::Gone)?;
                 after = last;
-                if !full || after >= upto {
+                if !full {
                     break;
                 }
             }
+            // Every conversation gets a high-water mark, up to date or not, so a live entry that
+            // arrives ahead of an earlier one is seen as a gap and filled, never as the start.
             self.seen.insert(conv, after);
         }
         self.feed(ServerFrame::Synced(Synced {}).to_json().into()).await?;
@@ -244,7 +246,18 @@ impl Conn {
     /// Writes one routed frame, keeping each conversation gap-free and free of repeats.
     async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
         if let Some(p) = out.position {
-            if let Some(&last) = self.seen.get(&p.conversation_id) {
+            let known = match self.seen.get(&p.conversation_id) {
+                Some(&last) => Some(last),
+                // Joined after this connection synced: its stream starts at the join entry.
+                None => self
+                    .app
+                    .members
+                    .get(&self.app, p.conversation_id)
+                    .await
+                    .and_then(|m| m.window(self.user))
+                    .map(|w| w.joined_seq - 1),
+            };
+            if let Some(last) = known {
                 if p.seq <= last {
                     return Ok(());
                 }

@@ -270,7 +270,7 @@ pub(super) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<
          FROM members m
          JOIN conversations c ON c.id = m.conversation_id
          LEFT JOIN device_cursors d ON d.device_id = ?1 AND d.conversation_id = m.conversation_id
-         WHERE m.user_id = ?2 AND coalesce(m.left_seq, c.last_seq) > max(coalesce(d.seq, 0), m.joined_seq - 1)",
+         WHERE m.user_id = ?2",
     )?;
     let rows = st.query_map(params![device, user], |r| {
         Ok(Backlog { conversation_id: r.get(0)?, after_seq: r.get(1)?, upto_seq: r.get(2)? })

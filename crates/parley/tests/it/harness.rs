@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The default bound of a wait for one event.
@@ -33,6 +34,10 @@ const STARTUP: Duration = Duration::from_secs(20);
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// The admin token of servers started with `&["--admin-token", ADMIN_TOKEN]` (for
+/// [`TestServer::bulk_logins`]).
+pub const ADMIN_TOKEN: &str = "it-admin-token-not-secret";
 
 /// A name no other call in this process returns: `prefix` plus hex of pid, clock and a counter.
 pub fn unique(prefix: &str) -> String {
@@ -264,6 +269,10 @@ impl TestServer {
         self.api.delete(path, token).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+        self.api.patch(path, body, token).await
+    }
+
     /// A new account with a random name.
     pub async fn user(&self) -> User {
         self.api.user().await
@@ -277,6 +286,12 @@ impl TestServer {
     /// `n` new accounts, each signed in on one device (created concurrently).
     pub async fn logins(&self, n: usize) -> Vec<Device> {
         futures_util::future::join_all((0..n).map(|_| self.login())).await
+    }
+
+    /// `n` new accounts made in one call of the admin API, each with its one provisioned device.
+    /// The server must run with `--admin-token ADMIN_TOKEN`.
+    pub async fn bulk_logins(&self, n: usize) -> Vec<Device> {
+        self.api.bulk_logins(ADMIN_TOKEN, n).await
     }
 }
 
@@ -388,6 +403,39 @@ impl Api {
         self.run(self.http.delete(self.url(path)), token).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+        self.run(self.http.patch(self.url(path)).json(body), token).await
+    }
+
+    /// `POST /v1/admin/accounts`: `count` accounts `{prefix}{n}` with `password`, in one call.
+    pub async fn bulk_accounts(&self, admin_token: &str, prefix: &str, count: usize, password: &str) -> Resp {
+        let body = json!({"prefix": prefix, "count": count, "password": password});
+        self.post("/v1/admin/accounts", &body, Some(admin_token)).await
+    }
+
+    /// `n` new accounts (password [`PASSWORD`]) made by the admin API, each signed in on the one
+    /// device the call provisions.
+    pub async fn bulk_logins(&self, admin_token: &str, n: usize) -> Vec<Device> {
+        let prefix = format!("{}-", unique("b"));
+        let body = self.bulk_accounts(admin_token, &prefix, n, PASSWORD).await.expect(201);
+        let accounts = body["accounts"].as_array().expect("accounts array");
+        assert_eq!(accounts.len(), n, "one account per count");
+        accounts
+            .iter()
+            .enumerate()
+            .map(|(k, a)| {
+                assert_eq!(s(a, "username"), format!("{prefix}{k}"), "usernames are {{prefix}}{{n}}: {a}");
+                let user = User {
+                    api: self.clone(),
+                    username: s(a, "username"),
+                    password: PASSWORD.into(),
+                    user_id: s(a, "user_id"),
+                };
+                Device { user, device_id: s(a, "device_id"), token: s(a, "token") }
+            })
+            .collect()
+    }
+
     pub async fn user(&self) -> User {
         let name = unique("u");
         let r = self.post("/v1/accounts", &json!({"username": name, "password": PASSWORD}), None).await;
@@ -456,6 +504,17 @@ impl Device {
         self.api().delete(path, Some(&self.token)).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.api().patch(path, body, Some(&self.token)).await
+    }
+
+    /// A new group with this user as its admin and `member_ids` as members; its id.
+    pub async fn group(&self, title: &str, member_ids: &[&str]) -> String {
+        let r =
+            self.post("/v1/conversations", &json!({"kind": "group", "title": title, "member_ids": member_ids})).await;
+        s(&r.expect(201)["conversation"], "conversation_id")
+    }
+
     /// The direct conversation with `other_user_id` (created if needed); its id.
     pub async fn direct(&self, other_user_id: &str) -> String {
         let r = self.post("/v1/conversations", &json!({"kind": "direct", "user_id": other_user_id})).await;
@@ -501,7 +560,18 @@ impl Device {
 
     /// A WebSocket for this device, authenticated (`ready` checked).
     pub async fn connect(&self) -> Ws {
-        let ws = Ws::connect(&self.api().ws_url()).await;
+        self.authenticate(Ws::connect(&self.api().ws_url()).await).await
+    }
+
+    /// Like [`Device::connect_synced`], on a socket with small buffers, for tests that hold a
+    /// thousand connections at once.
+    pub async fn connect_lean(&self) -> Ws {
+        let ws = self.authenticate(Ws::connect_lean(&self.api().ws_url()).await).await;
+        ws.wait_synced(LONG).await;
+        ws
+    }
+
+    async fn authenticate(&self, ws: Ws) -> Ws {
         ws.send_json(&json!({"type": "auth", "token": self.token})).await;
         let ready = ws.wait_for(|f| matches!(f["type"].as_str(), Some("ready" | "error")), T).await;
         assert_eq!(ready["type"], "ready", "auth refused: {ready}");
@@ -564,7 +634,18 @@ impl Drop for Ws {
 impl Ws {
     /// Connects without authenticating.
     pub async fn connect(url: &str) -> Ws {
-        let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects without authenticating, with a 4 KiB read buffer instead of a 128 KiB one (it
+    /// grows when a frame needs it), so a thousand connections stay cheap.
+    pub async fn connect_lean(url: &str) -> Ws {
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        Self::connect_with(url, Some(config)).await
+    }
+
+    async fn connect_with(url: &str, config: Option<WebSocketConfig>) -> Ws {
+        let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async_with_config(url, config, false))
             .await
             .expect("WebSocket connect timed out")
             .expect("WebSocket connect");

@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod delivery;
 mod durability;
+mod groups;
 mod rest;
 mod sdk;
 mod sync;
