@@ -26,7 +26,9 @@ pub(crate) type Finish = Box<dyn FnOnce(Result<()>) + Send>;
 pub(crate) type RunFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (Finish, bool) + Send>;
 
 pub(crate) struct Job {
-    /// Whether the job's writes must be on disk before it is answered.
+    /// Whether the job's writes must be on disk before it is answered. Jobs that are not durable
+    /// (acks, reads, activity stamps) write at most one statement themselves, which SQLite makes
+    /// atomic on its own, so they run without a savepoint: acks are the most frequent job.
     pub durable: bool,
     pub run: RunFn,
 }
@@ -171,6 +173,9 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
 }
 
 fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {
+    if !job.durable {
+        return (job.run)(ctx).0;
+    }
     if let Err(e) = run_cached(ctx.conn, "SAVEPOINT job") {
         let err = StoreError::Backend(format!("savepoint: {e}"));
         tracing::error!(error = %err, "cannot open a savepoint");
