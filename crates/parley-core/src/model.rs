@@ -154,3 +154,13 @@ pub struct NewAccount {
     pub device_name: String,
     pub token_hash: [u8; 32],
 }
+
+/// What presence needs to know about a user from storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub user_id: UserId,
+    /// When their last device went away, as last written.
+    pub last_seen: Option<i64>,
+    /// Whether they show `last_seen` to others (and so see others').
+    pub last_seen_visible: bool,
+}

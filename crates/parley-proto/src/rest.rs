@@ -18,6 +18,22 @@ pub struct User {
     pub user_id: Id,
     pub username: String,
     pub display_name: String,
+    /// Only in `GET`/`PATCH /v1/me`: whether others see this user's last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_visible: Option<bool>,
+}
+
+/// `PATCH /v1/me`: any of the fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PatchMe {
+    #[serde(default)]
+    pub last_seen_visible: Option<bool>,
+}
+
+/// `GET /v1/presence?user_ids=1,2,3`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PresenceList {
+    pub presence: Vec<crate::frames::Presence>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

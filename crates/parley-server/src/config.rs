@@ -44,6 +44,12 @@ pub struct Config {
     /// Shortest interval between two `receipt` pushes for one conversation, in milliseconds;
     /// receipts in between are coalesced.
     pub receipt_interval_ms: u64,
+    /// How long after a user's last device goes away they are shown offline; a device back
+    /// within it causes no offline/online flap.
+    pub presence_grace_ms: u64,
+    /// Shortest interval between two forwarded `typing` `active: true` frames per connection and
+    /// conversation; more frequent ones are dropped (thinned), never an error.
+    pub typing_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -66,6 +72,8 @@ impl Default for Config {
             fanout_worker_threshold: 64,
             fanout_workers: 4,
             receipt_interval_ms: 250,
+            presence_grace_ms: 5_000,
+            typing_interval_ms: 3_000,
         }
     }
 }

@@ -49,7 +49,12 @@ pub fn conversation(c: &model::ConversationView) -> wire::Conversation {
 }
 
 pub fn user(u: &model::User) -> wire::rest::User {
-    wire::rest::User { user_id: Id(u.id), username: u.username.clone(), display_name: u.display_name.clone() }
+    wire::rest::User {
+        user_id: Id(u.id),
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        last_seen_visible: None,
+    }
 }
 
 pub fn device(d: &model::Device) -> wire::rest::Device {

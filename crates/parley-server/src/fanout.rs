@@ -152,6 +152,16 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message) {
     if changes || m.kind == MessageKind::TitleChanged {
         conversation_frames(app, m.conversation_id, members).await;
     }
+    if matches!(m.kind, MessageKind::MemberRemoved | MessageKind::MemberLeft) {
+        // Presence and typing follow shared membership: recheck who may still watch whom.
+        let gone = serde_json::from_str::<serde_json::Value>(&m.body)
+            .ok()
+            .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0));
+        if let Some(user) = gone {
+            let app = app.clone();
+            tokio::spawn(async move { app.presence.revalidate(&app, user).await });
+        }
+    }
 }
 
 /// Sends each current member their own view of the conversation (pointers and unread count

@@ -9,6 +9,7 @@ pub mod error;
 mod fanout;
 mod json;
 pub mod metrics;
+mod presence;
 mod ratelimit;
 mod routes;
 mod service;

@@ -12,6 +12,7 @@ use crate::auth::Passwords;
 use crate::config::Config;
 use crate::fanout::MemberCache;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 
 pub struct App {
@@ -22,6 +23,7 @@ pub struct App {
     pub rate: RateLimiter,
     pub members: MemberCache,
     pub metrics: Metrics,
+    pub presence: Arc<Presence>,
     /// Cancelled when the server starts draining.
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
@@ -42,6 +44,7 @@ impl App {
             rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
             members: MemberCache::default(),
             metrics: Metrics::default(),
+            presence: Arc::new(Presence::new(std::time::Duration::from_millis(config.presence_grace_ms))),
             config,
             store,
             router,

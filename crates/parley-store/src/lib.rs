@@ -119,6 +119,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
+    /// Presence records of the users that exist among `users`.
+    async fn presence_records(&self, users: &[UserId]) -> Result<Vec<PresenceRecord>>;
+    /// Records when a user was last seen; lazily durable (a crash may lose the last second).
+    async fn set_last_seen(&self, user: UserId, at: i64) -> Result<()>;
+    async fn set_last_seen_visible(&self, user: UserId, visible: bool) -> Result<()>;
 
     // --- devices ---
     async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device>;
@@ -146,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ConversationView>>;
     /// `user`'s current conversations, most recent activity first.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>>;
+    /// Those of `candidates` who share a conversation with `user` as current members (who may
+    /// see each other's presence and typing).
+    async fn contacts_among(&self, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>>;
     /// Every member's window, past members included, for routing.
     async fn member_windows(&self, id: ConversationId) -> Result<Vec<MemberWindow>>;
     /// Renames a group (admins only), logging `title_changed`.

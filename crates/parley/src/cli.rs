@@ -62,6 +62,40 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Presence under churn: users in groups of K+1 watch each other while P% of them leave and
+    /// come back every second; times reconnect → each watcher's `online` frame.
+    ///
+    /// Every user holds one socket in this process and one in the server. With the usual
+    /// `ulimit -n` of 20,000, about 9,000 users is the practical ceiling: above that, raise
+    /// `ulimit -n` in the shells of both `parley serve` and `parley bench` (the tool checks its own
+    /// limit, and the server's with --server-pid, before it starts).
+    Presence {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Contacts per user: users are split into groups of K+1 (one group conversation each,
+        /// at most 1,024 members), each subscribed to the K others.
+        #[arg(long, default_value_t = 20)]
+        contacts: usize,
+        /// Percent of all users that disconnect and reconnect each second.
+        #[arg(long, default_value_t = 1.0)]
+        churn_pct: f64,
+        /// Seconds of churn (a drain of up to 15 s follows).
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// How long a user stays away before reconnecting, plus 50–500 ms of jitter (at most
+        /// 10000). Above the server's presence grace period (5 s) every churn is an offline and
+        /// an online change; below it the server damps the flap and watchers should see nothing.
+        #[arg(long, default_value_t = 6000)]
+        offline_ms: u64,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// The server's process id, on this machine: report its CPU time over the churn.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Replay speed: a device offline while N messages arrive, then reconnects.
     Backlog {
         #[arg(long, default_value_t = 10_000)]
@@ -144,6 +178,12 @@ pub struct ServeArgs {
     /// Shortest interval between receipt pushes per conversation, in ms [default: 250].
     #[arg(long, env = "PARLEY_RECEIPT_INTERVAL_MS")]
     pub receipt_interval_ms: Option<u64>,
+    /// Ms after a user's last device leaves before they show offline (damps flapping) [default: 5000].
+    #[arg(long, env = "PARLEY_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
+    /// Shortest interval between forwarded `typing` frames per connection and conversation, in ms [default: 3000].
+    #[arg(long, env = "PARLEY_TYPING_INTERVAL_MS")]
+    pub typing_interval_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -34,6 +34,8 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         fanout_worker_threshold,
         fanout_workers,
         receipt_interval_ms,
+        presence_grace_ms,
+        typing_interval_ms,
     );
     if args.admin_token.is_some() {
         cfg.admin_token = args.admin_token.clone();

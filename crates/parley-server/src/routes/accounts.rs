@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use parley_core::validate;
 use parley_proto::Id;
-use parley_proto::rest::{CreateAccount, CreateSession, Session, User};
+use parley_proto::rest::{CreateAccount, CreateSession, PatchMe, Session, User};
 use parley_router::Kick;
 
 use crate::auth::{self, Authed};
@@ -68,7 +68,21 @@ pub async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Status
 
 pub async fn me(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<User>> {
     let user = app.store.user(me.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(convert::user(&user)))
+    let visible = app.store.presence_records(&[me.user_id]).await?.first().is_none_or(|r| r.last_seen_visible);
+    Ok(Json(User { last_seen_visible: Some(visible), ..convert::user(&user) }))
+}
+
+/// `PATCH /v1/me`: privacy settings. Hiding last seen also hides everyone else's from you.
+pub async fn patch_me(
+    State(app): State<Arc<App>>,
+    me: Authed,
+    JsonBody(req): JsonBody<PatchMe>,
+) -> ApiResult<Json<User>> {
+    if let Some(visible) = req.last_seen_visible {
+        app.store.set_last_seen_visible(me.user_id, visible).await?;
+        app.presence.set_visible(me.user_id, visible);
+    }
+    self::me(State(app), me).await
 }
 
 pub async fn lookup(State(app): State<Arc<App>>, _me: Authed, Path(username): Path<String>) -> ApiResult<Json<User>> {

@@ -6,6 +6,7 @@ mod conversations;
 mod devices;
 mod health;
 mod messages;
+mod presence;
 
 use std::sync::Arc;
 
@@ -26,7 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/accounts", post(accounts::create))
         .route("/v1/sessions", post(accounts::login))
         .route("/v1/sessions/current", delete(accounts::logout))
-        .route("/v1/me", get(accounts::me))
+        .route("/v1/me", get(accounts::me).patch(accounts::patch_me))
+        .route("/v1/presence", get(presence::list))
         .route("/v1/users/{username}", get(accounts::lookup))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{device_id}", delete(devices::remove))

@@ -7,6 +7,7 @@
 //! though the store works on several at once (sends are pipelined into group commit). A `pong`
 //! is queued behind earlier replies, so it proves every earlier frame has taken effect.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use parley_core::ids::{DeviceId, UserId};
+use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::limits::MAX_FRAME_BYTES;
-use parley_proto::frames::{self, ClientFrame, Pong, Ready, Sent, ServerFrame, Synced, close};
+use parley_proto::frames::{self, ClientFrame, Pong, Ready, Sent, ServerFrame, Synced, Typing, close};
 use parley_proto::{ErrorCode, Id};
 use parley_router::{ConnHandle, Kick, Outbound};
 use tokio::sync::mpsc;
@@ -27,10 +28,12 @@ use super::sync::{self, Seen};
 use crate::auth;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::presence::Watcher;
 use crate::service::{self, SendRequest};
 use crate::state::App;
 
-type Reply = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+/// What a frame is answered with, in order: usually zero or one frame.
+type Reply = Pin<Box<dyn Future<Output = Vec<String>> + Send>>;
 
 /// Queued frames written per flush at most, so one busy connection yields to others.
 const WRITE_BATCH: usize = 256;
@@ -49,6 +52,10 @@ struct Conn {
     device: DeviceId,
     seen: Seen,
     last_heard: Instant,
+    /// This connection's registration (for presence subscriptions).
+    handle: ConnHandle,
+    /// Conversations this connection is typing in, with when `active: true` was last forwarded.
+    typing: HashMap<ConversationId, Instant>,
 }
 
 pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
@@ -60,13 +67,10 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
     let (frames_tx, frames_rx) = mpsc::channel(app.config.outbound_queue.max(1));
     let (kicks_tx, kicks_rx) = mpsc::channel(2);
     let conn_id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    app.router.register(ConnHandle {
-        id: conn_id,
-        user_id: device.user_id,
-        device_id: device.id,
-        frames: frames_tx,
-        kicks: kicks_tx,
-    });
+    let handle =
+        ConnHandle { id: conn_id, user_id: device.user_id, device_id: device.id, frames: frames_tx, kicks: kicks_tx };
+    app.router.register(handle.clone());
+    app.presence.connected(device.user_id);
     Metrics::inc(&app.metrics.connections_opened);
     let mut conn = Conn {
         app: app.clone(),
@@ -75,9 +79,17 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
         device: device.id,
         seen: Seen::new(),
         last_heard: Instant::now(),
+        handle,
+        typing: HashMap::new(),
     };
     let end = conn.run(frames_rx, kicks_rx).await;
     app.router.unregister(conn.user, conn_id);
+    app.presence.connection_closed(conn_id);
+    app.presence.disconnected(&app, conn.user);
+    // Whoever saw this connection typing sees it stop.
+    for conv in std::mem::take(&mut conn.typing).into_keys() {
+        forward_typing(&app, conn.user, conv, false).await;
+    }
     if let End::Close(code, reason) = end {
         close(&mut conn.socket, code, reason).await;
     }
@@ -165,8 +177,8 @@ impl Conn {
                 Err(end) => {
                     // Answer what was already accepted before closing, where the socket allows.
                     if matches!(end, End::Close(..)) {
-                        while let Some(Some(r)) = pending.next().now_or_never() {
-                            if let Some(text) = r {
+                        while let Some(Some(replies)) = pending.next().now_or_never() {
+                            for text in replies {
                                 let _ = self.socket.feed(WsMessage::Text(text.into())).await;
                             }
                         }
@@ -219,11 +231,11 @@ impl Conn {
         self.socket.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)
     }
 
-    async fn write_replies(&mut self, first: Option<String>, pending: &mut FuturesOrdered<Reply>) -> Result<(), End> {
+    async fn write_replies(&mut self, first: Vec<String>, pending: &mut FuturesOrdered<Reply>) -> Result<(), End> {
         let mut next = Some(first);
         let mut n = 0;
-        while let Some(reply) = next {
-            if let Some(text) = reply {
+        while let Some(replies) = next {
+            for text in replies {
                 self.feed(text.into()).await?;
             }
             n += 1;
@@ -353,9 +365,49 @@ impl Conn {
         Ok(())
     }
 
+    /// `typing`: forwarded to the other members who are online, never stored. `active: true` is
+    /// thinned to one per `typing_interval_ms` per conversation (receivers keep showing it for
+    /// 6 s); `active: false` goes out only if `active: true` did.
+    async fn typing(
+        &mut self,
+        conv: ConversationId,
+        active: bool,
+        r#ref: Option<String>,
+        pending: &mut FuturesOrdered<Reply>,
+    ) {
+        let member = self
+            .app
+            .members
+            .get(&self.app, conv)
+            .await
+            .and_then(|m| m.window(self.user))
+            .is_some_and(|w| w.left_seq.is_none());
+        if !member {
+            let e = ApiError::new(ErrorCode::NotMember, "not a member of this conversation");
+            self.reply_now(pending, e.to_frame(r#ref));
+            return;
+        }
+        let now = Instant::now();
+        let interval = Duration::from_millis(self.app.config.typing_interval_ms);
+        let forward = if active {
+            match self.typing.get(&conv) {
+                Some(at) if now.duration_since(*at) < interval => false,
+                _ => {
+                    self.typing.insert(conv, now);
+                    true
+                }
+            }
+        } else {
+            self.typing.remove(&conv).is_some()
+        };
+        if forward {
+            forward_typing(&self.app, self.user, conv, active).await;
+        }
+    }
+
     fn reply_now(&self, pending: &mut FuturesOrdered<Reply>, text: String) {
         Metrics::inc(&self.app.metrics.errors);
-        pending.push_back(Box::pin(std::future::ready(Some(text))));
+        pending.push_back(Box::pin(std::future::ready(vec![text])));
     }
 
     async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut FuturesOrdered<Reply>) {
@@ -366,9 +418,13 @@ impl Conn {
                 self.reply_now(pending, ApiError::bad_request("already authenticated").to_frame(r#ref));
             }
             ClientFrame::Ping => {
-                pending.push_back(Box::pin(std::future::ready(Some(ServerFrame::Pong(Pong { r#ref }).to_json()))));
+                pending.push_back(Box::pin(std::future::ready(vec![ServerFrame::Pong(Pong { r#ref }).to_json()])));
             }
             ClientFrame::Send(s) => {
+                // Sending into a conversation ends typing there.
+                if self.typing.remove(&s.conversation_id.0).is_some() {
+                    forward_typing(&self.app, self.user, s.conversation_id.0, false).await;
+                }
                 // Queued here, in frame order, so pipelined sends keep their order in the log;
                 // only the wait for durability is deferred into `pending`.
                 let req = SendRequest {
@@ -380,7 +436,7 @@ impl Conn {
                 match service::enqueue(&app, user, device, req).await {
                     Ok(ticket) => pending.push_back(Box::pin(async move {
                         match service::finish(&app, ticket).await {
-                            Ok(o) => Some(
+                            Ok(o) => vec![
                                 ServerFrame::Sent(Sent {
                                     r#ref,
                                     conversation_id: Id(o.message.conversation_id),
@@ -390,7 +446,7 @@ impl Conn {
                                     ts: o.message.ts,
                                 })
                                 .to_json(),
-                            ),
+                            ],
                             Err(e) => error_reply(&app, e, r#ref),
                         }
                     })),
@@ -402,32 +458,57 @@ impl Conn {
             }
             ClientFrame::Ack { conversation_id, seq } => pending.push_back(Box::pin(async move {
                 match app.store.ack(device, user, conversation_id.0, seq).await {
-                    Ok(()) => None,
+                    Ok(()) => Vec::new(),
                     Err(e) => error_reply(&app, e.into(), r#ref),
                 }
             })),
             ClientFrame::Read { conversation_id, seq } => pending.push_back(Box::pin(async move {
                 match app.store.read(user, conversation_id.0, seq).await {
-                    Ok(()) => None,
+                    Ok(()) => Vec::new(),
                     Err(e) => error_reply(&app, e.into(), r#ref),
                 }
             })),
-            // Presence and typing arrive with their own issue; until then they are accepted and
-            // have no effect, which the protocol allows for transient signals.
-            ClientFrame::Typing { .. }
-            | ClientFrame::PresenceSubscribe { .. }
-            | ClientFrame::PresenceUnsubscribe { .. } => {}
+            ClientFrame::Typing { conversation_id, active } => {
+                self.typing(conversation_id.0, active, r#ref, pending).await
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => {
+                let watcher = Watcher {
+                    conn_id: self.handle.id,
+                    user_id: user,
+                    frames: self.handle.frames.clone(),
+                    kicks: self.handle.kicks.clone(),
+                };
+                let ids: Vec<i64> = user_ids.iter().map(|i| i.0).collect();
+                pending.push_back(Box::pin(async move {
+                    match app.presence.subscribe(&app, watcher, &ids).await {
+                        Ok(frames) => frames.into_iter().map(|f| ServerFrame::Presence(f).to_json()).collect(),
+                        Err(e) => error_reply(&app, e, r#ref),
+                    }
+                }));
+            }
+            ClientFrame::PresenceUnsubscribe { user_ids } => {
+                let ids: Vec<i64> = user_ids.iter().map(|i| i.0).collect();
+                self.app.presence.unsubscribe(self.handle.id, &ids);
+            }
         }
     }
 }
 
-fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Option<String> {
+/// Sends `user`'s typing state in `conv` to the other current members who are online.
+async fn forward_typing(app: &App, user: UserId, conv: ConversationId, active: bool) {
+    let Some(members) = app.members.get(app, conv).await else { return };
+    let others: Vec<UserId> = members.current().filter(|&u| u != user).collect();
+    let json = ServerFrame::Typing(Typing { conversation_id: Id(conv), user_id: Id(user), active }).to_json();
+    app.router.deliver(&others, &Outbound { json: bytes::Bytes::from(json), position: None });
+}
+
+fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Vec<String> {
     Metrics::inc(&app.metrics.errors);
-    Some(e.to_frame(r#ref))
+    vec![e.to_frame(r#ref)]
 }
 
 enum Step {
-    Reply(Option<String>),
+    Reply(Vec<String>),
     Out(Outbound),
     In(Option<Result<WsMessage, axum::Error>>),
     Tick,

@@ -111,3 +111,33 @@ pub(super) fn create_accounts(ctx: &mut WriteCtx<'_>, accounts: Vec<NewAccount>)
     }
     Ok(out)
 }
+
+pub(super) fn presence_records(c: &Connection, users: &[UserId]) -> Result<Vec<PresenceRecord>> {
+    let mut st = c.prepare_cached("SELECT id, last_seen, last_seen_visible FROM users WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(users.len());
+    for &u in users {
+        if let Some(r) = st
+            .query_row([u], |r| {
+                Ok(PresenceRecord { user_id: r.get(0)?, last_seen: r.get(1)?, last_seen_visible: r.get(2)? })
+            })
+            .optional()?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn set_last_seen(ctx: &mut WriteCtx<'_>, user: UserId, at: i64) -> Result<()> {
+    ctx.conn
+        .prepare_cached("UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1")?
+        .execute(params![user, at])?;
+    Ok(())
+}
+
+pub(super) fn set_last_seen_visible(ctx: &mut WriteCtx<'_>, user: UserId, visible: bool) -> Result<()> {
+    ctx.conn
+        .prepare_cached("UPDATE users SET last_seen_visible = ?2 WHERE id = ?1")?
+        .execute(params![user, visible])?;
+    Ok(())
+}

@@ -408,3 +408,18 @@ pub(super) fn member_windows(c: &Connection, id: ConversationId) -> Result<Vec<M
         st.query_map([id], |r| Ok(MemberWindow { user_id: r.get(0)?, joined_seq: r.get(1)?, left_seq: r.get(2)? }))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+pub(super) fn contacts_among(c: &Connection, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>> {
+    // Walks the candidate's memberships against the user's: both indexed by user.
+    let mut st = c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM members a WHERE a.user_id = ?1 AND a.left_seq IS NULL AND a.conversation_id IN
+             (SELECT b.conversation_id FROM members b WHERE b.user_id = ?2 AND b.left_seq IS NULL))",
+    )?;
+    let mut out = Vec::new();
+    for &other in candidates {
+        if st.query_row(params![user, other], |r| r.get::<_, bool>(0))? {
+            out.push(other);
+        }
+    }
+    Ok(out)
+}

@@ -165,6 +165,19 @@ impl Store for SqliteStore {
         self.query(move |c| accounts::credentials(c, &u)).await
     }
 
+    async fn presence_records(&self, users: &[UserId]) -> Result<Vec<PresenceRecord>> {
+        let users = users.to_vec();
+        self.query(move |c| accounts::presence_records(c, &users)).await
+    }
+
+    async fn set_last_seen(&self, user: UserId, at: i64) -> Result<()> {
+        self.write(false, move |ctx| accounts::set_last_seen(ctx, user, at)).await
+    }
+
+    async fn set_last_seen_visible(&self, user: UserId, visible: bool) -> Result<()> {
+        self.write(true, move |ctx| accounts::set_last_seen_visible(ctx, user, visible)).await
+    }
+
     async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device> {
         let n = name.to_owned();
         self.write(true, move |ctx| accounts::create_device(ctx, user_id, &n, &token_hash)).await
@@ -206,6 +219,11 @@ impl Store for SqliteStore {
     async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId> {
         let (title, members) = (title.to_owned(), member_ids.to_vec());
         self.write(true, move |ctx| conversations::create_group(ctx, creator, &title, &members)).await
+    }
+
+    async fn contacts_among(&self, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>> {
+        let candidates = candidates.to_vec();
+        self.query(move |c| conversations::contacts_among(c, user, &candidates)).await
     }
 
     async fn member_windows(&self, id: ConversationId) -> Result<Vec<MemberWindow>> {

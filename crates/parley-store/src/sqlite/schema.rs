@@ -75,6 +75,11 @@ CREATE TABLE device_cursors (
 ALTER TABLE messages ADD COLUMN target_seq INTEGER;
 CREATE INDEX messages_by_target ON messages(conversation_id, target_seq) WHERE target_seq IS NOT NULL;
 "#,
+    // 3: presence: when each user was last seen (written lazily), and whether they show it.
+    r#"
+ALTER TABLE users ADD COLUMN last_seen INTEGER;
+ALTER TABLE users ADD COLUMN last_seen_visible INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,298 @@
+//! Presence: who is online, when they were last seen, and who is told.
+//!
+//! Derived from connections, kept in memory: a user is online while a device of theirs is
+//! connected. Going offline is published only after a grace period, so a device that reconnects
+//! within it (a phone switching networks) produces no offline/online pair for its watchers; the
+//! user's `last_seen` is still the moment their last device went away. `last_seen` reaches the
+//! disk lazily (a coalesced, non-durable write), never on every connect. Changes go only to the
+//! connections that subscribed, and only users who share a conversation may subscribe to each
+//! other; anyone else gets one uninformative frame and never an update.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parley_core::ids::UserId;
+use parley_proto::Id;
+use parley_proto::frames::{Presence as PresenceFrame, ServerFrame};
+use parley_router::{Kick, Outbound};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::state::App;
+
+/// Where a subscribing connection gets its frames.
+#[derive(Clone)]
+pub struct Watcher {
+    pub conn_id: u64,
+    pub user_id: UserId,
+    pub frames: mpsc::Sender<Outbound>,
+    pub kicks: mpsc::Sender<Kick>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Open connections per user.
+    connections: HashMap<UserId, usize>,
+    /// Users whose last connection closed and whose offline is not published yet, with the
+    /// generation of the timer that will publish it.
+    going_offline: HashMap<UserId, u64>,
+    next_generation: u64,
+    /// Last seen per user, as known in memory (newer than the disk).
+    last_seen: HashMap<UserId, i64>,
+    /// Users who hide their last seen (loaded from storage when first needed).
+    visible: HashMap<UserId, bool>,
+    /// Watched user → the connections watching them.
+    watchers: HashMap<UserId, HashMap<u64, Watcher>>,
+    /// Connection → the users it watches.
+    watching: HashMap<u64, HashSet<UserId>>,
+}
+
+impl State {
+    fn online(&self, user: UserId) -> bool {
+        self.connections.get(&user).is_some_and(|&n| n > 0) || self.going_offline.contains_key(&user)
+    }
+
+    /// The `presence` frame `viewer` may see about `user` (reciprocal last-seen privacy).
+    fn frame(&self, viewer: UserId, user: UserId) -> PresenceFrame {
+        let online = self.online(user);
+        let shown = *self.visible.get(&user).unwrap_or(&true) && *self.visible.get(&viewer).unwrap_or(&true);
+        let last_seen = if online || !shown { None } else { self.last_seen.get(&user).copied() };
+        PresenceFrame { user_id: Id(user), online, last_seen }
+    }
+
+    /// Queues `user`'s current presence for each of their watchers.
+    fn publish(&self, user: UserId) {
+        let Some(watchers) = self.watchers.get(&user) else { return };
+        for w in watchers.values() {
+            push(w, &self.frame(w.user_id, user));
+        }
+    }
+}
+
+/// What a stranger (or an id that does not exist) looks like: nothing.
+fn uninformative(user: UserId) -> PresenceFrame {
+    PresenceFrame { user_id: Id(user), online: false, last_seen: None }
+}
+
+fn push(w: &Watcher, frame: &PresenceFrame) {
+    let json = ServerFrame::Presence(frame.clone()).to_json();
+    match w.frames.try_send(Outbound { json: Bytes::from(json), position: None }) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            let _ = w.kicks.try_send(Kick::TooSlow);
+        }
+    }
+}
+
+pub struct Presence {
+    state: Mutex<State>,
+    grace: Duration,
+}
+
+impl Presence {
+    pub fn new(grace: Duration) -> Self {
+        Presence { state: Mutex::new(State::default()), grace }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.lock().online(user)
+    }
+
+    /// A connection of `user` authenticated.
+    pub fn connected(&self, user: UserId) {
+        let mut st = self.lock();
+        let was_online = st.online(user);
+        *st.connections.entry(user).or_default() += 1;
+        // Back within the grace period: the pending offline is simply forgotten.
+        st.going_offline.remove(&user);
+        if !was_online {
+            st.publish(user);
+        }
+    }
+
+    /// A connection of `user` closed. When it was the last, the user goes offline after the
+    /// grace period unless a device comes back first.
+    pub fn disconnected(&self, app: &Arc<App>, user: UserId) {
+        let now = parley_core::now_ms();
+        let generation = {
+            let mut st = self.lock();
+            let n = st.connections.entry(user).or_default();
+            *n = n.saturating_sub(1);
+            if *n > 0 {
+                return;
+            }
+            st.connections.remove(&user);
+            st.last_seen.insert(user, now);
+            st.next_generation += 1;
+            let g = st.next_generation;
+            st.going_offline.insert(user, g);
+            g
+        };
+        let app = app.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+            let published = {
+                let mut st = app.presence.lock();
+                if st.going_offline.get(&user) == Some(&generation) {
+                    st.going_offline.remove(&user);
+                    st.publish(user);
+                    true
+                } else {
+                    false
+                }
+            };
+            if published && let Err(e) = app.store.set_last_seen(user, now).await {
+                tracing::warn!(error = %e, user, "cannot record last seen");
+            }
+        });
+    }
+
+    /// Loads what storage knows (last seen, privacy) about users not yet in memory.
+    async fn load(&self, app: &App, users: &[UserId]) {
+        let missing: Vec<UserId> = {
+            let st = self.lock();
+            users.iter().copied().filter(|u| !st.visible.contains_key(u)).collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        match app.store.presence_records(&missing).await {
+            Ok(records) => {
+                let mut st = self.lock();
+                for r in records {
+                    st.visible.insert(r.user_id, r.last_seen_visible);
+                    if let Some(at) = r.last_seen {
+                        let e = st.last_seen.entry(r.user_id).or_insert(at);
+                        *e = (*e).max(at);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load presence records"),
+        }
+    }
+
+    /// Contacts among `users`, with their storage records loaded.
+    async fn contacts(
+        &self,
+        app: &App,
+        viewer: UserId,
+        users: &[UserId],
+    ) -> Result<HashSet<UserId>, crate::error::ApiError> {
+        let contacts: HashSet<UserId> = app.store.contacts_among(viewer, users).await?.into_iter().collect();
+        let known: Vec<UserId> = contacts.iter().copied().chain([viewer]).collect();
+        self.load(app, &known).await;
+        Ok(contacts)
+    }
+
+    /// The presence `viewer` may see of each of `users`: real for contacts, uninformative for
+    /// everyone else (strangers and ids that do not exist alike).
+    pub async fn snapshot(
+        &self,
+        app: &App,
+        viewer: UserId,
+        users: &[UserId],
+    ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
+        let contacts = self.contacts(app, viewer, users).await?;
+        let st = self.lock();
+        Ok(users.iter().map(|&u| if contacts.contains(&u) { st.frame(viewer, u) } else { uninformative(u) }).collect())
+    }
+
+    /// `presence_subscribe`: watches the contacts among `users` and returns the one frame per id
+    /// to answer with (the caller sends them as the reply, ahead of any later change).
+    pub async fn subscribe(
+        &self,
+        app: &App,
+        watcher: Watcher,
+        users: &[UserId],
+    ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
+        let contacts = self.contacts(app, watcher.user_id, users).await?;
+        let mut st = self.lock();
+        let mut frames = Vec::with_capacity(users.len());
+        for &u in users {
+            frames.push(if contacts.contains(&u) {
+                st.watchers.entry(u).or_default().insert(watcher.conn_id, watcher.clone());
+                st.watching.entry(watcher.conn_id).or_default().insert(u);
+                st.frame(watcher.user_id, u)
+            } else {
+                uninformative(u)
+            });
+        }
+        Ok(frames)
+    }
+
+    pub fn unsubscribe(&self, conn_id: u64, users: &[UserId]) {
+        let mut st = self.lock();
+        for u in users {
+            if let Some(w) = st.watchers.get_mut(u) {
+                w.remove(&conn_id);
+                if w.is_empty() {
+                    st.watchers.remove(u);
+                }
+            }
+            if let Some(set) = st.watching.get_mut(&conn_id) {
+                set.remove(u);
+            }
+        }
+    }
+
+    /// Forgets every subscription of a closed connection.
+    pub fn connection_closed(&self, conn_id: u64) {
+        let users: Vec<UserId> =
+            self.lock().watching.remove(&conn_id).map(|s| s.into_iter().collect()).unwrap_or_default();
+        self.unsubscribe(conn_id, &users);
+    }
+
+    /// `user` left or was removed from a conversation: end every subscription between them and
+    /// someone they no longer share a conversation with.
+    pub async fn revalidate(&self, app: &App, user: UserId) {
+        // Pairs involving `user`: (watcher connection, watcher user, watched user).
+        let pairs: Vec<(u64, UserId, UserId)> = {
+            let st = self.lock();
+            let watched_by: Vec<(u64, UserId, UserId)> = st
+                .watchers
+                .get(&user)
+                .into_iter()
+                .flat_map(|m| m.values().map(|w| (w.conn_id, w.user_id, user)))
+                .collect();
+            let watching: Vec<(u64, UserId, UserId)> = st
+                .watchers
+                .iter()
+                .flat_map(|(&watched, m)| {
+                    m.values().filter(|w| w.user_id == user).map(move |w| (w.conn_id, user, watched))
+                })
+                .collect();
+            watched_by.into_iter().chain(watching).collect()
+        };
+        if pairs.is_empty() {
+            return;
+        }
+        let others: Vec<UserId> = pairs.iter().map(|&(_, a, b)| if a == user { b } else { a }).collect();
+        let still: HashSet<UserId> = match app.store.contacts_among(user, &others).await {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, user, "cannot recheck presence subscriptions");
+                return;
+            }
+        };
+        for (conn, a, b) in pairs {
+            let other = if a == user { b } else { a };
+            if !still.contains(&other) {
+                self.unsubscribe(conn, &[b]);
+            }
+        }
+    }
+
+    /// A user changed whether they show their last seen.
+    pub fn set_visible(&self, user: UserId, visible: bool) {
+        self.lock().visible.insert(user, visible);
+    }
+}

@@ -1,0 +1,30 @@
+//! `GET /v1/presence?user_ids=...`: presence over REST, with the WebSocket's privacy rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use parley_proto::Id;
+use parley_proto::rest::PresenceList;
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
+use crate::state::App;
+
+/// Most ids one request may ask about.
+const MAX_IDS: usize = 256;
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    me: Authed,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<Json<PresenceList>> {
+    let raw = params.get("user_ids").map(String::as_str).unwrap_or("");
+    let ids: Vec<i64> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Id::parse(s).0).collect();
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::bad_request(format!("user_ids must list 1 to {MAX_IDS} comma-separated ids")));
+    }
+    let presence = app.presence.snapshot(&app, me.user_id, &ids).await?;
+    Ok(Json(PresenceList { presence }))
+}
