@@ -189,11 +189,11 @@ impl Connection {
 
     /// Subscriptions are remembered and renewed after a reconnect.
     pub async fn presence_subscribe(&self, user_ids: &[Id]) -> Result<()> {
-        self.fire(ClientFrame::PresenceSubscribe { user_ids: user_ids.to_vec() }).await
+        self.fire(ClientFrame::PresenceSubscribe { user_ids: user_ids.iter().map(Id::to_string).collect() }).await
     }
 
     pub async fn presence_unsubscribe(&self, user_ids: &[Id]) -> Result<()> {
-        self.fire(ClientFrame::PresenceUnsubscribe { user_ids: user_ids.to_vec() }).await
+        self.fire(ClientFrame::PresenceUnsubscribe { user_ids: user_ids.iter().map(Id::to_string).collect() }).await
     }
 
     /// Sends any text frame as is (dropped while disconnected). Replies arrive as events.
@@ -507,7 +507,7 @@ impl Task {
             ws.feed(WsMessage::text(p.text.clone())).await?;
         }
         if !self.presence.is_empty() {
-            let user_ids = self.presence.iter().copied().collect();
+            let user_ids = self.presence.iter().map(Id::to_string).collect();
             let text = encode(&ClientFrame::PresenceSubscribe { user_ids }, None)?;
             ws.feed(WsMessage::text(text)).await?;
         }
@@ -645,10 +645,10 @@ impl Task {
 
     fn track_presence(&mut self, frame: &ClientFrame) {
         match frame {
-            ClientFrame::PresenceSubscribe { user_ids } => self.presence.extend(user_ids),
+            ClientFrame::PresenceSubscribe { user_ids } => self.presence.extend(user_ids.iter().map(|u| Id::parse(u))),
             ClientFrame::PresenceUnsubscribe { user_ids } => {
                 for u in user_ids {
-                    self.presence.remove(u);
+                    self.presence.remove(&Id::parse(u));
                 }
             }
             _ => {}

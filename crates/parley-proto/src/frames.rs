@@ -18,13 +18,30 @@ pub const CLIENT_TYPES: [&str; 8] =
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Auth { token: String },
+    Auth {
+        token: String,
+    },
     Send(SendFrame),
-    Ack { conversation_id: Id, seq: i64 },
-    Read { conversation_id: Id, seq: i64 },
-    Typing { conversation_id: Id, active: bool },
-    PresenceSubscribe { user_ids: Vec<Id> },
-    PresenceUnsubscribe { user_ids: Vec<Id> },
+    Ack {
+        conversation_id: Id,
+        seq: i64,
+    },
+    Read {
+        conversation_id: Id,
+        seq: i64,
+    },
+    Typing {
+        conversation_id: Id,
+        active: bool,
+    },
+    /// Ids stay the strings the client sent, so every answer names exactly what was asked, even
+    /// a string that is no id at all.
+    PresenceSubscribe {
+        user_ids: Vec<String>,
+    },
+    PresenceUnsubscribe {
+        user_ids: Vec<String>,
+    },
     Ping,
 }
 
@@ -144,7 +161,8 @@ pub struct Typing {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Presence {
-    pub user_id: Id,
+    /// The id as it was asked about (a string that names no user is echoed as it came).
+    pub user_id: String,
     pub online: bool,
     pub last_seen: Option<i64>,
 }

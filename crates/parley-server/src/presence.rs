@@ -41,8 +41,10 @@ struct State {
     next_generation: u64,
     /// Last seen per user, as known in memory (newer than the disk).
     last_seen: HashMap<UserId, i64>,
-    /// Users who hide their last seen (loaded from storage when first needed).
+    /// Whether each user shows their last seen (loaded from storage when first needed).
     visible: HashMap<UserId, bool>,
+    /// Users whose storage record has been loaded.
+    loaded: HashSet<UserId>,
     /// Watched user → the connections watching them.
     watchers: HashMap<UserId, HashMap<u64, Watcher>>,
     /// Connection → the users it watches.
@@ -59,7 +61,7 @@ impl State {
         let online = self.online(user);
         let shown = *self.visible.get(&user).unwrap_or(&true) && *self.visible.get(&viewer).unwrap_or(&true);
         let last_seen = if online || !shown { None } else { self.last_seen.get(&user).copied() };
-        PresenceFrame { user_id: Id(user), online, last_seen }
+        PresenceFrame { user_id: user.to_string(), online, last_seen }
     }
 
     /// Queues `user`'s current presence for each of their watchers.
@@ -72,8 +74,12 @@ impl State {
 }
 
 /// What a stranger (or an id that does not exist) looks like: nothing.
-fn uninformative(user: UserId) -> PresenceFrame {
-    PresenceFrame { user_id: Id(user), online: false, last_seen: None }
+fn uninformative(raw: &str) -> PresenceFrame {
+    PresenceFrame { user_id: raw.to_owned(), online: false, last_seen: None }
+}
+
+fn parse(raw: &[String]) -> Vec<UserId> {
+    raw.iter().map(|r| Id::parse(r).0).collect()
 }
 
 fn push(w: &Watcher, frame: &PresenceFrame) {
@@ -160,7 +166,7 @@ impl Presence {
     async fn load(&self, app: &App, users: &[UserId]) {
         let missing: Vec<UserId> = {
             let st = self.lock();
-            users.iter().copied().filter(|u| !st.visible.contains_key(u)).collect()
+            users.iter().copied().filter(|u| !st.loaded.contains(u)).collect()
         };
         if missing.is_empty() {
             return;
@@ -169,6 +175,7 @@ impl Presence {
             Ok(records) => {
                 let mut st = self.lock();
                 for r in records {
+                    st.loaded.insert(r.user_id);
                     st.visible.insert(r.user_id, r.last_seen_visible);
                     if let Some(at) = r.last_seen {
                         let e = st.last_seen.entry(r.user_id).or_insert(at);
@@ -193,37 +200,43 @@ impl Presence {
         Ok(contacts)
     }
 
-    /// The presence `viewer` may see of each of `users`: real for contacts, uninformative for
-    /// everyone else (strangers and ids that do not exist alike).
+    /// The presence `viewer` may see of each id in `raw` (as the client wrote them): real for
+    /// contacts, uninformative for everyone else (strangers, unknown ids and non-ids alike).
     pub async fn snapshot(
         &self,
         app: &App,
         viewer: UserId,
-        users: &[UserId],
+        raw: &[String],
     ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
-        let contacts = self.contacts(app, viewer, users).await?;
+        let ids = parse(raw);
+        let contacts = self.contacts(app, viewer, &ids).await?;
         let st = self.lock();
-        Ok(users.iter().map(|&u| if contacts.contains(&u) { st.frame(viewer, u) } else { uninformative(u) }).collect())
+        Ok(raw
+            .iter()
+            .zip(&ids)
+            .map(|(r, &u)| if contacts.contains(&u) { st.frame(viewer, u) } else { uninformative(r) })
+            .collect())
     }
 
-    /// `presence_subscribe`: watches the contacts among `users` and returns the one frame per id
+    /// `presence_subscribe`: watches the contacts among the ids and returns the one frame per id
     /// to answer with (the caller sends them as the reply, ahead of any later change).
     pub async fn subscribe(
         &self,
         app: &App,
         watcher: Watcher,
-        users: &[UserId],
+        raw: &[String],
     ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
-        let contacts = self.contacts(app, watcher.user_id, users).await?;
+        let ids = parse(raw);
+        let contacts = self.contacts(app, watcher.user_id, &ids).await?;
         let mut st = self.lock();
-        let mut frames = Vec::with_capacity(users.len());
-        for &u in users {
+        let mut frames = Vec::with_capacity(ids.len());
+        for (r, &u) in raw.iter().zip(&ids) {
             frames.push(if contacts.contains(&u) {
                 st.watchers.entry(u).or_default().insert(watcher.conn_id, watcher.clone());
                 st.watching.entry(watcher.conn_id).or_default().insert(u);
                 st.frame(watcher.user_id, u)
             } else {
-                uninformative(u)
+                uninformative(r)
             });
         }
         Ok(frames)
@@ -291,8 +304,22 @@ impl Presence {
         }
     }
 
-    /// A user changed whether they show their last seen.
+    /// A user changed whether they show their last seen (already stored).
     pub fn set_visible(&self, user: UserId, visible: bool) {
         self.lock().visible.insert(user, visible);
+    }
+
+    /// On shutdown: writes the last seen of everyone whose offline is still pending, so users
+    /// online at a graceful stop keep an accurate last seen after the restart.
+    pub async fn flush_last_seen(&self, app: &App) {
+        let pending: Vec<(UserId, i64)> = {
+            let st = self.lock();
+            st.going_offline.keys().filter_map(|u| st.last_seen.get(u).map(|&at| (*u, at))).collect()
+        };
+        for (user, at) in pending {
+            if let Err(e) = app.store.set_last_seen(user, at).await {
+                tracing::warn!(error = %e, user, "cannot record last seen at shutdown");
+            }
+        }
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use parley_proto::Id;
 use parley_proto::rest::PresenceList;
 
 use crate::auth::Authed;
@@ -21,7 +20,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<PresenceList>> {
     let raw = params.get("user_ids").map(String::as_str).unwrap_or("");
-    let ids: Vec<i64> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Id::parse(s).0).collect();
+    let ids: Vec<String> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
     if ids.is_empty() || ids.len() > MAX_IDS {
         return Err(ApiError::bad_request(format!("user_ids must list 1 to {MAX_IDS} comma-separated ids")));
     }

@@ -478,16 +478,15 @@ impl Conn {
                     frames: self.handle.frames.clone(),
                     kicks: self.handle.kicks.clone(),
                 };
-                let ids: Vec<i64> = user_ids.iter().map(|i| i.0).collect();
                 pending.push_back(Box::pin(async move {
-                    match app.presence.subscribe(&app, watcher, &ids).await {
+                    match app.presence.subscribe(&app, watcher, &user_ids).await {
                         Ok(frames) => frames.into_iter().map(|f| ServerFrame::Presence(f).to_json()).collect(),
                         Err(e) => error_reply(&app, e, r#ref),
                     }
                 }));
             }
             ClientFrame::PresenceUnsubscribe { user_ids } => {
-                let ids: Vec<i64> = user_ids.iter().map(|i| i.0).collect();
+                let ids: Vec<i64> = user_ids.iter().map(|i| Id::parse(i).0).collect();
                 self.app.presence.unsubscribe(self.handle.id, &ids);
             }
         }

@@ -7,6 +7,7 @@ mod bad_input;
 mod delivery;
 mod durability;
 mod groups;
+mod presence;
 mod rest;
 mod sdk;
 mod sync;
