@@ -11,19 +11,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn seqs(frames: &[Value]) -> Vec<i64> {
-    frames.iter().map(|m| i(m, "seq")).collect()
-}
-
-/// The `message` frames of `conv` that arrived before `synced` (at index `synced_at`).
-fn replayed(ws: &Ws, conv: &str, synced_at: usize) -> Vec<Value> {
-    ws.frames()[..synced_at]
-        .iter()
-        .filter(|f| f["type"] == "message" && f["conversation_id"] == conv)
-        .cloned()
-        .collect()
-}
-
 fn is_entry<'a>(conv: &'a str, seq: i64) -> impl Fn(&Value) -> bool + 'a {
     move |f: &Value| f["type"] == "message" && f["conversation_id"] == conv && f["seq"] == seq
 }

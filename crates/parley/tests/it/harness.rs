@@ -1008,3 +1008,17 @@ async fn read_loop(mut stream: SplitStream<Stream>, shared: Arc<Shared>, mut pau
         Some(closed.unwrap_or(Closed { code: None, reason: "the socket ended without a close frame".into() }));
     shared.bump();
 }
+
+/// The `seq` of each message (frame or history entry).
+pub fn seqs(messages: &[Value]) -> Vec<i64> {
+    messages.iter().map(|m| i(m, "seq")).collect()
+}
+
+/// The `message` frames of `conv` that arrived before `synced` (at index `synced_at`).
+pub fn replayed(ws: &Ws, conv: &str, synced_at: usize) -> Vec<Value> {
+    ws.frames()[..synced_at]
+        .iter()
+        .filter(|f| f["type"] == "message" && f["conversation_id"] == conv)
+        .cloned()
+        .collect()
+}

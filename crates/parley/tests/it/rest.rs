@@ -7,10 +7,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn seqs(messages: &[Value]) -> Vec<i64> {
-    messages.iter().map(|m| i(m, "seq")).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_validation_and_conflict() {
     let srv = TestServer::start().await;

@@ -8,19 +8,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn seqs(frames: &[Value]) -> Vec<i64> {
-    frames.iter().map(|m| i(m, "seq")).collect()
-}
-
-/// The `message` frames of `conv` that arrived before `synced` (at index `synced_at`).
-fn replayed(ws: &Ws, conv: &str, synced_at: usize) -> Vec<Value> {
-    ws.frames()[..synced_at]
-        .iter()
-        .filter(|f| f["type"] == "message" && f["conversation_id"] == conv)
-        .cloned()
-        .collect()
-}
-
 /// The `sent` answers of `send_texts(conv, prefix, n)` with their texts, in seq order. (Seq
 /// order is the log's order; whether it matches the order of the frames is checked on its own
 /// in `delivery::pipelined_sends_are_logged_in_frame_order`.)
