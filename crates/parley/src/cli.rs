@@ -65,11 +65,15 @@ pub enum BenchCommand {
     /// Presence under churn: users in groups of K+1 watch each other while P% of them leave and
     /// come back every second; times reconnect → each watcher's `online` frame.
     ///
-    /// Every user holds one socket in this process and one in the server. With the usual
-    /// `ulimit -n` of 20,000, about 9,000 users is the practical ceiling: above that, raise
-    /// `ulimit -n` in the shells of both `parley serve` and `parley bench` (the tool checks its own
-    /// limit, and the server's with --server-pid, before it starts).
+    /// Every user holds one socket (an open file) in this process and one in the server, so both
+    /// need `ulimit -n` above the number of users plus a margin; the tool checks its own limit,
+    /// and the server's with --server-pid, before it starts, and stops with a clear message on
+    /// "too many open files". Each user also costs ~160 KiB here (the SDK's WebSocket buffers):
+    /// on a 2-core machine one bench process stays accurate up to about 9,000 users, beyond which
+    /// its own delays (reported as bench_lag_ms, with a warning) swell the tail. For more users,
+    /// raise `ulimit -n` in the shell of `parley serve` and run several bench processes at once.
     Presence {
+        /// Users (accounts made for this run), each with one connection.
         #[arg(long, default_value_t = 1000)]
         users: usize,
         /// Contacts per user: users are split into groups of K+1 (one group conversation each,

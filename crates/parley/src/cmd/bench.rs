@@ -46,6 +46,82 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Presence {
+            users,
+            contacts,
+            churn_pct,
+            duration,
+            offline_ms,
+            admin_token,
+            server_pid,
+            server,
+        } => {
+            let args = parley_bench::presence::PresenceArgs {
+                server: server.server,
+                admin_token,
+                users,
+                contacts,
+                churn_pct,
+                duration: Duration::from_secs_f64(duration),
+                offline_ms,
+                server_pid,
+            };
+            eprintln!(
+                "presence: {users} users, ~{contacts} contacts each, {churn_pct}% churn per second for {duration} s, \
+                 away {offline_ms} ms (+50–500) ..."
+            );
+            let r = parley_bench::presence::run(args).await?;
+            let ms = |s: &parley_bench::Summary| {
+                format!(
+                    "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+                    s.p50, s.p90, s.p99, s.max, s.count
+                )
+            };
+            eprintln!(
+                "{} churn cycles ({} skipped, {} unfinished); {} presence frames in {:.1} s \
+                 ({} online, {} offline changes, {} snapshot frames)",
+                r.churn_cycles,
+                r.churn_skipped,
+                r.churn_unfinished,
+                r.presence_frames,
+                r.window_seconds,
+                r.online_changes,
+                r.offline_changes,
+                r.snapshot_frames
+            );
+            eprintln!("connect → watcher presence: {}", ms(&r.connect_to_watcher_online_ms));
+            eprintln!("disconnect → watcher offline: {}", ms(&r.disconnect_to_watcher_offline_ms));
+            eprintln!("reconnect → ready: {}", ms(&r.reconnect_ms));
+            eprintln!("this process's 10 ms timer late by: {}", ms(&r.bench_lag_ms));
+            if r.bench_lag_ms.p99 > 5.0 {
+                eprintln!(
+                    "warning: this process was itself late (timer p99 {:.1} ms): the latencies include the load \
+                     generator's own delays; use fewer users per bench process",
+                    r.bench_lag_ms.p99
+                );
+            }
+            if let (Some(cpu), per_frame) = (r.server_cpu_seconds, r.server_cpu_us_per_presence_frame) {
+                eprintln!(
+                    "server CPU {cpu:.2} s over the churn ({:.1} µs per presence frame)",
+                    per_frame.unwrap_or(0.0)
+                );
+            }
+            eprintln!(
+                "checks: stale at end {}, unmatched {}, repeats {}, foreign {}, initial offline {}, \
+                 initial snapshots {}/{}; errors: connect {}, close {}, dropped {}",
+                r.stale_at_end,
+                r.unmatched,
+                r.repeats,
+                r.foreign,
+                r.initial_offline,
+                r.initial_snapshots,
+                r.subscribers,
+                r.connect_errors,
+                r.close_errors,
+                r.dropped
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Backlog { messages, server } => {
             eprintln!("backlog: {messages} messages to an offline device ...");
             let r = parley_bench::backlog(BacklogArgs { server: server.server, messages }).await?;
