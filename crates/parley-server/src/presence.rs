@@ -67,8 +67,15 @@ impl State {
     /// Queues `user`'s current presence for each of their watchers.
     fn publish(&self, user: UserId) {
         let Some(watchers) = self.watchers.get(&user) else { return };
+        // A change looks one of at most two ways (last seen shown or hidden, by the watcher's own
+        // setting): encode each once and share the bytes, like any fanout.
+        let mut encoded: [Option<Bytes>; 2] = [None, None];
         for w in watchers.values() {
-            push(w, &self.frame(w.user_id, user));
+            let shown = *self.visible.get(&w.user_id).unwrap_or(&true);
+            let json = encoded[usize::from(shown)]
+                .get_or_insert_with(|| Bytes::from(ServerFrame::Presence(self.frame(w.user_id, user)).to_json()))
+                .clone();
+            push_bytes(w, json);
         }
     }
 }
@@ -82,9 +89,8 @@ fn parse(raw: &[String]) -> Vec<UserId> {
     raw.iter().map(|r| Id::parse(r).0).collect()
 }
 
-fn push(w: &Watcher, frame: &PresenceFrame) {
-    let json = ServerFrame::Presence(frame.clone()).to_json();
-    match w.frames.try_send(Outbound { json: Bytes::from(json), position: None }) {
+fn push_bytes(w: &Watcher, json: Bytes) {
+    match w.frames.try_send(Outbound { json, position: None }) {
         Ok(()) | Err(TrySendError::Closed(_)) => {}
         Err(TrySendError::Full(_)) => {
             let _ = w.kicks.try_send(Kick::TooSlow);

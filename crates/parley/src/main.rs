@@ -6,6 +6,11 @@ mod settings;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: under connection churn glibc's arena bookkeeping showed
+/// up as ~13 % of server CPU in `perf` (many threads, many short-lived buffers).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
