@@ -24,6 +24,8 @@ pub struct GroupArgs {
     pub rate: f64,
     pub senders: usize,
     pub duration: Duration,
+    /// Whether members acknowledge what they receive, as real clients do (the default).
+    pub ack: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,7 +56,7 @@ pub async fn run(args: GroupArgs) -> Result<GroupReport> {
 
     // Everyone online; each receiver records (sender, message number, seq, arrival).
     let tokens: Vec<String> = accounts.iter().map(|a| a.token.clone()).collect();
-    let online = connect_all(&args.server, &tokens).await?;
+    let online = connect_all(&args.server, &tokens, args.ack).await?;
     let senders = args.senders.clamp(1, args.members);
     let total_per_sender = (args.rate * args.duration.as_secs_f64()).ceil().max(1.0) as usize;
     let expected_total = senders * total_per_sender;
@@ -151,10 +153,12 @@ pub async fn run(args: GroupArgs) -> Result<GroupReport> {
 pub(crate) async fn connect_all(
     server: &str,
     tokens: &[String],
+    ack: bool,
 ) -> Result<Vec<(Connection, tokio::sync::mpsc::Receiver<Event>)>> {
     let mut out = Vec::with_capacity(tokens.len());
     for chunk in tokens.chunks(64) {
-        let batch = chunk.iter().map(|t| Connection::connect(server, t, ConnectOptions::default()));
+        let opts = ConnectOptions { auto_ack: ack, ..ConnectOptions::default() };
+        let batch = chunk.iter().map(|t| Connection::connect(server, t, opts.clone()));
         for r in join_all(batch).await {
             out.push(r?);
         }

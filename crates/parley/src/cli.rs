@@ -56,6 +56,9 @@ pub enum BenchCommand {
         /// Seconds to send for.
         #[arg(long, default_value_t = 30.0)]
         duration: f64,
+        /// Members do not acknowledge what they receive (isolates delivery from ack processing).
+        #[arg(long)]
+        no_ack: bool,
         /// The server's admin token (accounts are made through the admin API).
         #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
@@ -68,10 +71,10 @@ pub enum BenchCommand {
     /// Every user holds one socket (an open file) in this process and one in the server, so both
     /// need `ulimit -n` above the number of users plus a margin; the tool checks its own limit,
     /// and the server's with --server-pid, before it starts, and stops with a clear message on
-    /// "too many open files". Each user also costs ~160 KiB here (the SDK's WebSocket buffers):
-    /// on a 2-core machine one bench process stays accurate up to about 9,000 users, beyond which
-    /// its own delays (reported as bench_lag_ms, with a warning) swell the tail. For more users,
-    /// raise `ulimit -n` in the shell of `parley serve` and run several bench processes at once.
+    /// "too many open files". If this process itself falls behind (its timer lag is reported as
+    /// bench_lag_ms, with a warning), its own delays swell the tail: on 2 cores that starts near
+    /// 10,000 users with 50 contacts and 2 % churn. For more users, raise `ulimit -n` in the shell
+    /// of `parley serve` and run several bench processes at once.
     Presence {
         /// Users (accounts made for this run), each with one connection.
         #[arg(long, default_value_t = 1000)]

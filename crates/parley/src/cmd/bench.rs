@@ -18,7 +18,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Group { members, rate, senders, duration, admin_token, server } => {
+        BenchCommand::Group { members, rate, senders, duration, no_ack, admin_token, server } => {
             let args = parley_bench::group::GroupArgs {
                 server: server.server,
                 admin_token,
@@ -26,6 +26,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 rate,
                 senders,
                 duration: Duration::from_secs_f64(duration),
+                ack: !no_ack,
             };
             eprintln!("group: {members} members online, {senders} sender(s) at {rate}/s for {duration} s ...");
             let r = parley_bench::group::run(args).await?;
