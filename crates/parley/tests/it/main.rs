@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod bench;
 mod delivery;
 mod durability;
 mod groups;

@@ -1,0 +1,84 @@
+//! `parley bench` against a real server at tiny scale: every scenario runs to the end, reports
+//! valid JSON, and its own correctness checks hold. The figures are never asserted here (they
+//! belong in docs/BENCHMARKS.md); this only keeps the instrument working.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// Runs `parley bench ARGS --server URL` to completion and returns its JSON report.
+fn bench(srv: &TestServer, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("bench")
+        .args(args)
+        .args(["--server", &srv.api().base])
+        .output()
+        .expect("run parley bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "parley bench {args:?} failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+fn load_server_flags() -> [&'static str; 6] {
+    ["--admin-token", ADMIN_TOKEN, "--send-rate-per-sec", "1000000", "--send-burst", "1000000"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_and_backlog_scenarios_run_and_lose_nothing() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let r =
+        tokio::task::block_in_place(|| bench(&srv, &["sends", "--conns", "2", "--window", "4", "--duration", "0.5"]));
+    assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let r = tokio::task::block_in_place(|| bench(&srv, &["backlog", "--messages", "300"]));
+    assert_eq!(r["replayed"], 300, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_scenario_runs_and_every_member_gets_every_message_once_in_order() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let args = ["group", "--members", "24", "--senders", "3", "--rate", "10", "--duration", "0.5"];
+    let r = tokio::task::block_in_place(|| bench(&srv, &[&args[..], &["--admin-token", ADMIN_TOKEN]].concat()));
+    assert_eq!(
+        (r["missing"].as_u64(), r["duplicates"].as_u64(), r["out_of_order"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["deliveries"].as_u64().unwrap(), r["messages"].as_u64().unwrap() * 23, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_scenario_runs_with_consistent_watchers() {
+    let mut flags = load_server_flags().to_vec();
+    flags.extend(["--presence-grace-ms", "100"]);
+    let srv = TestServer::start_with(&flags).await;
+    let pid = srv.pid().expect("server pid").to_string();
+    let args = [
+        "presence",
+        "--users",
+        "30",
+        "--contacts",
+        "5",
+        "--churn-pct",
+        "10",
+        "--duration",
+        "1",
+        "--offline-ms",
+        "300",
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--server-pid",
+        &pid,
+    ];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    assert_eq!(r["connected"], 30, "{r}");
+    for check in ["stale_at_end", "repeats", "foreign", "connect_errors", "dropped"] {
+        assert_eq!(r[check], 0, "{check}: {r}");
+    }
+    assert!(r["churn_cycles"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["server_cpu_seconds"].is_number(), "{r}");
+}
