@@ -3,6 +3,7 @@
 //! count and stops by itself.
 
 pub mod group;
+pub mod idle;
 pub mod presence;
 mod setup;
 pub mod stats;

@@ -103,6 +103,22 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Idle connections: open N, hold them, report the server's memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Seconds to hold the connections before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        hold: f64,
+        /// The server's process id, to read its memory from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Replay speed: a device offline while N messages arrive, then reconnects.
     Backlog {
         #[arg(long, default_value_t = 10_000)]

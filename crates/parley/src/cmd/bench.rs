@@ -123,6 +123,23 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Idle { conns, hold, server_pid, admin_token, server } => {
+            let args = parley_bench::idle::IdleArgs {
+                server: server.server,
+                admin_token,
+                conns,
+                hold: Duration::from_secs_f64(hold),
+                server_pid,
+            };
+            eprintln!("idle: {conns} connections, held {hold} s ...");
+            let r = parley_bench::idle::run(args).await?;
+            let per_conn = r.server_bytes_per_conn.map_or("? (give --server-pid)".into(), |b| format!("{:.0} B", b));
+            eprintln!(
+                "{} connected in {:.2} s ({:.0}/s); server memory per idle connection: {per_conn}",
+                r.connected, r.connect_seconds, r.connects_per_sec
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Backlog { messages, server } => {
             eprintln!("backlog: {messages} messages to an offline device ...");
             let r = parley_bench::backlog(BacklogArgs { server: server.server, messages }).await?;

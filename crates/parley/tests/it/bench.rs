@@ -82,3 +82,13 @@ async fn presence_scenario_runs_with_consistent_watchers() {
     assert!(r["churn_cycles"].as_u64().unwrap() > 0, "{r}");
     assert!(r["server_cpu_seconds"].is_number(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_scenario_connects_everyone_and_reads_server_memory() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let pid = srv.pid().expect("server pid").to_string();
+    let args = ["idle", "--conns", "50", "--hold", "0.2", "--server-pid", &pid, "--admin-token", ADMIN_TOKEN];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    assert_eq!(r["connected"], 50, "{r}");
+    assert!(r["server_rss_after_kib"].as_u64().unwrap() > 0, "{r}");
+}
