@@ -187,7 +187,7 @@ fn parse_nofile_limit(limits: &str) -> Option<u64> {
     }
 }
 
-fn server_cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn server_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_cpu_ticks(&stat).map(|t| t as f64 / CLK_TCK)
 }

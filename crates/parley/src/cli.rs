@@ -103,6 +103,25 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Open-loop 1:1 traffic on a fixed schedule; receivers ack and read.
+    Pairs {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Messages per second, all senders together.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds of sending (receivers then drain for 5 s).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The server's process id, to read its CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Idle connections: open N, hold them, report the server's memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]

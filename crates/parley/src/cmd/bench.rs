@@ -123,6 +123,37 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Pairs { users, rate, duration, server_pid, admin_token, server } => {
+            let args = parley_bench::pairs::PairsArgs {
+                server: server.server,
+                admin_token,
+                users,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+                server_pid,
+            };
+            eprintln!("pairs: {users} users, {rate} msgs/s in all, {duration} s ...");
+            let r = parley_bench::pairs::run(args).await?;
+            let cpu = r.server_cpu_us_per_delivered.map_or("? (give --server-pid)".into(), |c| format!("{c:.1} µs"));
+            eprintln!(
+                "{} sent, {} delivered ({:.0}/s), {} lost, {} duplicated, {} send errors; send→sent p50 {:.2} ms p99 {:.2} ms; \
+                 send→delivery p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms; server CPU per delivered message {cpu}",
+                r.sent,
+                r.delivered,
+                r.delivered_per_sec,
+                r.lost,
+                r.duplicated,
+                r.send_errors,
+                r.send_to_sent_ms.p50,
+                r.send_to_sent_ms.p99,
+                r.send_to_delivery_ms.p50,
+                r.send_to_delivery_ms.p90,
+                r.send_to_delivery_ms.p99,
+                r.send_to_delivery_ms.p999,
+                r.send_to_delivery_ms.max
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Idle { conns, hold, server_pid, admin_token, server } => {
             let args = parley_bench::idle::IdleArgs {
                 server: server.server,

@@ -92,3 +92,30 @@ async fn idle_scenario_connects_everyone_and_reads_server_memory() {
     assert_eq!(r["connected"], 50, "{r}");
     assert!(r["server_rss_after_kib"].as_u64().unwrap() > 0, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_scenario_delivers_everything_once() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let pid = srv.pid().expect("server pid").to_string();
+    let args = [
+        "pairs",
+        "--users",
+        "20",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--server-pid",
+        &pid,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicated"].as_u64(), r["send_errors"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["delivered"], r["sent"], "{r}");
+}
