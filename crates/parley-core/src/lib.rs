@@ -1,6 +1,7 @@
 //! Parley's domain: ids, limits, validation of what users send, and the domain records the
 //! store returns. No I/O and no wire types live here.
 
+pub mod histogram;
 pub mod ids;
 pub mod kind;
 pub mod limits;

@@ -147,7 +147,9 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message) {
     if recipients.len() > app.config.fanout_worker_threshold {
         workers.submit(m.conversation_id, frame, recipients).await;
     } else {
+        let started = std::time::Instant::now();
         app.router.deliver(&recipients, &frame);
+        app.metrics.fanout.observe(started.elapsed().as_micros() as u64);
     }
     if changes || m.kind == MessageKind::TitleChanged {
         conversation_frames(app, m.conversation_id, members).await;
@@ -257,10 +259,12 @@ impl Workers {
                 let app = app.clone();
                 tokio::spawn(async move {
                     while let Some((frame, users)) = rx.recv().await {
+                        let started = std::time::Instant::now();
                         for batch in users.chunks(WORKER_BATCH) {
                             app.router.deliver(batch, &frame);
                             tokio::task::yield_now().await;
                         }
+                        app.metrics.fanout.observe(started.elapsed().as_micros() as u64);
                     }
                 });
                 tx

@@ -1,9 +1,13 @@
-//! Counters the server exposes at `/metrics` in Prometheus text format.
+//! What the server exposes at `/metrics`, in Prometheus text format: counters, a few
+//! histograms (latencies in seconds), and the store's group-commit statistics.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
+use parley_core::histogram::{COUNTS, Histogram, MICROS};
+use parley_proto::ErrorCode;
+use parley_store::WriterStats;
+
 pub struct Metrics {
     pub connections_opened: AtomicU64,
     pub sends: AtomicU64,
@@ -13,7 +17,33 @@ pub struct Metrics {
     pub replayed: AtomicU64,
     pub too_slow_closes: AtomicU64,
     pub rate_limited: AtomicU64,
-    pub errors: AtomicU64,
+    /// WebSocket `error` frames sent, by code (indexed like [`ErrorCode::ALL`]).
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Microseconds from a send being queued to the store to it being durable.
+    pub send_to_persist: Histogram,
+    /// Microseconds fanout spends handing one message to the router.
+    pub fanout: Histogram,
+    /// Frames waiting in a connection's outbound queue, sampled whenever it writes.
+    pub queue_depth: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections_opened: AtomicU64::new(0),
+            sends: AtomicU64::new(0),
+            sends_duplicate: AtomicU64::new(0),
+            messages_persisted: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            too_slow_closes: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            send_to_persist: Histogram::new(MICROS),
+            fanout: Histogram::new(MICROS),
+            queue_depth: Histogram::new(COUNTS),
+        }
+    }
 }
 
 impl Metrics {
@@ -21,32 +51,92 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, connections_current: usize) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} counter\nparley_{name} {v}");
-        };
-        counter(
-            "connections_opened_total",
-            "WebSocket connections authenticated.",
-            self.connections_opened.load(Relaxed),
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn render(&self, connections_current: usize, store: &WriterStats) -> String {
+        let mut out = String::with_capacity(8192);
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            ("connections_opened_total", "WebSocket connections authenticated.", &self.connections_opened),
+            ("sends_total", "Send requests accepted for processing.", &self.sends),
+            (
+                "sends_duplicate_total",
+                "Sends answered with an existing message (idempotent repeats).",
+                &self.sends_duplicate,
+            ),
+            ("messages_persisted_total", "Log entries committed.", &self.messages_persisted),
+            ("deliveries_total", "Message frames written to sockets live.", &self.deliveries),
+            ("replayed_total", "Message frames written to sockets during sync.", &self.replayed),
+            ("too_slow_closes_total", "Connections closed with 4009.", &self.too_slow_closes),
+            ("rate_limited_total", "Requests refused with rate_limited.", &self.rate_limited),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP parley_{name} {help}\n# TYPE parley_{name} counter\nparley_{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP parley_errors_total WebSocket error frames sent, by code.\n# TYPE parley_errors_total counter"
         );
-        counter("sends_total", "Send requests accepted for processing.", self.sends.load(Relaxed));
-        counter(
-            "sends_duplicate_total",
-            "Sends answered with an existing message (idempotent repeats).",
-            self.sends_duplicate.load(Relaxed),
-        );
-        counter("messages_persisted_total", "Log entries committed.", self.messages_persisted.load(Relaxed));
-        counter("deliveries_total", "Message frames written to sockets live.", self.deliveries.load(Relaxed));
-        counter("replayed_total", "Message frames written to sockets during sync.", self.replayed.load(Relaxed));
-        counter("too_slow_closes_total", "Connections closed with 4009.", self.too_slow_closes.load(Relaxed));
-        counter("rate_limited_total", "Requests refused with rate_limited.", self.rate_limited.load(Relaxed));
-        counter("errors_total", "Error replies sent.", self.errors.load(Relaxed));
+        for (code, v) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(out, "parley_errors_total{{code=\"{}\"}} {}", code.as_str(), v.load(Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP parley_connections Open authenticated WebSocket connections.\n# TYPE parley_connections gauge\nparley_connections {connections_current}"
         );
+        histogram(
+            &mut out,
+            "send_to_persist_seconds",
+            "Time from a send being queued to it being durable.",
+            &self.send_to_persist,
+            1e-6,
+        );
+        histogram(
+            &mut out,
+            "fanout_seconds",
+            "Time to hand one message to every recipient's queue.",
+            &self.fanout,
+            1e-6,
+        );
+        histogram(
+            &mut out,
+            "outbound_queue_depth",
+            "Frames queued for a connection when it writes.",
+            &self.queue_depth,
+            1.0,
+        );
+        histogram(&mut out, "commit_batch_size", "Jobs per group commit.", &store.batch_size, 1.0);
+        histogram(
+            &mut out,
+            "commit_seconds",
+            "Time of one group commit, transaction to fsync.",
+            &store.commit_micros,
+            1e-6,
+        );
         out
     }
+}
+
+/// Appends one histogram; `scale` turns recorded units into the exposed ones.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
+    let s = h.snapshot();
+    let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} histogram");
+    for (bound, count) in &s.buckets {
+        match bound {
+            Some(b) => {
+                let _ = writeln!(out, "parley_{name}_bucket{{le=\"{}\"}} {count}", *b as f64 * scale);
+            }
+            None => {
+                let _ = writeln!(out, "parley_{name}_bucket{{le=\"+Inf\"}} {count}");
+            }
+        }
+    }
+    let _ = writeln!(out, "parley_{name}_sum {}\nparley_{name}_count {}", s.sum as f64 * scale, s.count);
 }

@@ -3,6 +3,8 @@
 
 use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::validate;
+use std::time::Instant;
+
 use parley_store::{NewMessage, SendOutcome, Ticket};
 use serde_json::Value;
 
@@ -19,7 +21,7 @@ pub struct SendRequest {
 
 /// Checks and queues a send; the ticket resolves when the message is durable. A connection calls
 /// this in frame order, so its pipelined sends keep their order in the log.
-pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest) -> ApiResult<Ticket<SendOutcome>> {
+pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest) -> ApiResult<Queued> {
     if let Err(ms) = app.rate.check(device) {
         Metrics::inc(&app.metrics.rate_limited);
         return Err(ApiError::rate_limited(ms));
@@ -39,12 +41,19 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
             target_seq: body.target_seq,
         })
         .await?;
-    Ok(ticket)
+    Ok(Queued { ticket, at: Instant::now() })
+}
+
+/// A send in the store's queue.
+pub struct Queued {
+    ticket: Ticket<SendOutcome>,
+    at: Instant,
 }
 
 /// Waits for a queued send to be durable.
-pub async fn finish(app: &App, ticket: Ticket<SendOutcome>) -> ApiResult<SendOutcome> {
-    let outcome = ticket.wait().await?;
+pub async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> {
+    let outcome = queued.ticket.wait().await?;
+    app.metrics.send_to_persist.observe(queued.at.elapsed().as_micros() as u64);
     if outcome.duplicate {
         Metrics::inc(&app.metrics.sends_duplicate);
     }

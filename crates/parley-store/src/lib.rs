@@ -51,6 +51,23 @@ pub enum StoreEvent {
     Receipt(ReceiptChange),
 }
 
+/// How a backend's group commit behaves, for `/metrics`.
+pub struct WriterStats {
+    /// Jobs per committed batch.
+    pub batch_size: parley_core::histogram::Histogram,
+    /// Microseconds from the start of a batch's transaction to its commit returning.
+    pub commit_micros: parley_core::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            batch_size: parley_core::histogram::Histogram::new(parley_core::histogram::COUNTS),
+            commit_micros: parley_core::histogram::Histogram::new(parley_core::histogram::MICROS),
+        }
+    }
+}
+
 /// Where a backend sends its [`StoreEvent`]s: one batch per commit.
 pub type EventSender = tokio::sync::mpsc::Sender<Vec<StoreEvent>>;
 
@@ -196,4 +213,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finishes queued writes and stops accepting new ones.
     async fn shutdown(&self);
+
+    /// Group-commit statistics, for metrics.
+    fn writer_stats(&self) -> std::sync::Arc<WriterStats>;
 }

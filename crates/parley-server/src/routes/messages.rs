@@ -61,8 +61,8 @@ pub async fn post(
 ) -> ApiResult<(StatusCode, Json<MessageEnvelope>)> {
     let req = SendRequest { conversation_id: path_id(&id), client_id: req.client_id, kind: req.kind, body: req.body };
     let outcome = async {
-        let ticket = service::enqueue(&app, me.user_id, me.device_id, req).await?;
-        service::finish(&app, ticket).await
+        let queued = service::enqueue(&app, me.user_id, me.device_id, req).await?;
+        service::finish(&app, queued).await
     }
     .await
     .map_err(|e| {

@@ -245,6 +245,7 @@ impl Conn {
     }
 
     async fn write_outbound(&mut self, first: Outbound, frames: &mut mpsc::Receiver<Outbound>) -> Result<(), End> {
+        self.app.metrics.queue_depth.observe(frames.len() as u64 + 1);
         self.outbound(first).await?;
         for _ in 1..WRITE_BATCH {
             match frames.try_recv() {
@@ -345,19 +346,19 @@ impl Conn {
             WsMessage::Close(_) => return Err(End::Gone),
             WsMessage::Ping(_) | WsMessage::Pong(_) => return Ok(()),
             WsMessage::Binary(_) => {
-                self.reply_now(pending, ApiError::new(ErrorCode::InvalidFrame, "frames are JSON text").to_frame(None));
+                self.reply_now(pending, ApiError::new(ErrorCode::InvalidFrame, "frames are JSON text"), None);
                 return Ok(());
             }
         };
         if text.len() > MAX_FRAME_BYTES {
             let e = ApiError::new(ErrorCode::PayloadTooLarge, format!("frames are at most {MAX_FRAME_BYTES} bytes"));
-            self.reply_now(pending, e.to_frame(None));
+            self.reply_now(pending, e, None);
             return Ok(());
         }
         let (frame, r#ref) = match frames::decode_client_frame(&text) {
             Ok(ok) => ok,
             Err(e) => {
-                self.reply_now(pending, ApiError::new(e.code, e.message).to_frame(e.r#ref));
+                self.reply_now(pending, ApiError::new(e.code, e.message), e.r#ref);
                 return Ok(());
             }
         };
@@ -384,7 +385,7 @@ impl Conn {
             .is_some_and(|w| w.left_seq.is_none());
         if !member {
             let e = ApiError::new(ErrorCode::NotMember, "not a member of this conversation");
-            self.reply_now(pending, e.to_frame(r#ref));
+            self.reply_now(pending, e, r#ref);
             return;
         }
         let now = Instant::now();
@@ -405,9 +406,10 @@ impl Conn {
         }
     }
 
-    fn reply_now(&self, pending: &mut FuturesOrdered<Reply>, text: String) {
-        Metrics::inc(&self.app.metrics.errors);
-        pending.push_back(Box::pin(std::future::ready(vec![text])));
+    /// Answers with an error frame, in order with the other replies.
+    fn reply_now(&self, pending: &mut FuturesOrdered<Reply>, e: ApiError, r#ref: Option<String>) {
+        self.app.metrics.error(e.code);
+        pending.push_back(Box::pin(std::future::ready(vec![e.to_frame(r#ref)])));
     }
 
     async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut FuturesOrdered<Reply>) {
@@ -415,7 +417,7 @@ impl Conn {
         let (user, device) = (self.user, self.device);
         match frame {
             ClientFrame::Auth { .. } => {
-                self.reply_now(pending, ApiError::bad_request("already authenticated").to_frame(r#ref));
+                self.reply_now(pending, ApiError::bad_request("already authenticated"), r#ref);
             }
             ClientFrame::Ping => {
                 pending.push_back(Box::pin(std::future::ready(vec![ServerFrame::Pong(Pong { r#ref }).to_json()])));
@@ -450,10 +452,7 @@ impl Conn {
                             Err(e) => error_reply(&app, e, r#ref),
                         }
                     })),
-                    Err(e) => {
-                        let text = e.to_frame(r#ref);
-                        self.reply_now(pending, text);
-                    }
+                    Err(e) => self.reply_now(pending, e, r#ref),
                 }
             }
             ClientFrame::Ack { conversation_id, seq } => pending.push_back(Box::pin(async move {
@@ -502,7 +501,7 @@ async fn forward_typing(app: &App, user: UserId, conv: ConversationId, active: b
 }
 
 fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Vec<String> {
-    Metrics::inc(&app.metrics.errors);
+    app.metrics.error(e.code);
     vec![e.to_frame(r#ref)]
 }
 

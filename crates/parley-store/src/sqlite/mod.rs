@@ -17,7 +17,9 @@ use parley_core::model::*;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket};
+use crate::{
+    Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
+};
 use writer::{Finish, Job, Msg, RunFn, WriteCtx};
 
 /// Read connections in the pool; reads beyond this many wait for one.
@@ -26,6 +28,7 @@ const READERS: usize = 4;
 const WRITE_QUEUE: usize = 16 * 1024;
 
 pub struct SqliteStore {
+    stats: Arc<WriterStats>,
     jobs: mpsc::Sender<Msg>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<Semaphore>,
@@ -86,9 +89,11 @@ impl SqliteStore {
         let lazy = Connection::open(&path)?;
         lazy.pragma_update(None, "synchronous", "NORMAL")?;
         configure(&lazy)?;
-        writer::spawn(writer::WriteConns { durable: conn, lazy }, ids, rx, events)
+        let stats = Arc::new(WriterStats::default());
+        writer::spawn(writer::WriteConns { durable: conn, lazy }, ids, rx, events, stats.clone())
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
+            stats,
             jobs,
             readers: Arc::new(Mutex::new(readers)),
             read_permits: Arc::new(Semaphore::new(READERS)),
@@ -274,6 +279,10 @@ impl Store for SqliteStore {
 
     async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary> {
         self.query(move |c| messages::receipts(c, user, id, seq)).await
+    }
+
+    fn writer_stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 
     async fn shutdown(&self) {

@@ -8,13 +8,14 @@
 //! survives `kill -9`, and losing the tail of them on power loss only causes re-delivery).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parley_core::ids::*;
 use parley_core::model::ReceiptChange;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{EventSender, Result, StoreError, StoreEvent};
+use crate::{EventSender, Result, StoreError, StoreEvent, WriterStats};
 
 /// Largest number of jobs in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -92,10 +93,16 @@ impl WriteCtx<'_> {
     }
 }
 
-pub(crate) fn spawn(conn: WriteConns, ids: IdGen, rx: mpsc::Receiver<Msg>, events: EventSender) -> std::io::Result<()> {
+pub(crate) fn spawn(
+    conn: WriteConns,
+    ids: IdGen,
+    rx: mpsc::Receiver<Msg>,
+    events: EventSender,
+    stats: Arc<WriterStats>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("parley-sqlite-writer".into())
-        .spawn(move || run(conn, ids, rx, events))
+        .spawn(move || run(conn, ids, rx, events, stats))
         .map(|_| ())
 }
 
@@ -109,7 +116,7 @@ pub(crate) struct WriteConns {
     pub lazy: Connection,
 }
 
-fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender) {
+fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender, stats: Arc<WriterStats>) {
     let mut stop: Option<oneshot::Sender<()>> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while stop.is_none() {
@@ -129,7 +136,7 @@ fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: Event
             continue;
         }
         let conn = if batch.iter().any(|j| j.durable) { &conns.durable } else { &conns.lazy };
-        commit_batch(conn, &ids, &mut batch, &events);
+        commit_batch(conn, &ids, &mut batch, &events, &stats);
     }
     if let Err(e) = conns.durable.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "final checkpoint failed");
@@ -140,7 +147,7 @@ fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: Event
     }
 }
 
-fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &EventSender) {
+fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &EventSender, stats: &WriterStats) {
     let started = std::time::Instant::now();
     let n = batch.len();
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -169,7 +176,10 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
     for finish in finishes {
         finish(result.clone());
     }
-    tracing::trace!(batch = n, micros = started.elapsed().as_micros() as u64, "committed");
+    let micros = started.elapsed().as_micros() as u64;
+    stats.batch_size.observe(n as u64);
+    stats.commit_micros.observe(micros);
+    tracing::trace!(batch = n, micros, "committed");
 }
 
 fn run_job(ctx: &mut WriteCtx<'_>, job: Job) -> Finish {

@@ -639,3 +639,28 @@ async fn wrong_method_gets_a_json_error() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_counters_histograms_and_errors_by_code() {
+    let srv = TestServer::start().await;
+    let a = srv.login().await;
+    let conv = a.direct(a.user_id()).await;
+    let body = json!({"client_id": "m1", "kind": "text", "body": {"text": "counted"}});
+    a.post(&format!("/v1/conversations/{conv}/messages"), &body).await.expect(201);
+    let ws = a.connect_synced().await;
+    ws.send_json(&json!({"type": "ack", "conversation_id": "1", "seq": 1})).await;
+    ws.barrier().await;
+    let text = srv.api().http.get(srv.api().url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "parley_sends_total 1",
+        "parley_send_to_persist_seconds_count 1",
+        "parley_errors_total{code=\"not_member\"} 1",
+        "parley_commit_seconds_bucket{le=\"+Inf\"}",
+        "parley_commit_batch_size_count",
+        "parley_fanout_seconds_count",
+        "parley_outbound_queue_depth_bucket",
+        "parley_connections 1",
+    ] {
+        assert!(text.contains(line), "/metrics lacks {line:?}:\n{text}");
+    }
+}
