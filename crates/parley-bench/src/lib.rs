@@ -8,6 +8,7 @@ pub mod pairs;
 pub mod presence;
 mod setup;
 pub mod stats;
+pub mod storm;
 
 use std::time::{Duration, Instant};
 

@@ -122,6 +122,16 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Reconnect storm: N devices dropped at once reconnect at once; time until all are synced.
+    Storm {
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Idle connections: open N, hold them, report the server's memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]

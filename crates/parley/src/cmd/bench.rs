@@ -154,6 +154,22 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Storm { conns, admin_token, server } => {
+            eprintln!("storm: {conns} devices drop and reconnect at once ...");
+            let r =
+                parley_bench::storm::run(parley_bench::storm::StormArgs { server: server.server, admin_token, conns })
+                    .await?;
+            eprintln!(
+                "{} of {} back and synced in {:.2} s ({} errors); per device p50 {:.1} ms, p99 {:.1} ms",
+                r.resynced,
+                r.conns,
+                r.seconds_to_all_synced,
+                r.errors,
+                r.reconnect_to_synced_ms.p50,
+                r.reconnect_to_synced_ms.p99
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Idle { conns, hold, server_pid, admin_token, server } => {
             let args = parley_bench::idle::IdleArgs {
                 server: server.server,

@@ -15,9 +15,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     parley_server::run(config, listener, shutdown).await?;
@@ -35,4 +33,22 @@ async fn stop_on_signal(token: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     token.cancel();
+}
+
+/// Pending connections the kernel may queue for accept. The default (1,024) overflows when many
+/// clients reconnect at once (after a restart or a network blip), and every overflowed SYN costs
+/// its client a retransmit of a second or more; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 16 * 1024;
+
+async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")))
 }

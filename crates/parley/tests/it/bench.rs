@@ -119,3 +119,10 @@ async fn pairs_scenario_delivers_everything_once() {
     );
     assert_eq!(r["delivered"], r["sent"], "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_scenario_brings_every_device_back() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let r = tokio::task::block_in_place(|| bench(&srv, &["storm", "--conns", "40", "--admin-token", ADMIN_TOKEN]));
+    assert_eq!((r["resynced"].as_u64(), r["errors"].as_u64()), (Some(40), Some(0)), "{r}");
+}
