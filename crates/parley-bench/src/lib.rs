@@ -4,6 +4,7 @@
 
 pub mod group;
 pub mod idle;
+pub mod max;
 pub mod pairs;
 pub mod presence;
 mod setup;

@@ -122,6 +122,22 @@ pub enum BenchCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Closed-loop 1:1 traffic stepping up the sends in flight: the most durable sends/s whose
+    /// send → sent p99 stays under the bound.
+    Max {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 3.0)]
+        step: f64,
+        #[arg(long, default_value_t = 50.0)]
+        p99_bound_ms: f64,
+        /// The server's admin token (accounts are made through the admin API).
+        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Reconnect storm: N devices dropped at once reconnect at once; time until all are synced.
     Storm {
         #[arg(long, default_value_t = 1000)]

@@ -154,6 +154,28 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        BenchCommand::Max { users, step, p99_bound_ms, admin_token, server } => {
+            eprintln!("max: {users} users, {step} s per step, p99 bound {p99_bound_ms} ms ...");
+            let args = parley_bench::max::MaxArgs {
+                server: server.server,
+                admin_token,
+                users,
+                step: Duration::from_secs_f64(step),
+                p99_bound_ms,
+            };
+            let r = parley_bench::max::run(args).await?;
+            for s in &r.steps {
+                eprintln!(
+                    "  window {:>3}: {:>7.0} sends/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    s.window, s.sends_per_sec, s.send_to_sent_ms.p50, s.send_to_sent_ms.p99, s.errors
+                );
+            }
+            match r.best_sends_per_sec {
+                Some(best) => eprintln!("max within the bound: {best:.0} durable sends/s"),
+                None => eprintln!("no step stayed within the bound"),
+            }
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCommand::Storm { conns, admin_token, server } => {
             eprintln!("storm: {conns} devices drop and reconnect at once ...");
             let r =

@@ -126,3 +126,14 @@ async fn storm_scenario_brings_every_device_back() {
     let r = tokio::task::block_in_place(|| bench(&srv, &["storm", "--conns", "40", "--admin-token", ADMIN_TOKEN]));
     assert_eq!((r["resynced"].as_u64(), r["errors"].as_u64()), (Some(40), Some(0)), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_scenario_steps_up_and_reports_each_step() {
+    let srv = TestServer::start_with(&load_server_flags()).await;
+    let args = ["max", "--users", "4", "--step", "0.2", "--p99-bound-ms", "1000", "--admin-token", ADMIN_TOKEN];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    let steps = r["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{r}");
+    assert!(steps.iter().all(|s| s["errors"] == 0 && s["sends_per_sec"].as_f64().unwrap() > 0.0), "{r}");
+    assert!(r["best_sends_per_sec"].is_number(), "{r}");
+}
