@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use parley_client::Client;
 use serde::Serialize;
 
 use crate::group::connect_all;
+use crate::setup;
 use crate::{BenchError, Result};
 
 #[derive(Clone, Debug)]
@@ -43,16 +43,8 @@ fn parse_rss(status: &str) -> Option<u64> {
 }
 
 pub async fn run(args: IdleArgs) -> Result<IdleReport> {
-    let admin = Client::new(&args.server).with_token(&args.admin_token);
-    let prefix = format!("i{:08x}_", rand::random::<u32>());
-    let mut tokens = Vec::with_capacity(args.conns);
-    let mut made = 0usize;
-    while made < args.conns {
-        let n = (args.conns - made).min(10_000);
-        let batch = admin.bulk_accounts(&format!("{prefix}{made}_"), n as u32, "bench-password").await?;
-        tokens.extend(batch.into_iter().map(|a| a.token));
-        made += n;
-    }
+    let accounts = setup::provision(&args.server, &args.admin_token, 'i', args.conns).await?;
+    let tokens: Vec<String> = accounts.into_iter().map(|a| a.token).collect();
     // Settle the allocator after account creation, then take the baseline.
     let before = args.server_pid.and_then(rss_kib);
     let started = Instant::now();

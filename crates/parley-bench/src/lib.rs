@@ -7,7 +7,7 @@ pub mod idle;
 pub mod max;
 pub mod pairs;
 pub mod presence;
-mod setup;
+pub(crate) mod setup;
 pub mod stats;
 pub mod storm;
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
-use parley_client::Client;
 use serde::Serialize;
 
 use crate::group::connect_all;
+use crate::setup;
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
@@ -47,19 +47,8 @@ const WINDOWS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
 pub async fn run(args: MaxArgs) -> Result<MaxReport> {
     let users = args.users.max(2).next_multiple_of(2);
-    let admin = Client::new(&args.server).with_token(&args.admin_token);
-    let prefix = format!("x{:08x}_", rand::random::<u32>());
-    let mut accounts = Vec::with_capacity(users);
-    while accounts.len() < users {
-        let n = (users - accounts.len()).min(10_000);
-        accounts
-            .extend(admin.bulk_accounts(&format!("{prefix}{}_", accounts.len()), n as u32, "bench-password").await?);
-    }
-    let mut convs = Vec::with_capacity(users / 2);
-    for pair in accounts.chunks(2) {
-        let c = Client::new(&args.server).with_token(&pair[0].token);
-        convs.push(c.create_direct(pair[1].user_id).await?.conversation_id);
-    }
+    let accounts = setup::provision(&args.server, &args.admin_token, 'x', users).await?;
+    let convs = setup::pair_up(&args.server, &accounts).await?;
     let tokens: Vec<String> = accounts.iter().map(|a| a.token.clone()).collect();
     let online = connect_all(&args.server, &tokens, true).await?;
     let mut conns = Vec::with_capacity(online.len());

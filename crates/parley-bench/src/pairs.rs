@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use parley_client::{Client, Event};
+use parley_client::Event;
 use serde::Serialize;
 
 use crate::group::connect_all;
 use crate::presence::server_cpu_seconds;
+use crate::setup;
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
@@ -52,20 +53,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(args: PairsArgs) -> Result<PairsReport> {
     let users = args.users.max(2).next_multiple_of(2);
-    let admin = Client::new(&args.server).with_token(&args.admin_token);
-    let prefix = format!("p{:08x}_", rand::random::<u32>());
-    let mut accounts = Vec::with_capacity(users);
-    while accounts.len() < users {
-        let n = (users - accounts.len()).min(10_000);
-        accounts
-            .extend(admin.bulk_accounts(&format!("{prefix}{}_", accounts.len()), n as u32, "bench-password").await?);
-    }
-    // Pair 2k with 2k+1 in a direct conversation.
-    let mut convs = Vec::with_capacity(users / 2);
-    for pair in accounts.chunks(2) {
-        let c = Client::new(&args.server).with_token(&pair[0].token);
-        convs.push(c.create_direct(pair[1].user_id).await?.conversation_id);
-    }
+    let accounts = setup::provision(&args.server, &args.admin_token, 'p', users).await?;
+    let convs = setup::pair_up(&args.server, &accounts).await?;
     let tokens: Vec<String> = accounts.iter().map(|a| a.token.clone()).collect();
     let online = connect_all(&args.server, &tokens, true).await?;
     let per_user = args.rate / users as f64;

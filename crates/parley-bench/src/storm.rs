@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use parley_client::{Client, ConnectOptions, Connection, Event};
+use parley_client::{ConnectOptions, Connection, Event};
 use serde::Serialize;
 
 use crate::group::connect_all;
+use crate::setup;
 use crate::stats::Summary;
 use crate::{BenchError, Result};
 
@@ -34,14 +35,8 @@ pub struct StormReport {
 const DEADLINE: Duration = Duration::from_secs(60);
 
 pub async fn run(args: StormArgs) -> Result<StormReport> {
-    let admin = Client::new(&args.server).with_token(&args.admin_token);
-    let prefix = format!("s{:08x}_", rand::random::<u32>());
-    let mut tokens = Vec::with_capacity(args.conns);
-    while tokens.len() < args.conns {
-        let n = (args.conns - tokens.len()).min(10_000);
-        let batch = admin.bulk_accounts(&format!("{prefix}{}_", tokens.len()), n as u32, "bench-password").await?;
-        tokens.extend(batch.into_iter().map(|a| a.token));
-    }
+    let accounts = setup::provision(&args.server, &args.admin_token, 's', args.conns).await?;
+    let tokens: Vec<String> = accounts.into_iter().map(|a| a.token).collect();
     // Connect everyone (ramped), then drop everyone at once.
     let first = connect_all(&args.server, &tokens, true).await?;
     join_all(first.iter().map(|(c, _)| c.close())).await;

@@ -59,11 +59,8 @@ pub enum BenchCommand {
         /// Members do not acknowledge what they receive (isolates delivery from ack processing).
         #[arg(long)]
         no_ack: bool,
-        /// The server's admin token (accounts are made through the admin API).
-        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
         #[command(flatten)]
-        server: ServerArg,
+        target: AdminTarget,
     },
     /// Presence under churn: users in groups of K+1 watch each other while P% of them leave and
     /// come back every second; times reconnect → each watcher's `online` frame.
@@ -116,11 +113,8 @@ pub enum BenchCommand {
         /// The server's process id, to read its CPU time from /proc.
         #[arg(long)]
         server_pid: Option<u32>,
-        /// The server's admin token (accounts are made through the admin API).
-        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
         #[command(flatten)]
-        server: ServerArg,
+        target: AdminTarget,
     },
     /// Closed-loop 1:1 traffic stepping up the sends in flight: the most durable sends/s whose
     /// send → sent p99 stays under the bound.
@@ -132,21 +126,15 @@ pub enum BenchCommand {
         step: f64,
         #[arg(long, default_value_t = 50.0)]
         p99_bound_ms: f64,
-        /// The server's admin token (accounts are made through the admin API).
-        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
         #[command(flatten)]
-        server: ServerArg,
+        target: AdminTarget,
     },
     /// Reconnect storm: N devices dropped at once reconnect at once; time until all are synced.
     Storm {
         #[arg(long, default_value_t = 1000)]
         conns: usize,
-        /// The server's admin token (accounts are made through the admin API).
-        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
         #[command(flatten)]
-        server: ServerArg,
+        target: AdminTarget,
     },
     /// Idle connections: open N, hold them, report the server's memory per connection.
     Idle {
@@ -158,11 +146,8 @@ pub enum BenchCommand {
         /// The server's process id, to read its memory from /proc.
         #[arg(long)]
         server_pid: Option<u32>,
-        /// The server's admin token (accounts are made through the admin API).
-        #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
         #[command(flatten)]
-        server: ServerArg,
+        target: AdminTarget,
     },
     /// Replay speed: a device offline while N messages arrive, then reconnects.
     Backlog {
@@ -259,6 +244,17 @@ pub struct ServerArg {
     /// Server address.
     #[arg(long, env = "PARLEY_SERVER", default_value = "http://127.0.0.1:7700")]
     pub server: String,
+}
+
+/// A running server and its admin token (load scenarios make their accounts through the admin
+/// API).
+#[derive(Args, Debug, Clone)]
+pub struct AdminTarget {
+    /// The server's admin token.
+    #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 #[derive(Subcommand, Debug)]

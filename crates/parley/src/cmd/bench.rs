@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use parley_bench::{BacklogArgs, SendsArgs};
 
-use crate::cli::BenchCommand;
+use crate::cli::{AdminTarget, BenchCommand};
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
@@ -18,7 +18,14 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Group { members, rate, senders, duration, no_ack, admin_token, server } => {
+        BenchCommand::Group {
+            members,
+            rate,
+            senders,
+            duration,
+            no_ack,
+            target: AdminTarget { admin_token, server },
+        } => {
             let args = parley_bench::group::GroupArgs {
                 server: server.server,
                 admin_token,
@@ -123,7 +130,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Pairs { users, rate, duration, server_pid, admin_token, server } => {
+        BenchCommand::Pairs { users, rate, duration, server_pid, target: AdminTarget { admin_token, server } } => {
             let args = parley_bench::pairs::PairsArgs {
                 server: server.server,
                 admin_token,
@@ -154,7 +161,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Max { users, step, p99_bound_ms, admin_token, server } => {
+        BenchCommand::Max { users, step, p99_bound_ms, target: AdminTarget { admin_token, server } } => {
             eprintln!("max: {users} users, {step} s per step, p99 bound {p99_bound_ms} ms ...");
             let args = parley_bench::max::MaxArgs {
                 server: server.server,
@@ -176,7 +183,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Storm { conns, admin_token, server } => {
+        BenchCommand::Storm { conns, target: AdminTarget { admin_token, server } } => {
             eprintln!("storm: {conns} devices drop and reconnect at once ...");
             let r =
                 parley_bench::storm::run(parley_bench::storm::StormArgs { server: server.server, admin_token, conns })
@@ -192,7 +199,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        BenchCommand::Idle { conns, hold, server_pid, admin_token, server } => {
+        BenchCommand::Idle { conns, hold, server_pid, target: AdminTarget { admin_token, server } } => {
             let args = parley_bench::idle::IdleArgs {
                 server: server.server,
                 admin_token,
