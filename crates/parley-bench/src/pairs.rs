@@ -86,7 +86,13 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
             for f in inflight {
                 match f.await {
                     Ok(Ok(d)) => lat.push(d),
-                    _ => errors += 1,
+                    Ok(Err(e)) => {
+                        if errors == 0 {
+                            eprintln!("pairs: a send failed: {e}");
+                        }
+                        errors += 1
+                    }
+                    Err(_) => errors += 1,
                 }
             }
             (lat, errors)

@@ -205,10 +205,21 @@ pub trait Store: Send + Sync + 'static {
     async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;
 
     // --- pointers ---
-    /// Moves `device`'s cursor and its user's `delivered_seq` up to `seq`.
-    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
-    /// Moves `user`'s `read_seq` (and `delivered_seq`) up to `seq`.
-    async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()>;
+    /// Queues moving `device`'s cursor and its user's `delivered_seq` up to `seq`; the ticket
+    /// resolves when it has taken effect. Like sends, pointer moves queued one after another from
+    /// one task take effect in that order, and may be written lazily (see the module docs), so a
+    /// backend is free to hold them briefly and let them ride on the next durable commit.
+    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>>;
+    /// [`Store::enqueue_ack`], then waits until it has taken effect.
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
+        self.enqueue_ack(device, user, id, seq).await?.wait().await
+    }
+    /// Queues moving `user`'s `read_seq` (and `delivered_seq`) up to `seq`; as `enqueue_ack`.
+    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>>;
+    /// [`Store::enqueue_read`], then waits until it has taken effect.
+    async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
+        self.enqueue_read(user, id, seq).await?.wait().await
+    }
     async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary>;
 
     /// Finishes queued writes and stops accepting new ones.

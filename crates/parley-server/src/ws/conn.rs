@@ -412,6 +412,28 @@ impl Conn {
         pending.push_back(Box::pin(std::future::ready(vec![e.to_frame(r#ref)])));
     }
 
+    /// An `ack` or `read` has no reply of its own; its place in `pending` only holds back later
+    /// replies (a `pong`) until it has taken effect, and carries its error if it fails.
+    fn pointer_reply(
+        &self,
+        pending: &mut FuturesOrdered<Reply>,
+        queued: parley_store::Result<parley_store::Ticket<()>>,
+        r#ref: Option<String>,
+    ) {
+        match queued {
+            Ok(ticket) => {
+                let app = self.app.clone();
+                pending.push_back(Box::pin(async move {
+                    match ticket.wait().await {
+                        Ok(()) => Vec::new(),
+                        Err(e) => error_reply(&app, e.into(), r#ref),
+                    }
+                }))
+            }
+            Err(e) => self.reply_now(pending, e.into(), r#ref),
+        }
+    }
+
     async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut FuturesOrdered<Reply>) {
         let app = self.app.clone();
         let (user, device) = (self.user, self.device);
@@ -455,18 +477,16 @@ impl Conn {
                     Err(e) => self.reply_now(pending, e, r#ref),
                 }
             }
-            ClientFrame::Ack { conversation_id, seq } => pending.push_back(Box::pin(async move {
-                match app.store.ack(device, user, conversation_id.0, seq).await {
-                    Ok(()) => Vec::new(),
-                    Err(e) => error_reply(&app, e.into(), r#ref),
-                }
-            })),
-            ClientFrame::Read { conversation_id, seq } => pending.push_back(Box::pin(async move {
-                match app.store.read(user, conversation_id.0, seq).await {
-                    Ok(()) => Vec::new(),
-                    Err(e) => error_reply(&app, e.into(), r#ref),
-                }
-            })),
+            // Pointer moves are queued here, in frame order like sends, so one that precedes a
+            // send rides on that send's commit instead of waiting for a commit of its own.
+            ClientFrame::Ack { conversation_id, seq } => {
+                let queued = app.store.enqueue_ack(device, user, conversation_id.0, seq).await;
+                self.pointer_reply(pending, queued, r#ref)
+            }
+            ClientFrame::Read { conversation_id, seq } => {
+                let queued = app.store.enqueue_read(user, conversation_id.0, seq).await;
+                self.pointer_reply(pending, queued, r#ref)
+            }
             ClientFrame::Typing { conversation_id, active } => {
                 self.typing(conversation_id.0, active, r#ref, pending).await
             }

@@ -300,8 +300,8 @@ pub(super) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
     let Some(sender) = sender else {
         return Err(StoreError::NotFound);
     };
-    // The author has, by definition, delivered and read their own message. Counts are answered
-    // from the pointer indexes, never from per-message rows.
+    // The author has, by definition, delivered and read their own message. Counts come from the
+    // members' pointers (one contiguous primary-key range), never from per-message rows.
     let count = |col: &str| -> Result<i64> {
         Ok(c.prepare_cached(&format!(
             "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL

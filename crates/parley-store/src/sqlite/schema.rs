@@ -80,6 +80,13 @@ CREATE INDEX messages_by_target ON messages(conversation_id, target_seq) WHERE t
 ALTER TABLE users ADD COLUMN last_seen INTEGER;
 ALTER TABLE users ADD COLUMN last_seen_visible INTEGER NOT NULL DEFAULT 1;
 "#,
+    // 4: every `ack` and `read` moved an entry in both pointer indexes, two more pages written per
+    // pointer move; receipt counts scan the conversation's members (at most 1,024, contiguous
+    // under the primary key) instead.
+    r#"
+DROP INDEX members_by_delivered;
+DROP INDEX members_by_read;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -116,27 +116,73 @@ pub(crate) struct WriteConns {
     pub lazy: Connection,
 }
 
+/// How long a batch of lazy jobs (acks, reads, activity stamps) waits for a durable job to ride
+/// along with. Under traffic a send arrives well within it, so pointer moves cost no commit of
+/// their own and the lazy connection (whose commits would empty the durable connection's page
+/// cache) stays idle; when all is quiet they commit alone, this much later.
+const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(4);
+
+/// A batch this large when the writer comes back to the queue means jobs arrive faster than
+/// commits finish...
+const BUSY_BATCH: usize = 4;
+/// ...and then the writer gathers for this much longer before committing.
+const BUSY_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+
 fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: EventSender, stats: Arc<WriterStats>) {
+    // Only for the bounded wait on the queue while lazy jobs are held.
+    let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the writer's timer");
+            return;
+        }
+    };
     let mut stop: Option<oneshot::Sender<()>> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while stop.is_none() {
-        match rx.blocking_recv() {
-            Some(Msg::Job(j)) => batch.push(j),
-            Some(Msg::Stop(tx)) => stop = Some(tx),
-            None => break,
+        if batch.is_empty() {
+            match rx.blocking_recv() {
+                Some(msg) => take(msg, &mut batch, &mut stop),
+                None => break,
+            }
         }
-        while stop.is_none() && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Stop(tx)) => stop = Some(tx),
-                Err(_) => break,
+        drain_ready(&mut rx, &mut batch, &mut stop);
+        if !batch.iter().any(|j| j.durable) && stop.is_none() && batch.len() < MAX_BATCH {
+            // Lazy jobs only: hold them until a durable job comes or the hold ends.
+            let deadline = tokio::time::Instant::now() + LAZY_HOLD;
+            while stop.is_none() && batch.len() < MAX_BATCH {
+                match timer.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                    Ok(Some(msg)) => {
+                        let durable = matches!(&msg, Msg::Job(j) if j.durable);
+                        take(msg, &mut batch, &mut stop);
+                        if durable {
+                            drain_ready(&mut rx, &mut batch, &mut stop);
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         if batch.is_empty() {
             continue;
         }
+        if batch.len() >= BUSY_BATCH && batch.iter().any(|j| j.durable) {
+            // Under load, gather a little longer: most of a commit's cost is per commit (WAL page
+            // writes, fsync), not per job. A lone client, whose batches are small, never waits.
+            let deadline = tokio::time::Instant::now() + BUSY_GATHER;
+            while stop.is_none() && batch.len() < MAX_BATCH {
+                match timer.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                    Ok(Some(msg)) => take(msg, &mut batch, &mut stop),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
         let conn = if batch.iter().any(|j| j.durable) { &conns.durable } else { &conns.lazy };
         commit_batch(conn, &ids, &mut batch, &events, &stats);
+    }
+    if !batch.is_empty() {
+        commit_batch(&conns.durable, &ids, &mut batch, &events, &stats);
     }
     if let Err(e) = conns.durable.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "final checkpoint failed");
@@ -144,6 +190,23 @@ fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: Event
     drop(conns);
     if let Some(tx) = stop {
         let _ = tx.send(());
+    }
+}
+
+fn take(msg: Msg, batch: &mut Vec<Job>, stop: &mut Option<oneshot::Sender<()>>) {
+    match msg {
+        Msg::Job(j) => batch.push(j),
+        Msg::Stop(tx) => *stop = Some(tx),
+    }
+}
+
+/// Adds whatever is already queued, up to the batch limit.
+fn drain_ready(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Job>, stop: &mut Option<oneshot::Sender<()>>) {
+    while stop.is_none() && batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(msg) => take(msg, batch, stop),
+            Err(_) => break,
+        }
     }
 }
 
