@@ -14,8 +14,10 @@ use async_trait::async_trait;
 use parley_core::ids::*;
 use parley_core::model::*;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
