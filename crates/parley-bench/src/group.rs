@@ -61,6 +61,7 @@ pub async fn run(args: GroupArgs) -> Result<GroupReport> {
     let total_per_sender = (args.rate * args.duration.as_secs_f64()).ceil().max(1.0) as usize;
     let expected_total = senders * total_per_sender;
     let start = Instant::now() + Duration::from_millis(500);
+    crate::progress::phase("delivering", (expected_total * online.len()).saturating_sub(expected_total) as u64);
     let mut conns = Vec::with_capacity(online.len());
     let mut receivers = Vec::with_capacity(online.len());
     for (i, (conn, mut events)) in online.into_iter().enumerate() {
@@ -75,6 +76,7 @@ pub async fn run(args: GroupArgs) -> Result<GroupReport> {
                         let at = Instant::now();
                         if let Some((s, k)) = parse_tag(m.body.get()) {
                             got.push((s, k, m.seq, at));
+                            crate::progress::add(1);
                         }
                     }
                     Ok(Some(_)) => {}
@@ -156,11 +158,17 @@ pub(crate) async fn connect_all(
     ack: bool,
 ) -> Result<Vec<(Connection, tokio::sync::mpsc::Receiver<Event>)>> {
     let mut out = Vec::with_capacity(tokens.len());
+    crate::progress::phase("connecting", tokens.len() as u64);
+    let sources = crate::setup::source_addrs(server, tokens.len());
     for chunk in tokens.chunks(64) {
-        let opts = ConnectOptions { auto_ack: ack, ..ConnectOptions::default() };
-        let batch = chunk.iter().map(|t| Connection::connect(server, t, opts.clone()));
+        let batch = chunk.iter().map(|t| {
+            let local_addr = sources.get(out.len() % sources.len().max(1)).copied();
+            let opts = ConnectOptions { auto_ack: ack, local_addr, ..ConnectOptions::default() };
+            Connection::connect(server, t, opts)
+        });
         for r in join_all(batch).await {
             out.push(r?);
+            crate::progress::add(1);
         }
     }
     Ok(out)

@@ -50,6 +50,7 @@ pub async fn run(args: IdleArgs) -> Result<IdleReport> {
     let started = Instant::now();
     let conns = connect_all(&args.server, &tokens, true).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
+    crate::progress::phase("holding", 0);
     tokio::time::sleep(args.hold).await;
     let after = args.server_pid.and_then(rss_kib);
     let connected = conns.len();

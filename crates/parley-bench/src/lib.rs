@@ -7,7 +7,9 @@ pub mod idle;
 pub mod max;
 pub mod pairs;
 pub mod presence;
-pub(crate) mod setup;
+pub mod progress;
+pub mod server_metrics;
+pub mod setup;
 pub mod stats;
 pub mod storm;
 
@@ -80,7 +82,10 @@ pub async fn sends(args: SendsArgs) -> Result<SendsReport> {
                         });
                     }
                     match inflight.next().await {
-                        Some(Ok(d)) => lat.push(d),
+                        Some(Ok(d)) => {
+                            lat.push(d);
+                            progress::add(1);
+                        }
                         Some(Err(_)) => errors += 1,
                         None => break,
                     }
@@ -90,6 +95,7 @@ pub async fn sends(args: SendsArgs) -> Result<SendsReport> {
             }));
         }
     }
+    progress::phase("sending", 0);
     let started = Instant::now();
     let (mut lat, mut errors) = (Vec::new(), 0);
     for t in tasks {
@@ -139,6 +145,7 @@ pub async fn backlog(args: BacklogArgs) -> Result<BacklogReport> {
     tokio::spawn(drain(events));
     let mut inflight = FuturesUnordered::new();
     let mut queued = 0;
+    progress::phase("sending", args.messages as u64);
     while queued < args.messages || !inflight.is_empty() {
         while inflight.len() < 256 && queued < args.messages {
             let c = sender.clone();
@@ -148,17 +155,22 @@ pub async fn backlog(args: BacklogArgs) -> Result<BacklogReport> {
         }
         if let Some(r) = inflight.next().await {
             r?;
+            progress::add(1);
         }
     }
     let _ = sender.close().await;
     let opts = ConnectOptions { auto_ack: true, ..Default::default() };
+    progress::phase("replaying", args.messages as u64);
     let started = Instant::now();
     let (conn, mut events) = Connection::connect(&args.server, &users[1].token, opts).await?;
     let mut replayed = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(Event::Message(m))) if m.kind == "text" => replayed += 1,
+            Ok(Some(Event::Message(m))) if m.kind == "text" => {
+                replayed += 1;
+                progress::add(1);
+            }
             Ok(Some(Event::Synced)) => break,
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return Err(BenchError::Failed("no synced within 300 s".into())),

@@ -59,6 +59,7 @@ pub async fn run(args: MaxArgs) -> Result<MaxReport> {
     }
     let mut steps = Vec::new();
     for window in WINDOWS {
+        crate::progress::phase("stepping", 0);
         let deadline = Instant::now() + args.step;
         let tasks = conns.iter().enumerate().map(|(u, conn)| {
             let (conn, conv) = (conn.clone(), convs[u / 2]);
@@ -75,7 +76,10 @@ pub async fn run(args: MaxArgs) -> Result<MaxReport> {
                         });
                     }
                     match inflight.next().await {
-                        Some(Ok(d)) => lat.push(d),
+                        Some(Ok(d)) => {
+                            lat.push(d);
+                            crate::progress::add(1);
+                        }
                         Some(Err(_)) => errors += 1,
                         None => break,
                     }

@@ -63,6 +63,7 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
     let start = Instant::now() + Duration::from_millis(300);
     let end = start + interval.mul_f64(count as f64) + DRAIN;
     let cpu_before = args.server_pid.and_then(server_cpu_seconds);
+    crate::progress::phase("delivering", (count * users) as u64);
 
     let mut senders = Vec::with_capacity(users);
     let mut receivers = Vec::with_capacity(users);
@@ -107,6 +108,7 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
                     if let Some((s, k)) = tag(m.body.get()) {
                         let at = start + interval.mul_f64(s as f64 / users as f64) + interval.mul_f64(k as f64);
                         got.push((s, k, now.saturating_duration_since(at)));
+                        crate::progress::add(1);
                     }
                     let _ = conn.read(m.conversation_id, m.seq).await;
                 }

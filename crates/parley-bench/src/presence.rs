@@ -378,6 +378,7 @@ impl User {
 
     fn on_presence(&mut self, p: &Presence, sh: &Shared) {
         sh.c.presence_frames.fetch_add(1, Relaxed);
+        crate::progress::add(1);
         let x = match sh.index.get(&Id::parse(&p.user_id)) {
             Some(&x) if self.group.contains(&(x as usize)) && x as usize != self.idx => x as usize,
             _ => {
@@ -667,6 +668,7 @@ pub async fn run(args: PresenceArgs) -> Result<PresenceReport> {
     let frames_before = sh.c.presence_frames.load(Relaxed);
     let snapshots_before = sh.c.snapshot_frames.load(Relaxed);
     let churn_start = tokio::time::Instant::now();
+    crate::progress::phase("churning", 0);
     let lag = tokio::spawn({
         let sh = sh.clone();
         async move {

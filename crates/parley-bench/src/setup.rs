@@ -35,11 +35,13 @@ pub async fn provision(
     let admin = Client::new(server).with_token(admin_token);
     let prefix = format!("{tag}{:08x}_", rand::random::<u32>());
     let mut accounts = Vec::with_capacity(n);
+    crate::progress::phase("accounts", n as u64);
     while accounts.len() < n {
         let count = (n - accounts.len()).min(10_000);
         accounts.extend(
             admin.bulk_accounts(&format!("{prefix}{}_", accounts.len()), count as u32, "bench-password").await?,
         );
+        crate::progress::add(count as u64);
     }
     Ok(accounts)
 }
@@ -52,4 +54,35 @@ pub async fn pair_up(server: &str, accounts: &[parley_proto::rest::BulkAccount])
         convs.push(c.create_direct(pair[1].user_id).await?.conversation_id);
     }
     Ok(convs)
+}
+
+/// Connections per local address before the next is used: one source address has ~28,000
+/// ephemeral ports (Linux's default range) towards one server address and port.
+const CONNS_PER_SOURCE: usize = 20_000;
+
+/// The local addresses `n` connections to `server` should come from: none (the system's
+/// choice) for a remote server or few connections, else `127.0.0.1`, `127.0.0.2`, ... (the whole
+/// of `127.0.0.0/8` is this machine's loopback), one per 20,000 connections.
+pub fn source_addrs(server: &str, n: usize) -> Vec<std::net::IpAddr> {
+    let host = server.split("://").nth(1).unwrap_or(server).split(['/', ':']).next().unwrap_or("");
+    let loopback = host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback()) || host == "localhost";
+    if !loopback || n <= CONNS_PER_SOURCE {
+        return Vec::new();
+    }
+    (1..=n.div_ceil(CONNS_PER_SOURCE).min(254) as u8).map(|i| std::net::IpAddr::from([127, 0, 0, i])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_addrs;
+
+    #[test]
+    fn spreads_loopback_connections_over_source_addresses() {
+        assert!(source_addrs("http://127.0.0.1:7700", 5_000).is_empty());
+        assert!(source_addrs("http://chat.example.com:7700", 100_000).is_empty());
+        let addrs = source_addrs("http://127.0.0.1:7700", 50_000);
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(addrs[2].to_string(), "127.0.0.3");
+        assert_eq!(source_addrs("http://localhost:7700", 40_001).len(), 3);
+    }
 }

@@ -41,12 +41,16 @@ pub async fn run(args: StormArgs) -> Result<StormReport> {
     let first = connect_all(&args.server, &tokens, true).await?;
     join_all(first.iter().map(|(c, _)| c.close())).await;
     drop(first);
+    let sources = setup::source_addrs(&args.server, tokens.len());
+    crate::progress::phase("reconnecting", tokens.len() as u64);
     let started = Instant::now();
-    let attempts = tokens.iter().map(|t| {
+    let attempts = tokens.iter().enumerate().map(|(i, t)| {
         let server = args.server.clone();
+        let local_addr = sources.get(i % sources.len().max(1)).copied();
         async move {
             let t0 = Instant::now();
-            let (conn, mut events) = Connection::connect(&server, t, ConnectOptions::default()).await.ok()?;
+            let opts = ConnectOptions { local_addr, ..ConnectOptions::default() };
+            let (conn, mut events) = Connection::connect(&server, t, opts).await.ok()?;
             let synced = tokio::time::timeout(DEADLINE, async {
                 while let Some(e) = events.recv().await {
                     if matches!(e, Event::Synced) {
@@ -58,6 +62,7 @@ pub async fn run(args: StormArgs) -> Result<StormReport> {
             .await
             .unwrap_or(false);
             let took = t0.elapsed();
+            crate::progress::add(1);
             Some((synced.then_some(took), conn))
         }
     });

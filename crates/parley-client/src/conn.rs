@@ -47,6 +47,10 @@ pub struct ConnectOptions {
     /// Bound on every request (`send`, `ping`, `close`) and on each connect attempt.
     pub request_timeout: Duration,
     pub event_capacity: usize,
+    /// The local address to connect from (plain `ws://` only). A load generator spreads its
+    /// sockets over several `127.0.0.x` addresses: each source address has its own ~28,000
+    /// ephemeral ports towards one server port.
+    pub local_addr: Option<std::net::IpAddr>,
 }
 
 impl Default for ConnectOptions {
@@ -58,6 +62,7 @@ impl Default for ConnectOptions {
             backoff_max: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             event_capacity: 10_000,
+            local_addr: None,
         }
     }
 }
@@ -113,8 +118,9 @@ impl Connection {
         opts: ConnectOptions,
     ) -> Result<(Connection, mpsc::Receiver<Event>)> {
         let url = ws_url(base_url);
-        let (ws, ready) =
-            timeout(opts.request_timeout, open(&url, token)).await.map_err(|_| ClientError::Timeout)??;
+        let (ws, ready) = timeout(opts.request_timeout, open(&url, token, opts.local_addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
         let (events, events_rx) = mpsc::channel(opts.event_capacity.max(1));
         let (cmds, cmds_rx) = mpsc::channel(COMMAND_CAPACITY);
         // The channel is empty, so this cannot wait.
@@ -226,14 +232,38 @@ impl Connection {
     }
 }
 
+/// A TCP connection to a `ws://host:port/...` URL from the local address `ip`.
+async fn connect_from(url: &str, ip: std::net::IpAddr) -> Result<TcpStream> {
+    let invalid = || ClientError::Connect(format!("cannot connect from {ip} to {url}: needs ws://host:port"));
+    let rest = url.strip_prefix("ws://").ok_or_else(invalid)?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let remote = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| ClientError::Connect(format!("{authority}: {e}")))?
+        .find(|a| a.is_ipv4() == ip.is_ipv4())
+        .ok_or_else(invalid)?;
+    let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    socket.bind(std::net::SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(format!("bind {ip}: {e}")))?;
+    let stream = socket.connect(remote).await.map_err(|e| ClientError::Connect(format!("connect {remote}: {e}")))?;
+    stream.set_nodelay(true).map_err(|e| ClientError::Connect(e.to_string()))?;
+    Ok(stream)
+}
+
 /// Opens a socket, sends `auth` first and reads up to `ready`.
-async fn open(url: &str, token: &str) -> Result<(Ws, Ready)> {
+async fn open(url: &str, token: &str, local: Option<std::net::IpAddr>) -> Result<(Ws, Ready)> {
     // A 4 KiB read buffer instead of tungstenite's 128 KiB (which it also zeroes on every read):
     // frames are small, and a process holding thousands of sessions (the load generator) would
     // otherwise spend gigabytes and a quarter of its CPU on buffers. No Nagle delay either:
     // every frame is latency-sensitive.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = connect_async_with_config(url, Some(config), true).await?;
+    let (mut ws, _) = match local {
+        None => connect_async_with_config(url, Some(config), true).await?,
+        Some(ip) => {
+            let stream = connect_from(url, ip).await?;
+            tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?
+        }
+    };
     let auth = encode(&ClientFrame::Auth { token: token.into() }, None)?;
     ws.send(WsMessage::text(auth)).await?;
     while let Some(msg) = ws.next().await {
@@ -401,7 +431,7 @@ impl Task {
                     },
                 }
             }
-            match timeout(self.opts.request_timeout, open(&self.url, &self.token)).await {
+            match timeout(self.opts.request_timeout, open(&self.url, &self.token, self.opts.local_addr)).await {
                 Ok(Ok((ws, _ready))) => return Some(ws),
                 Ok(Err(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
                     // The token was revoked while we were away; retrying cannot help.

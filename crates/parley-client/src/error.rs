@@ -24,6 +24,9 @@ pub enum ClientError {
     Closed,
     #[error("timed out")]
     Timeout,
+    /// The socket could not be opened (address, bind or connect failure).
+    #[error("connect: {0}")]
+    Connect(String),
 }
 
 impl ClientError {

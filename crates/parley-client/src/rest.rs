@@ -198,6 +198,14 @@ impl Client {
         self.json(Method::GET, &path, None::<&()>).await
     }
 
+    /// The server's `/metrics` page (Prometheus text format), for tools that explain a run.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let mut url =
+            Url::parse(&self.base).map_err(|e| ClientError::Decode(format!("bad base url {:?}: {e}", self.base)))?;
+        url.set_path("/metrics");
+        Ok(self.send(Method::GET, url, None::<&()>).await?.text().await?)
+    }
+
     /// `/v1/` plus the segments, each percent-encoded, so user input cannot change the path.
     fn url(&self, segments: &[&str]) -> Result<Url> {
         let mut url =

@@ -93,6 +93,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code, message: self.message, retry_after_ms: self.retry_after_ms },
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(self.code);
         if let Some(ms) = self.retry_after_ms {
             let secs = ms.div_ceil(1000).max(1);
             if let Ok(v) = secs.to_string().parse() {

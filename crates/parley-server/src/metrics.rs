@@ -19,6 +19,8 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// WebSocket `error` frames sent, by code (indexed like [`ErrorCode::ALL`]).
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// REST error responses, by code.
+    rest_errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Microseconds from a send being queued to the store to it being durable.
     pub send_to_persist: Histogram,
     /// Microseconds fanout spends handing one message to the router.
@@ -39,11 +41,26 @@ impl Default for Metrics {
             too_slow_closes: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            rest_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             send_to_persist: Histogram::new(MICROS),
             fanout: Histogram::new(MICROS),
             queue_depth: Histogram::new(COUNTS),
         }
     }
+}
+
+/// Counts every REST error response by its code, which [`crate::error::ApiError`] leaves in
+/// the response's extensions (the body is already serialized by then).
+pub async fn count_rest_errors(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::state::App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    if let Some(&code) = resp.extensions().get::<ErrorCode>() {
+        app.metrics.rest_error(code);
+    }
+    resp
 }
 
 impl Metrics {
@@ -54,6 +71,12 @@ impl Metrics {
     pub fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn rest_error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
+            self.rest_errors[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -86,6 +109,13 @@ impl Metrics {
         );
         for (code, v) in ErrorCode::ALL.iter().zip(&self.errors) {
             let _ = writeln!(out, "parley_errors_total{{code=\"{}\"}} {}", code.as_str(), v.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP parley_http_errors_total REST error responses, by code.\n# TYPE parley_http_errors_total counter"
+        );
+        for (code, v) in ErrorCode::ALL.iter().zip(&self.rest_errors) {
+            let _ = writeln!(out, "parley_http_errors_total{{code=\"{}\"}} {}", code.as_str(), v.load(Relaxed));
         }
         let _ = writeln!(
             out,

@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::new(parley_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::metrics::count_rest_errors))
         .with_state(app)
 }
 

@@ -1,13 +1,80 @@
 //! `parley bench`: runs a scenario of `parley-bench`, prints a summary, then the JSON report.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
+use parley_bench::server_metrics::{Reading, ServerSide};
 use parley_bench::{BacklogArgs, SendsArgs};
 
 use crate::cli::{AdminTarget, BenchCommand};
 
+/// Runs the scenario with a progress bar on standard error, then reads the server's `/metrics`
+/// to explain the run, and prints the report with the server's side added.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    let server = server_url(&cmd);
+    let before = Reading::fetch(&server).await;
+    if let Err(e) = &before {
+        eprintln!("(cannot read {server}/metrics: {e}; the report will not include the server's side)");
+    }
+    let bar = tokio::spawn(progress_bar());
+    let result = scenario(cmd).await;
+    bar.abort();
+    let _ = bar.await;
+    clear_progress_line();
+    let mut report = result?;
+    if let (Ok(before), Ok(after)) = (before, Reading::fetch(&server).await) {
+        let side = ServerSide::between(&before, &after);
+        for line in side.describe() {
+            eprintln!("{line}");
+        }
+        if let Some(obj) = report.as_object_mut() {
+            obj.insert("server_metrics".into(), serde_json::to_value(&side)?);
+        }
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn server_url(cmd: &BenchCommand) -> String {
     match cmd {
+        BenchCommand::Sends { server, .. }
+        | BenchCommand::Presence { server, .. }
+        | BenchCommand::Backlog { server, .. } => server.server.clone(),
+        BenchCommand::Group { target, .. }
+        | BenchCommand::Pairs { target, .. }
+        | BenchCommand::Max { target, .. }
+        | BenchCommand::Storm { target, .. }
+        | BenchCommand::Idle { target, .. } => target.server.server.clone(),
+    }
+}
+
+/// Redraws the current phase's bar in place when standard error is a terminal; otherwise (a log
+/// file, CI) prints a line every 5 s.
+async fn progress_bar() {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty { Duration::from_millis(250) } else { Duration::from_secs(5) };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Some(s) = parley_bench::progress::snapshot() {
+            if tty {
+                eprint!("\r\x1b[2K{}", s.render(30));
+            } else {
+                eprintln!("{}", s.render(30));
+            }
+        }
+    }
+}
+
+fn clear_progress_line() {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+}
+
+async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
+    Ok(match cmd {
         BenchCommand::Sends { conns, window, duration, server } => {
             let args = SendsArgs { server: server.server, conns, window, duration: Duration::from_secs_f64(duration) };
             eprintln!("sends: {conns} connection(s), window {window}, {duration} s ...");
@@ -16,7 +83,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "{:.0} durable sends/s ({} sent, {} errors); send→sent p50 {:.2} ms, p99 {:.2} ms",
                 r.sends_per_sec, r.sent, r.errors, r.send_to_sent_ms.p50, r.send_to_sent_ms.p99
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Group {
             members,
@@ -52,7 +119,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 r.duplicates,
                 r.out_of_order
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Presence {
             users,
@@ -128,7 +195,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 r.close_errors,
                 r.dropped
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Pairs { users, rate, duration, server_pid, target: AdminTarget { admin_token, server } } => {
             let args = parley_bench::pairs::PairsArgs {
@@ -159,7 +226,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 r.send_to_delivery_ms.p999,
                 r.send_to_delivery_ms.max
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Max { users, step, p99_bound_ms, target: AdminTarget { admin_token, server } } => {
             eprintln!("max: {users} users, {step} s per step, p99 bound {p99_bound_ms} ms ...");
@@ -181,7 +248,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 Some(best) => eprintln!("max within the bound: {best:.0} durable sends/s"),
                 None => eprintln!("no step stayed within the bound"),
             }
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Storm { conns, target: AdminTarget { admin_token, server } } => {
             eprintln!("storm: {conns} devices drop and reconnect at once ...");
@@ -197,7 +264,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 r.reconnect_to_synced_ms.p50,
                 r.reconnect_to_synced_ms.p99
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Idle { conns, hold, server_pid, target: AdminTarget { admin_token, server } } => {
             let args = parley_bench::idle::IdleArgs {
@@ -214,7 +281,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "{} connected in {:.2} s ({:.0}/s); server memory per idle connection: {per_conn}",
                 r.connected, r.connect_seconds, r.connects_per_sec
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
         BenchCommand::Backlog { messages, server } => {
             eprintln!("backlog: {messages} messages to an offline device ...");
@@ -223,8 +290,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "replayed {} messages in {:.3} s ({:.0} messages/s) until synced",
                 r.replayed, r.seconds_to_synced, r.messages_per_sec
             );
-            println!("{}", serde_json::to_string(&r)?);
+            serde_json::to_value(&r)?
         }
-    }
-    Ok(())
+    })
 }

@@ -34,6 +34,11 @@ async fn sends_and_backlog_scenarios_run_and_lose_nothing() {
         tokio::task::block_in_place(|| bench(&srv, &["sends", "--conns", "2", "--window", "4", "--duration", "0.5"]));
     assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
+    // The server's side, read from /metrics before and after: it persisted what was sent.
+    let side = &r["server_metrics"];
+    assert!(side["messages_persisted"].as_f64().unwrap() >= r["sent"].as_f64().unwrap(), "{r}");
+    assert!(side["commits"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(side["too_slow_closes"], 0.0, "{r}");
     let r = tokio::task::block_in_place(|| bench(&srv, &["backlog", "--messages", "300"]));
     assert_eq!(r["replayed"], 300, "{r}");
 }

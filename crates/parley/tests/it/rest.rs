@@ -650,8 +650,12 @@ async fn metrics_expose_counters_histograms_and_errors_by_code() {
     let ws = a.connect_synced().await;
     ws.send_json(&json!({"type": "ack", "conversation_id": "1", "seq": 1})).await;
     ws.barrier().await;
+    // A stranger's history request and an unknown path: REST errors are counted by code too.
+    a.get("/v1/conversations/999/messages").await.expect(404);
+    a.get("/v1/no-such-thing").await.expect(404);
     let text = srv.api().http.get(srv.api().url("/metrics")).send().await.unwrap().text().await.unwrap();
     for line in [
+        "parley_http_errors_total{code=\"not_found\"} 2",
         "parley_sends_total 1",
         "parley_send_to_persist_seconds_count 1",
         "parley_errors_total{code=\"not_member\"} 1",
