@@ -1,4 +1,5 @@
-//! The HTTP surface: one file per resource under `/v1/`, plus health and metrics.
+//! The HTTP surface: one file per resource under `/v1/`, plus health and metrics, and the web
+//! client at `/`.
 
 mod accounts;
 mod admin;
@@ -7,6 +8,7 @@ mod devices;
 mod health;
 mod messages;
 mod presence;
+mod web;
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use crate::json::MAX_BODY_BYTES;
 use crate::state::App;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -41,7 +43,9 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/admin/accounts", post(admin::bulk_accounts))
         .route("/v1/conversations/{id}/messages", get(messages::history).post(messages::post))
-        .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts))
+        .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts));
+    // The client's files have fixed paths outside `/v1/`; anything else stays a JSON 404.
+    web::mount(api)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(parley_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")

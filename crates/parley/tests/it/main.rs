@@ -12,3 +12,4 @@ mod presence;
 mod rest;
 mod sdk;
 mod sync;
+mod web;

@@ -1,0 +1,258 @@
+// The right pane: the open conversation's header (title, online / last seen / typing), its
+// messages and the composer; or, with nothing open, a short welcome.
+
+import { avatar, colorIndex, h } from '../dom.js';
+import { icon } from '../icons.js';
+import { lastSeen, plural } from '../format.js';
+import { MessageList } from './messages.js';
+import { Composer } from './composer.js';
+import { confirmDialog, newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
+
+/** @typedef {import('../state.js').ChatState} ChatState */
+/** @typedef {import('../state.js').Bubble} Bubble */
+/** @typedef {import('../state.js').Conv} Conv */
+
+/** The quick reactions offered in a message's menu. */
+const QUICK_REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+
+export class ChatView {
+  /**
+   * @param {ChatState} state
+   * @param {(id: string | null) => void} navigate
+   * @param {() => void} toggleInfo
+   */
+  constructor(state, navigate, toggleInfo) {
+    this.state = state;
+    this.navigate = navigate;
+    /** @type {string | null} */
+    this.convId = null;
+
+    this.messages = new MessageList(state, {
+      menu: (b, anchor) => this.messageMenu(b, anchor),
+      toggleReaction: (b, emoji) => this.toggleReaction(b, emoji),
+      retry: (clientId) => state.retry(clientId),
+      discard: (clientId) => state.discard(clientId),
+    });
+    this.composer = new Composer(state, () => {
+      this.messages.forceBottom = true;
+      this.messages.clearDivider();
+    });
+
+    this.avatarSlot = h('span', { class: 'avatar-wrap' });
+    this.title = h('h2', { class: 'chat-title' });
+    this.subtitle = h('p', { class: 'chat-subtitle', attrs: { 'aria-live': 'polite' } });
+    this.infoButton = h(
+      'button',
+      { class: 'icon-btn', attrs: { type: 'button', 'aria-label': 'Group info', 'aria-expanded': 'false' }, on: { click: () => toggleInfo() } },
+      icon('info'),
+    );
+    this.header = h(
+      'header',
+      { class: 'chat-header' },
+      h(
+        'button',
+        { class: 'icon-btn back', attrs: { type: 'button', 'aria-label': 'Back to chats' }, on: { click: () => navigate(null) } },
+        icon('back'),
+      ),
+      h(
+        'button',
+        { class: 'chat-heading', attrs: { type: 'button' }, on: { click: () => toggleInfo() } },
+        this.avatarSlot,
+        h('span', { class: 'chat-heading-text' }, this.title, this.subtitle),
+      ),
+      this.infoButton,
+    );
+    this.jumpBadge = h('span', { class: 'badge', attrs: { hidden: true } });
+    this.jump = h(
+      'button',
+      {
+        class: 'jump-btn',
+        attrs: { type: 'button', 'aria-label': 'Jump to latest messages', hidden: true },
+        on: { click: () => this.messages.scrollToBottom(true) },
+      },
+      icon('down'),
+      this.jumpBadge,
+    );
+    this.messages.onScrollChange = () => this.updateJump();
+
+    this.chat = h(
+      'section',
+      { class: 'chat', attrs: { hidden: true, 'aria-labelledby': 'chat-title' } },
+      this.header,
+      h('div', { class: 'messages-wrap' }, this.messages.scroller, this.jump),
+      this.composer.el,
+    );
+    this.title.id = 'chat-title';
+    this.welcome = h(
+      'div',
+      { class: 'welcome' },
+      h('img', { attrs: { src: '/favicon.svg', alt: '', width: 72, height: 72 } }),
+      h('h2', null, 'Parley'),
+      h('p', { class: 'muted' }, 'Pick a conversation, or start a new one.'),
+      h(
+        'div',
+        { class: 'welcome-actions' },
+        h('button', { class: 'btn', attrs: { type: 'button' }, on: { click: () => newChatDialog(state, navigate) } }, icon('compose'), 'Start a chat'),
+        h('button', { class: 'btn', attrs: { type: 'button' }, on: { click: () => newGroupDialog(state, navigate) } }, icon('group'), 'Create a group'),
+      ),
+    );
+    this.el = h('main', { class: 'main' }, this.welcome, this.chat);
+    this.headerSig = '';
+  }
+
+  /** @param {string | null} id */
+  show(id) {
+    if (id === this.convId) return;
+    this.convId = id;
+    this.chat.hidden = !id;
+    this.welcome.hidden = !!id;
+    this.headerSig = '';
+    this.messages.show(id);
+    this.composer.show(id);
+    this.jump.hidden = true;
+    if (id) {
+      this.render();
+      this.composer.focus();
+    }
+  }
+
+  /** @param {boolean} open */
+  setInfoOpen(open) {
+    this.infoButton.setAttribute('aria-expanded', open ? 'true' : 'false');
+  }
+
+  render() {
+    const id = this.convId;
+    if (!id) return;
+    const conv = this.state.convs.get(id);
+    this.renderHeader(conv);
+    this.composer.setLeft(!!conv?.left);
+    this.messages.render();
+    this.updateJump();
+  }
+
+  /** @param {Conv | undefined} conv */
+  renderHeader(conv) {
+    const state = this.state;
+    if (!conv) {
+      this.title.textContent = '';
+      this.subtitle.textContent = '';
+      return;
+    }
+    const id = conv.c.conversation_id;
+    const title = state.title(conv);
+    const subtitle = this.subtitleText(conv);
+    const peer = state.peer(conv);
+    const sig = JSON.stringify([title, subtitle, conv.c.kind, peer]);
+    if (sig === this.headerSig) return;
+    this.headerSig = sig;
+    this.title.textContent = title;
+    this.subtitle.textContent = subtitle.text;
+    this.subtitle.className = `chat-subtitle ${subtitle.cls}`;
+    this.infoButton.setAttribute('aria-label', conv.c.kind === 'group' ? 'Group info' : 'Contact info');
+    this.avatarSlot.replaceChildren(
+      conv.c.kind === 'group'
+        ? h('span', { class: `avatar group c${colorIndex(id)}`, attrs: { 'aria-hidden': 'true' } }, icon('group'))
+        : avatar(peer || id, title),
+    );
+    document.title = `${title} · Parley`;
+  }
+
+  /** @param {Conv} conv @returns {{text: string, cls: string}} */
+  subtitleText(conv) {
+    const state = this.state;
+    const typists = state.typists(conv.c.conversation_id);
+    if (typists.length) {
+      if (conv.c.kind === 'direct') return { text: 'typing…', cls: 'typing' };
+      const names = typists.map((u) => state.userName(u));
+      const text = names.length === 1 ? `${names[0]} is typing…` : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : `${names.length} people are typing…`;
+      return { text, cls: 'typing' };
+    }
+    if (conv.left) return { text: 'You are no longer a member', cls: '' };
+    if (conv.c.kind === 'direct') {
+      const peer = state.peer(conv);
+      if (!peer) return { text: '', cls: '' };
+      if (peer === state.me.user_id) return { text: 'Notes to yourself', cls: '' };
+      const p = state.presence.get(peer);
+      if (!p) return { text: '', cls: '' };
+      return p.online ? { text: 'online', cls: 'online-text' } : { text: lastSeen(p.last_seen), cls: '' };
+    }
+    const count = conv.c.members_count || (conv.c.members || []).length;
+    const online = state.others(conv).filter((m) => state.presence.get(m.user_id)?.online).length;
+    return { text: `${plural(count, 'member')}${online ? `, ${online} online` : ''}`, cls: '' };
+  }
+
+  updateJump() {
+    const show = !!this.convId && this.messages.positioned && !this.messages.atBottom();
+    this.jump.hidden = !show;
+    const conv = this.convId ? this.state.convs.get(this.convId) : undefined;
+    const unread = conv ? conv.c.unread_count : 0;
+    this.jumpBadge.hidden = !unread;
+    this.jumpBadge.textContent = String(unread);
+  }
+
+  /** @param {Bubble} b @param {HTMLElement} anchor */
+  messageMenu(b, anchor) {
+    const state = this.state;
+    const id = this.convId;
+    if (!id) return;
+    const conv = state.convs.get(id);
+    const own = b.senderId === state.me.user_id;
+    const canWrite = !!conv && !conv.left;
+    /** @type {import('./dialogs.js').MenuItem[]} */
+    const items = [];
+    if (b.pending) {
+      items.push({ label: 'Cancel sending', icon: 'trash', danger: true, run: () => b.clientId && state.discard(b.clientId) });
+      openMenu(anchor, items, 'Message actions');
+      return;
+    }
+    if (canWrite) items.push({ label: 'Reply', icon: 'reply', run: () => this.composer.setContext({ mode: 'reply', bubble: b }) });
+    items.push({ label: 'Copy text', icon: 'copy', run: () => navigator.clipboard?.writeText(b.text).catch(() => {}) });
+    if (canWrite && own && b.kind === 'text') {
+      items.push({ label: 'Edit', icon: 'edit', run: () => this.composer.setContext({ mode: 'edit', bubble: b }) });
+    }
+    if (canWrite && (own || (conv && conv.c.kind === 'group' && state.isAdmin(conv)))) {
+      items.push({
+        label: 'Delete',
+        icon: 'trash',
+        danger: true,
+        run: async () => {
+          const ok = await confirmDialog('Delete message?', own ? 'It will be deleted for everyone.' : 'As an admin, you delete it for everyone.', 'Delete');
+          if (ok) state.remove(id, b.seq);
+        },
+      });
+    }
+    const mine = b.reactions.get(state.me.user_id);
+    let closeMenu = () => {};
+    const reactions = canWrite
+      ? h(
+          'div',
+          { class: 'quick-reactions', attrs: { role: 'group', 'aria-label': 'React' } },
+          QUICK_REACTIONS.map((emoji) =>
+            h(
+              'button',
+              {
+                class: `reaction-pick ${mine === emoji ? 'mine' : ''}`,
+                attrs: { type: 'button', 'aria-label': `React with ${emoji}`, 'aria-pressed': mine === emoji ? 'true' : 'false' },
+                on: {
+                  click: () => {
+                    closeMenu();
+                    this.toggleReaction(b, emoji);
+                  },
+                },
+              },
+              emoji,
+            ),
+          ),
+        )
+      : undefined;
+    closeMenu = openMenu(anchor, items, 'Message actions', reactions);
+  }
+
+  /** @param {Bubble} b @param {string} emoji */
+  toggleReaction(b, emoji) {
+    if (!this.convId || !b.seq) return;
+    const mine = b.reactions.get(this.state.me.user_id);
+    this.state.react(this.convId, b.seq, mine === emoji ? '' : emoji);
+  }
+}
