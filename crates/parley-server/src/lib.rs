@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_router::{LocalRouter, Router};
-use parley_store::{SqliteStore, Store};
+use parley_store::{PgStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,13 +44,17 @@ pub enum ServeError {
 /// `config.shutdown_timeout_ms`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, config.node_id, events_tx)?);
+    let store: Arc<dyn Store> = match &config.store {
+        Some(url) => Arc::new(PgStore::connect(url, config.node_number(), config.migrate_on_start, events_tx).await?),
+        None => Arc::new(SqliteStore::open(&config.data_dir, config.node_number(), events_tx)?),
+    };
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new());
     let tracker = TaskTracker::new();
     let app = App::new(config, store.clone(), router, shutdown.clone(), tracker.clone()).await;
 
     let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
+    let probes = tokio::spawn(health_probes(app.clone()));
     tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), "parley is listening");
 
     let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
@@ -74,7 +78,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tracing::warn!("the store did not stop within the shutdown timeout");
     }
     sweeper.abort();
+    probes.abort();
     fanout.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the dependencies' round trips are measured for `/metrics`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Measures each dependency's round trip (the store's: one indexed read) for `/metrics`, so an
+/// operator sees a slow or unreachable dependency before users do.
+async fn health_probes(app: Arc<App>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(0)).await.is_ok_and(|r| r.is_ok());
+        app.metrics.dependency("store", up, started.elapsed());
+    }
 }

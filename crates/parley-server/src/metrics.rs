@@ -27,6 +27,9 @@ pub struct Metrics {
     pub fanout: Histogram,
     /// Frames waiting in a connection's outbound queue, sampled whenever it writes.
     pub queue_depth: Histogram,
+    /// The last probe of each dependency (store, and in a cluster NATS and Redis): whether it
+    /// answered, and its round trip.
+    dependencies: std::sync::Mutex<std::collections::BTreeMap<&'static str, (bool, std::time::Duration)>>,
 }
 
 impl Default for Metrics {
@@ -45,6 +48,7 @@ impl Default for Metrics {
             send_to_persist: Histogram::new(MICROS),
             fanout: Histogram::new(MICROS),
             queue_depth: Histogram::new(COUNTS),
+            dependencies: Default::default(),
         }
     }
 }
@@ -72,6 +76,11 @@ impl Metrics {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Records a probe of a dependency.
+    pub fn dependency(&self, name: &'static str, up: bool, round_trip: std::time::Duration) {
+        self.dependencies.lock().unwrap_or_else(|e| e.into_inner()).insert(name, (up, round_trip));
     }
 
     pub fn rest_error(&self, code: ErrorCode) {
@@ -116,6 +125,29 @@ impl Metrics {
         );
         for (code, v) in ErrorCode::ALL.iter().zip(&self.rest_errors) {
             let _ = writeln!(out, "parley_http_errors_total{{code=\"{}\"}} {}", code.as_str(), v.load(Relaxed));
+        }
+        let deps = self.dependencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !deps.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP parley_dependency_up Whether the dependency answered its last probe.\n\
+                 # TYPE parley_dependency_up gauge"
+            );
+            for (name, (up, _)) in &deps {
+                let _ = writeln!(out, "parley_dependency_up{{dependency=\"{name}\"}} {}", u8::from(*up));
+            }
+            let _ = writeln!(
+                out,
+                "# HELP parley_dependency_round_trip_seconds The dependency's last probe round trip.\n\
+                 # TYPE parley_dependency_round_trip_seconds gauge"
+            );
+            for (name, (_, rtt)) in &deps {
+                let _ = writeln!(
+                    out,
+                    "parley_dependency_round_trip_seconds{{dependency=\"{name}\"}} {}",
+                    rtt.as_secs_f64()
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -13,8 +13,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server (embedded SQLite storage under --data-dir).
+    /// Run the server (embedded SQLite storage under --data-dir, or PostgreSQL with --store).
     Serve(Box<ServeArgs>),
+    /// Apply the PostgreSQL schema migrations this build has and the database lacks (versioned,
+    /// forward-only; safe while other nodes run or start).
+    Migrate(MigrateArgs),
     /// Manage accounts on a running server.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -186,9 +189,25 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `parley_server=debug` [default: info].
     #[arg(long, env = "PARLEY_LOG")]
     pub log: Option<String>,
-    /// This node's number, 0–1023, part of every id it makes [default: 0].
+    /// This node's name (unique in a cluster); a number 0–1023 is also the number in every id
+    /// it makes, any other name maps to one [default: 0].
     #[arg(long, env = "PARLEY_NODE_ID")]
-    pub node_id: Option<u16>,
+    pub node_id: Option<String>,
+    /// PostgreSQL URL (postgres://user@host/db): store there instead of the embedded database.
+    #[arg(long, env = "PARLEY_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// Do not apply PostgreSQL migrations at start (run `parley migrate` instead).
+    #[arg(long, env = "PARLEY_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// NATS URL (nats://host:4222): with --redis, join a cluster of nodes.
+    #[arg(long, env = "PARLEY_NATS", hide_env_values = true)]
+    pub nats: Option<String>,
+    /// Redis URL (redis://host:6379): the cluster's session directory and presence.
+    #[arg(long, env = "PARLEY_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// The cluster's name, prefixing its NATS subjects and Redis keys [default: parley].
+    #[arg(long, env = "PARLEY_CLUSTER")]
+    pub cluster: Option<String>,
     /// Sustained sends per second per device [default: 200].
     #[arg(long, env = "PARLEY_SEND_RATE_PER_SEC")]
     pub send_rate_per_sec: Option<f64>,
@@ -237,6 +256,13 @@ pub struct ServeArgs {
     /// Shortest interval between forwarded `typing` frames per connection and conversation, in ms [default: 3000].
     #[arg(long, env = "PARLEY_TYPING_INTERVAL_MS")]
     pub typing_interval_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL (postgres://user@host/db).
+    #[arg(long, env = "PARLEY_STORE", hide_env_values = true)]
+    pub store: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -36,15 +36,33 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         receipt_interval_ms,
         presence_grace_ms,
         typing_interval_ms,
+        cluster,
     );
+    for (arg, field) in [(&args.store, &mut cfg.store), (&args.nats, &mut cfg.nats), (&args.redis, &mut cfg.redis)] {
+        if arg.is_some() {
+            field.clone_from(arg);
+        }
+    }
+    if args.no_migrate {
+        cfg.migrate_on_start = false;
+    }
     if args.admin_token.is_some() {
         cfg.admin_token = args.admin_token.clone();
     }
     if cfg.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("admin_token must be at least 16 characters");
     }
-    if cfg.node_id > 1023 {
-        anyhow::bail!("node_id must be 0 to 1023");
+    if cfg.node_id.is_empty() || !cfg.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        anyhow::bail!("node_id must be letters, digits, '-' or '_' (it names the node on NATS and Redis)");
+    }
+    if cfg.store.as_deref().is_some_and(|s| !s.starts_with("postgres://") && !s.starts_with("postgresql://")) {
+        anyhow::bail!("store must be a postgres:// URL (leave it unset for the embedded database)");
+    }
+    if cfg.nats.is_some() != cfg.redis.is_some() {
+        anyhow::bail!("a cluster needs both nats and redis");
+    }
+    if cfg.clustered() && cfg.store.is_none() {
+        anyhow::bail!("a cluster needs a shared store: set store to a postgres:// URL");
     }
     Ok(cfg)
 }

@@ -13,6 +13,11 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
+        Command::Migrate(args) => {
+            parley_store::PgStore::migrate(&args.store).await?;
+            eprintln!("the database is up to date");
+            Ok(())
+        }
         Command::Account(cmd) => account::run(cmd).await,
         Command::Login(args) => login::run(args).await,
         Command::Send(args) => send::run(args).await,
