@@ -137,7 +137,7 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     if config.get_application_name().is_none() {
         config.application_name("parley");
     }
-    config.keepalives(true).keepalives_idle(Duration::from_secs(30)).tcp_user_timeout(Duration::from_secs(30));
+    config.keepalives(true).keepalives_idle(Duration::from_secs(10)).tcp_user_timeout(Duration::from_secs(10));
     Ok(config)
 }
 

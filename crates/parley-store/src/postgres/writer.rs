@@ -39,6 +39,17 @@ const MAX_ATTEMPTS: u32 = 5;
 /// along with, as the SQLite writer does: under traffic a send comes well within it, so pointer
 /// moves cost no transaction of their own.
 const LAZY_HOLD: Duration = Duration::from_millis(4);
+/// A batch this large (this one or the one before) means jobs arrive faster than commits
+/// finish...
+const BUSY_BATCH: usize = 4;
+/// ...and then the writer gathers for this much longer before committing (rounded up to the
+/// timer's millisecond tick): most of a commit's cost is per commit (the WAL flush), not per
+/// job. A lone client, whose batches are small, never waits. Looking at the previous batch too
+/// (the SQLite writer looks at this one only) matters: right after a large batch is answered,
+/// the first of its callers to come back would otherwise be committed alone while the others
+/// queue behind that commit (measured with 100 closed-loop senders: batches alternating 1 and
+/// ~100 jobs, 11k sends/s, against a steady ~100 and 17-19k sends/s).
+const BUSY_GATHER: Duration = Duration::from_micros(250);
 /// The first advisory-lock key of node ids (the bytes of "parl"); the node id is the second.
 const NODE_LOCK_CLASS: i32 = 0x7061_726c;
 /// Bounds of the delay between reconnection attempts.
@@ -297,14 +308,14 @@ impl Node {
     /// holds while the connection lives: a second live node with the same id cannot write. A
     /// lock held by an earlier connection of this same process (one the server has not yet
     /// noticed is dead, after a network failure) is taken over. With `wait`, a lock held by
-    /// another process is waited on for a few seconds (a node that just stopped), then refused.
+    /// another process is waited on for a second (a node that just stopped), then refused.
     pub(crate) async fn connect(&self, wait: bool) -> PgResult<ClientWrapper> {
         let mut config = self.config.clone();
         let name = format!("parley-writer node={} instance={}", self.id, self.instance);
         config.application_name(&name);
         let db = open(&config).await?;
         let node = i32::from(self.id);
-        let deadline = Instant::now() + Duration::from_secs(if wait { 5 } else { 0 });
+        let deadline = Instant::now() + Duration::from_secs(if wait { 1 } else { 0 });
         loop {
             let got: bool =
                 db.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&NODE_LOCK_CLASS, &node]).await?.try_get(0)?;
@@ -410,6 +421,7 @@ impl Writer {
     async fn run(mut self) {
         let mut stop: Option<oneshot::Sender<()>> = None;
         let mut batch: Vec<Job> = Vec::with_capacity(64);
+        let mut previous = 0;
         while stop.is_none() {
             if batch.is_empty() {
                 match self.rx.recv().await {
@@ -435,6 +447,16 @@ impl Writer {
                     }
                 }
             }
+            if (batch.len() >= BUSY_BATCH || previous >= BUSY_BATCH) && batch.iter().any(|j| j.op.durable()) {
+                let deadline = tokio::time::Instant::now() + BUSY_GATHER;
+                while stop.is_none() && batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(msg)) => take(msg, &mut batch, &mut stop),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            previous = batch.len();
             if !batch.is_empty() {
                 self.commit_batch(std::mem::take(&mut batch)).await;
             }

@@ -3,6 +3,7 @@
 //! adds one `store_tests!` line and must pass the same suite.
 
 mod conformance;
+mod pg_cluster;
 mod pg_database;
 
 use std::sync::Arc;

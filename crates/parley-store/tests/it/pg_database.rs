@@ -42,6 +42,25 @@ impl TestDatabase {
         admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
         TestDatabase { url: with_dbname(&admin_url(), &name), name }
     }
+
+    /// The first column of the first row of `sql`, run in this database.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// Ends every session on this database, as a server restart would.
+    pub async fn terminate_connections(&self) {
+        admin()
+            .await
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.name],
+            )
+            .await
+            .expect("terminate");
+    }
 }
 
 impl Drop for TestDatabase {
@@ -57,5 +76,73 @@ impl Drop for TestDatabase {
         if !matches!(done, Ok(Ok(()))) {
             eprintln!("could not drop test database {}: {done:?}", self.name);
         }
+    }
+}
+
+/// A TCP forwarder between a store and the server that a test can cut and restore, as a
+/// network failure or a server restart would.
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards to the server of `PARLEY_TEST_POSTGRES`.
+    pub async fn start() -> Proxy {
+        let config: tokio_postgres::Config = admin_url().parse().expect("a postgres URL");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let target = format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, up, conns, accept }
+    }
+
+    /// `url` (a database on the proxied server) reached through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let creds = authority.rsplit_once('@').map_or(String::new(), |(c, _)| format!("{c}@"));
+        format!("{scheme}://{creds}127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.down();
     }
 }
