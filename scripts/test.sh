@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Parley: formatting, lints, unit and conformance suites, the end-to-end
 # tests against the real binary, and the public protocol checks. Needs only the Rust toolchain
-# (and python3 for the protocol checks, whose runner installs its own packages).
+# (and python3 for the protocol checks, whose runner installs its own packages). PostgreSQL, NATS
+# and Redis are used where they run and started privately where they do not (scripts/services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,10 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
 step "cargo build --release"
 cargo build --release --workspace --all-targets --quiet
+
+step "services (PostgreSQL, NATS, Redis)"
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
