@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of Parley: formatting, lints, unit and conformance suites, the end-to-end
-# tests against the real binary, and the public protocol checks. Needs only the Rust toolchain
-# (and python3 for the protocol checks, whose runner installs its own packages). PostgreSQL, NATS
-# and Redis are used where they run and started privately where they do not (scripts/services.sh).
+# tests against the real binary, the web client's type check and browser tests, and the public
+# protocol checks. Needs the Rust toolchain, Node.js 20+ with npm for the web client (its runner
+# installs Chromium and its npm packages), and python3 for the protocol checks (whose runner
+# installs its own packages). PostgreSQL, NATS and Redis are used where they run and started
+# privately where they do not (scripts/services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --release --workspace --no-fail-fast
 fi
+
+# The web client: its type check and the browser tests against the binary built above.
+step "web client (web/test/run.sh)"
+PARLEY_SKIP_BUILD=1 ./web/test/run.sh
 
 # The public protocol checks live beside the repository in shared/ (present in CI).
 conformance=../shared/conformance/run.sh

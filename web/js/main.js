@@ -121,6 +121,8 @@ class App {
     this.onHide = () => this.chat.composer.saveDraft();
     window.addEventListener('pagehide', this.onHide);
     this.bannerTimer = setInterval(() => this.renderBanner(), 1_000);
+    // "last seen 5 minutes ago" and the list's times age: redraw now and then.
+    this.clockTimer = setInterval(() => this.schedule(), 30_000);
     this.startedAt = Date.now();
 
     this.state.start();
@@ -145,6 +147,7 @@ class App {
     document.removeEventListener('visibilitychange', this.onVisible);
     window.removeEventListener('pagehide', this.onHide);
     clearInterval(this.bannerTimer);
+    clearInterval(this.clockTimer);
     cancelAnimationFrame(this.frame);
     clearTimeout(this.hiddenTimer);
   }

@@ -32,6 +32,7 @@ import { Connection } from './socket.js';
  * @property {boolean} left the user is no longer a member
  * @property {Map<string, number>} typing user id → when their typing indicator expires
  * @property {Map<string, {delivered: number, read: number}>} pointers other members' receipts
+ * @property {number} seenAt when the server last told us about it (ms, local clock)
  */
 
 /**
@@ -115,6 +116,8 @@ export class ChatState {
     this.gone = new Set();
     /** @type {string | null} */
     this.openId = null;
+    /** Conversations being opened. @type {Map<string, Promise<void>>} */
+    this.opening = new Map();
     /** Whether the conversation list has been loaded once. */
     this.listLoaded = false;
     /** Sends written on the current connection, not answered yet. @type {Set<string>} */
@@ -283,6 +286,7 @@ export class ChatState {
   // ------------------------------------------------------------------------------------------
 
   async refreshConversations() {
+    const started = Date.now();
     const list = await this.api.conversations();
     const seen = new Set();
     for (const c of list) {
@@ -290,7 +294,8 @@ export class ChatState {
       this.upsert(c);
     }
     for (const [id, conv] of this.convs) {
-      if (seen.has(id)) continue;
+      // Learnt of since the request left: the list is older than what we know.
+      if (seen.has(id) || conv.seenAt >= started) continue;
       // Not in the list any more: we left or were removed.
       if (id === this.openId) conv.left = true;
       else this.convs.delete(id);
@@ -363,6 +368,7 @@ export class ChatState {
     this.gone.delete(id);
     let conv = this.convs.get(id);
     const members = c.members ?? conv?.c.members;
+    if (conv) conv.seenAt = Date.now();
     if (!conv) {
       conv = {
         c: { ...c, members },
@@ -371,6 +377,7 @@ export class ChatState {
         left: false,
         typing: new Map(),
         pointers: new Map(),
+        seenAt: Date.now(),
       };
       this.convs.set(id, conv);
     } else if (c.last_seq >= conv.accounted) {
@@ -444,41 +451,55 @@ export class ChatState {
 
   /**
    * Makes `id` the open conversation and loads what it needs: the newest page of its log (and
-   * back to the first unread, within reason), its members.
+   * back to the first unread, within reason), its members. Rejects when it is not a
+   * conversation of ours.
    * @param {string | null} id
    */
-  async open(id) {
+  open(id) {
     this.openId = id;
-    if (!id) return;
+    if (!id) return Promise.resolve();
     this.watchPresence();
+    let loading = this.opening.get(id);
+    if (!loading) {
+      loading = this.load(id).finally(() => this.opening.delete(id));
+      this.opening.set(id, loading);
+    }
+    return loading;
+  }
+
+  /** @param {string} id */
+  async load(id) {
     const details = this.fetchConversation(id).catch(() => null);
+    // Straight into a chat (a reload, a link): its metadata first, so the log can be counted.
+    if (!this.convs.has(id)) await details;
+    if (!this.convs.has(id)) throw new Error('not a conversation of ours');
     let log = this.logs.get(id);
     if (!log) {
       const page = await this.api.history(id, { limit: PAGE });
-      log = this.logs.get(id); // a live frame may have created it meanwhile
-      if (!log) {
-        const conv = this.convs.get(id);
-        const newest = page.length ? page[page.length - 1].seq : conv ? conv.c.last_seq : 0;
-        log = {
-          entries: new Map(),
-          oldest: page.length ? page[0].seq : newest + 1,
-          newest,
-          complete: page.length < PAGE,
-          loadingOlder: false,
-          filling: null,
-        };
-        this.logs.set(id, log);
-      }
-      for (const m of page) this.ingest(m, 'history');
-      // Load back to the first unread message, so the "new messages" divider can be shown.
       const conv = this.convs.get(id);
+      const newest = page.length ? page[page.length - 1].seq : conv ? conv.c.last_seq : 0;
+      log = {
+        entries: new Map(),
+        oldest: page.length ? page[0].seq : newest + 1,
+        newest,
+        complete: page.length < PAGE,
+        loadingOlder: false,
+        filling: null,
+      };
+      for (const m of page) {
+        log.entries.set(m.seq, m);
+        this.account(m, 'history');
+        this.dropSent(m);
+      }
+      this.logs.set(id, log);
+      // Load back to the first unread message, so the "new messages" divider can be shown.
       for (let i = 0; i < 4 && conv && !log.complete && log.oldest > conv.c.read_seq + 1; i++) {
         await this.loadOlder(id);
       }
       this.hooks.changed('log', id);
-    } else {
-      await this.fillNewer(id);
     }
+    const conv = this.convs.get(id);
+    if (conv && conv.c.last_seq > log.newest) await this.fillNewer(id);
     await details;
   }
 
@@ -644,7 +665,12 @@ export class ChatState {
     this.flushAcks();
     this.flushReads();
     this.refreshConversations()
-      .then(() => (this.openId ? this.fillNewer(this.openId) : undefined))
+      .then(() => {
+        const id = this.openId;
+        if (!id) return undefined;
+        // Opening may have failed while offline; otherwise fetch what the replay did not bring.
+        return this.logs.has(id) ? this.fillNewer(id) : this.open(id);
+      })
       .catch(() => {});
   }
 

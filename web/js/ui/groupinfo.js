@@ -253,7 +253,9 @@ export class InfoPanel {
             },
             icon('more'),
           )
-        : null;
+        : admin
+          ? h('span', { class: 'member-actions-space' })
+          : null;
     return h(
       'li',
       { class: 'member' },

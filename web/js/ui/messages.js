@@ -58,6 +58,8 @@ export class MessageList {
     this.convId = null;
     /** The read pointer when the conversation was opened: the divider goes after it. @type {number | null} */
     this.readAtOpen = null;
+    /** Only messages up to this seq were there to be unread when it was opened. */
+    this.lastAtOpen = 0;
     /** Whether the first screenful has been positioned. */
     this.positioned = false;
     /** Scroll to the bottom on the next render (the user sent something). */
@@ -131,8 +133,13 @@ export class MessageList {
       this.top.replaceChildren(h('div', { class: 'spinner', attrs: { role: 'progressbar', 'aria-label': 'Loading messages' } }));
       return;
     }
-    if (this.readAtOpen === null || (document.visibilityState !== 'visible' && this.dividerSeq(id) === null)) {
+    if (this.readAtOpen === null) {
       this.readAtOpen = conv.c.read_seq;
+      this.lastAtOpen = log.newest;
+    } else if (document.visibilityState !== 'visible' && this.dividerSeq(id) === null) {
+      // Away from the tab: what arrives now is new to the reader when they come back.
+      this.readAtOpen = conv.c.read_seq;
+      this.lastAtOpen = Infinity;
     }
     const items = this.items(id);
 
@@ -217,6 +224,42 @@ export class MessageList {
     });
   }
 
+  // --- touch ---
+
+  /**
+   * Opens the message menu on a right click, or on a long press (touch screens have no hover
+   * for the "⋯" button).
+   * @param {HTMLElement} el @param {() => void} open
+   */
+  pressable(el, open) {
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    let x = 0;
+    let y = 0;
+    let openedAt = 0;
+    const cancel = () => clearTimeout(timer);
+    el.addEventListener('pointerdown', (e) => {
+      if (e.pointerType === 'mouse') return;
+      x = e.clientX;
+      y = e.clientY;
+      cancel();
+      timer = setTimeout(() => {
+        openedAt = Date.now();
+        open();
+      }, 450);
+    });
+    el.addEventListener('pointermove', (e) => {
+      if (Math.abs(e.clientX - x) > 10 || Math.abs(e.clientY - y) > 10) cancel();
+    });
+    el.addEventListener('pointerup', cancel);
+    el.addEventListener('pointercancel', cancel);
+    el.addEventListener('contextmenu', (e) => {
+      e.preventDefault();
+      // A long press fires this too, after our own timer did.
+      if (Date.now() - openedAt > 1_000) open();
+    });
+  }
+
   // --- reading ---
 
   /** @param {Element} el @param {number} seq */
@@ -265,7 +308,8 @@ export class MessageList {
     const log = this.state.logs.get(id);
     if (!log) return null;
     const me = this.state.me.user_id;
-    for (let seq = Math.max(this.readAtOpen + 1, log.oldest); seq <= log.newest; seq++) {
+    const last = Math.min(log.newest, this.lastAtOpen);
+    for (let seq = Math.max(this.readAtOpen + 1, log.oldest); seq <= last; seq++) {
       const m = log.entries.get(seq);
       if (m && m.sender_id !== me && (m.kind === 'text' || m.kind === 'media' || m.kind === 'encrypted')) return seq;
     }
@@ -275,7 +319,10 @@ export class MessageList {
   /** Clears the "new messages" divider (the user replied). */
   clearDivider() {
     const conv = this.convId ? this.state.convs.get(this.convId) : undefined;
-    if (conv) this.readAtOpen = conv.c.last_seq;
+    if (conv) {
+      this.readAtOpen = conv.c.last_seq;
+      this.lastAtOpen = conv.c.last_seq;
+    }
   }
 
   /** @param {string} id @returns {Item[]} */
@@ -326,7 +373,7 @@ export class MessageList {
           sig: text,
           seq: line.seq,
           build: () =>
-            h('li', { class: 'system', data: { seq: String(line.seq) } }, h('span', { attrs: { title: fullDateTime(line.ts) } }, text)),
+            h('li', { class: 'system', data: { seq: String(line.seq) } }, h('span', { class: 'system-text', attrs: { title: fullDateTime(line.ts) } }, text)),
         });
       } else {
         const prev = seq[i - 1];
@@ -415,11 +462,7 @@ export class MessageList {
           icon('moreH'),
         )
       : null;
-    bubble.addEventListener('contextmenu', (e) => {
-      if (!o.canAct) return;
-      e.preventDefault();
-      this.actions.menu(b, bubble);
-    });
+    if (o.canAct) this.pressable(bubble, () => this.actions.menu(b, bubble));
     const reactions = o.reactions.length
       ? h(
           'div',
@@ -544,25 +587,26 @@ function quoteOf(state, bubbles, seq) {
  */
 export function systemText(state, m, group) {
   const b = m.body || {};
-  const by = state.userName(b.by || m.sender_id);
-  /** @param {string | undefined} id */
-  const name = (id) => (id ? state.userName(id) : 'Someone');
+  const me = state.me.user_id;
+  /** The doer, at the start of a sentence. @param {string | undefined} id */
+  const who = (id) => (id ? state.userName(id) : 'Someone');
+  /** Someone done to, inside a sentence. @param {string | undefined} id */
+  const whom = (id) => (id === me ? 'you' : who(id));
+  const by = who(b.by || m.sender_id);
   switch (m.kind) {
     case 'conversation_created':
       return group ? `${by} created the group “${b.title ?? ''}”` : `${by} started the conversation`;
-    case 'members_added': {
-      const names = (b.user_ids || []).map(name);
-      return `${by} added ${joinNames(names)}`;
-    }
+    case 'members_added':
+      return `${by} added ${joinNames((b.user_ids || []).map(whom))}`;
     case 'member_removed':
-      return `${by} removed ${name(b.user_id)}`;
+      return `${by} removed ${whom(b.user_id)}`;
     case 'member_left':
-      return `${name(b.user_id || m.sender_id)} left`;
+      return `${who(b.user_id || m.sender_id)} left`;
     case 'title_changed':
       return `${by} renamed the group to “${b.title ?? ''}”`;
     case 'role_changed':
-      if (b.by && b.by === b.user_id) return `${name(b.user_id)} is now ${b.role === 'admin' ? 'an admin' : 'a member'}`;
-      return b.role === 'admin' ? `${by} made ${name(b.user_id)} an admin` : `${by} removed ${name(b.user_id)} as admin`;
+      if (b.by && b.by === b.user_id) return `${who(b.user_id)} ${b.user_id === me ? 'are' : 'is'} now ${b.role === 'admin' ? 'an admin' : 'a member'}`;
+      return b.role === 'admin' ? `${by} made ${whom(b.user_id)} an admin` : `${by} removed ${whom(b.user_id)} as admin`;
     default:
       return `Unsupported message (${m.kind})`;
   }

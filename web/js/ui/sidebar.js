@@ -183,7 +183,7 @@ export class Sidebar {
     const time = c.last_message ? c.last_message.ts : conv.activity;
     const unread = c.unread_count;
     const selected = this.selected === id;
-    const sig = JSON.stringify([title, online, preview, time, unread, selected, c.kind, typists.length > 0]);
+    const sig = JSON.stringify([title, online, preview, listTime(time), unread, selected, c.kind, typists.length > 0]);
     const existing = this.rows.get(id);
     if (existing && existing.sig === sig) return existing.li;
 

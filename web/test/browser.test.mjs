@@ -1,0 +1,523 @@
+// Browser tests of the web client: real Chromium (one shared instance), real `parley serve`
+// processes (one per test), users in separate browser contexts. Every wait is on visible state
+// with a deadline; nothing sleeps to let things settle.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  DESKTOP,
+  PHONE,
+  conversation,
+  count,
+  launchBrowser,
+  message,
+  noErrors,
+  openApp,
+  proxy,
+  rest,
+  restUser,
+  screenshot,
+  send,
+  signIn,
+  signUp,
+  startChat,
+  startServer,
+  status,
+  until,
+} from './harness.mjs';
+
+/** @type {import('playwright-core').Browser} */
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/**
+ * Runs `fn` with a fresh server; kills it and closes the test's contexts afterwards.
+ * @param {import('node:test').TestContext} t
+ * @param {string[]} flags
+ */
+async function server(t, flags = []) {
+  const srv = await startServer(flags);
+  t.after(() => srv.stop());
+  return srv;
+}
+
+/**
+ * A user in a browser context of their own, signed up through the UI.
+ * @param {import('node:test').TestContext} t
+ * @param {Awaited<ReturnType<typeof startServer>>} srv
+ * @param {string} name
+ * @param {Parameters<typeof openApp>[2]} [opts]
+ */
+async function user(t, srv, name, opts) {
+  const app = await openApp(browser, srv, opts);
+  t.after(() => app.context.close());
+  await signUp(app.page, name);
+  return app;
+}
+
+describe('web client', { concurrency: 4 }, () => {
+  test('two people chat: ticks go to Read, replies, edits, reactions, deletes', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+
+    await startChat(alice.page, 'bob');
+    await send(alice.page, 'Hello Bob');
+    const hello = message(alice.page, 'Hello Bob');
+    // Bob is online but has not opened the chat: his device has it, he has not read it.
+    await status(hello, 'Delivered');
+    const row = conversation(bob.page, 'alice');
+    await row.getByText('Hello Bob').waitFor();
+    await row.getByLabel('1 unread message').waitFor();
+
+    await row.click();
+    await message(bob.page, 'Hello Bob').waitFor();
+    await status(hello, 'Read');
+    await row.getByLabel(/unread/u).waitFor({ state: 'detached' });
+
+    // Bob replies to it through the message menu.
+    await message(bob.page, 'Hello Bob').hover();
+    await message(bob.page, 'Hello Bob').getByRole('button', { name: 'Message actions' }).click();
+    await bob.page.getByRole('menuitem', { name: 'Reply' }).click();
+    await send(bob.page, 'Hi Alice');
+    const reply = message(alice.page, 'Hi Alice');
+    await reply.getByRole('button', { name: /^Reply to You: Hello Bob/u }).waitFor();
+    // Bob's own message: Alice has the chat open, so it is read.
+    await status(message(bob.page, 'Hi Alice'), 'Read');
+
+    // Alice edits hers; Bob sees the new text, marked edited.
+    await hello.hover();
+    await hello.getByRole('button', { name: 'Message actions' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Edit' }).click();
+    const box = alice.page.getByRole('textbox', { name: 'Message' });
+    assert.equal(await box.inputValue(), 'Hello Bob');
+    await box.fill('Hello Bob, how are you?');
+    await box.press('Enter');
+    const edited = message(bob.page, 'Hello Bob, how are you?');
+    await edited.getByText('edited').waitFor();
+
+    // Bob reacts; Alice sees it.
+    await edited.hover();
+    await edited.getByRole('button', { name: 'Message actions' }).click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).click();
+    await message(alice.page, 'Hello Bob, how are you?').getByRole('button', { name: /^👍 1/u }).waitFor();
+
+    // Text is text: markup from a user is shown, never run.
+    const evil = '<img src=x onerror="window.__pwned=1"><b>bold?</b>';
+    await send(alice.page, evil);
+    await message(bob.page, evil).waitFor();
+    assert.equal(await bob.page.evaluate(() => /** @type {any} */ (window).__pwned), undefined);
+    assert.equal(await message(bob.page, evil).locator('img, b').count(), 0);
+
+    // Alice deletes her first message: it is gone for both.
+    const mine = message(alice.page, 'Hello Bob, how are you?');
+    await mine.hover();
+    await mine.getByRole('button', { name: 'Message actions' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Delete' }).click();
+    await alice.page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await message(bob.page, 'This message was deleted').waitFor();
+    await message(alice.page, 'You deleted this message').waitFor();
+    await count(message(bob.page, 'Hello Bob, how are you?'), 0, 'the deleted text');
+    // The reply keeps pointing at it, now as deleted.
+    await message(bob.page, 'Hi Alice').getByRole('button', { name: /Deleted message/u }).waitFor();
+
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('typing indicator and presence, online and last seen', async (t) => {
+    const srv = await server(t, ['--presence-grace-ms', '200', '--typing-interval-ms', '200']);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+    await conversation(bob.page, 'alice').click();
+    const bobHeader = bob.page.locator('.chat-header');
+    await bobHeader.getByText('online', { exact: true }).waitFor();
+    // The list shows Alice's online dot.
+    await conversation(bob.page, 'alice').getByRole('img', { name: 'Online' }).waitFor();
+
+    // Alice types: Bob sees it in the header and the list; she clears the field: it goes.
+    await alice.page.getByRole('textbox', { name: 'Message' }).pressSequentially('Are you th');
+    await bobHeader.getByText('typing…').waitFor();
+    await conversation(bob.page, 'alice').getByText('typing…').waitFor();
+    await alice.page.getByRole('textbox', { name: 'Message' }).fill('');
+    await bobHeader.getByText('typing…').waitFor({ state: 'detached' });
+    await bobHeader.getByText('online', { exact: true }).waitFor();
+
+    // Typing then sending: the message ends it.
+    await alice.page.getByRole('textbox', { name: 'Message' }).pressSequentially('Are you there?');
+    await bobHeader.getByText('typing…').waitFor();
+    await alice.page.getByRole('textbox', { name: 'Message' }).press('Enter');
+    await message(bob.page, 'Are you there?').waitFor();
+    await bobHeader.getByText('typing…').waitFor({ state: 'detached' });
+
+    // Alice goes away (her only device closes): Bob sees her last seen, and no dot.
+    await alice.context.close();
+    await bobHeader.getByText(/^last seen (just now|\d+ minutes? ago)$/u).waitFor();
+    await conversation(bob.page, 'alice').getByRole('img', { name: 'Online' }).waitFor({ state: 'detached' });
+
+    // She comes back on another device: online again.
+    const again = await openApp(browser, srv);
+    t.after(() => again.context.close());
+    await signIn(again.page, 'alice');
+    await bobHeader.getByText('online', { exact: true }).waitFor();
+    noErrors(bob.errors);
+    noErrors(again.errors);
+  });
+
+  test('a group of three: create, talk, rename, promote, remove, leave', async (t) => {
+    const srv = await server(t);
+    const [alice, bob, carol] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob'), user(t, srv, 'carol')]);
+
+    await alice.page.getByRole('button', { name: 'New group' }).click();
+    await alice.page.getByLabel('Group name').fill('Weekend');
+    await alice.page.getByLabel('Members').fill('bob, carol');
+    await alice.page.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.getByRole('heading', { name: 'Weekend' }).waitFor();
+    await alice.page.locator('.chat-header').getByText('3 members').waitFor();
+
+    await send(alice.page, 'Who is in for Saturday?');
+    for (const p of [bob.page, carol.page]) {
+      await conversation(p, 'Weekend').getByText('alice: Who is in for Saturday?').waitFor();
+      await conversation(p, 'Weekend').click();
+      await message(p, 'Who is in for Saturday?').getByText('alice', { exact: true }).waitFor();
+    }
+    // Read by both others: Read.
+    await status(message(alice.page, 'Who is in for Saturday?'), 'Read');
+
+    await send(bob.page, 'Me!');
+    await message(alice.page, 'Me!').getByText('bob', { exact: true }).waitFor();
+    await message(carol.page, 'Me!').waitFor();
+
+    // Alice, the admin, renames the group; everyone sees it.
+    await alice.page.getByRole('button', { name: 'Group info' }).click();
+    const info = alice.page.getByRole('complementary', { name: 'Group info' });
+    await info.getByLabel('Group name').fill('Weekend trip');
+    await info.getByRole('button', { name: 'Rename' }).click();
+    await bob.page.getByRole('heading', { name: 'Weekend trip' }).waitFor();
+    await message(carol.page, 'alice renamed the group to “Weekend trip”').waitFor();
+    await conversation(carol.page, 'Weekend trip').waitFor();
+
+    // Bob becomes an admin.
+    const members = info.getByRole('list', { name: 'Members' });
+    await members.getByRole('listitem').filter({ hasText: 'bob' }).getByRole('button', { name: 'Options for bob' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Make admin' }).click();
+    await members.getByRole('listitem').filter({ hasText: 'bob' }).getByText('Admin', { exact: true }).waitFor();
+    await message(bob.page, 'alice made you an admin').waitFor();
+    await message(carol.page, 'alice made bob an admin').waitFor();
+    await screenshot(alice.page, 'desktop-group-info');
+
+    // Carol is removed: her composer gives way to a notice.
+    await members.getByRole('button', { name: 'Options for carol' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Remove from group' }).click();
+    await alice.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+    await carol.page.getByText('You are no longer a member of this group.').waitFor();
+    await members.getByRole('listitem').filter({ hasText: 'carol' }).waitFor({ state: 'detached' });
+    await message(bob.page, 'alice removed carol').waitFor();
+    await message(carol.page, 'alice removed you').waitFor();
+
+    // Bob leaves: the group leaves his list, Alice sees him go.
+    await bob.page.getByRole('button', { name: 'Group info' }).click();
+    await bob.page.getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
+    await conversation(bob.page, 'Weekend trip').waitFor({ state: 'detached' });
+    await message(alice.page, 'bob left').waitFor();
+    await info.getByText('1 member', { exact: true }).first().waitFor();
+
+    for (const u of [alice, bob, carol]) noErrors(u.errors);
+  });
+
+  test('offline: the banner shows, queued messages arrive exactly once on reconnect', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+    await send(alice.page, 'before');
+    await conversation(bob.page, 'alice').click();
+    await status(message(alice.page, 'before'), 'Read');
+
+    await alice.context.setOffline(true);
+    const banner = alice.page.getByRole('status').filter({ hasText: /offline|Not connected/u });
+    await banner.waitFor();
+    // The composer keeps working; what is written waits with a pending mark.
+    await send(alice.page, 'queued one');
+    await send(alice.page, 'queued two');
+    await status(message(alice.page, 'queued one'), 'Sending');
+    await status(message(alice.page, 'queued two'), 'Sending');
+    await banner.getByText('2 messages will be sent when you reconnect').waitFor();
+    // Kept in local storage, with their client ids.
+    const stored = await alice.page.evaluate(() =>
+      Object.keys(localStorage)
+        .filter((k) => k.startsWith('parley.outbox.'))
+        .flatMap((k) => JSON.parse(localStorage.getItem(k) || '[]')),
+    );
+    assert.deepEqual(
+      stored.map((/** @type {any} */ i) => i.body.text),
+      ['queued one', 'queued two'],
+    );
+
+    await alice.context.setOffline(false);
+    await banner.waitFor({ state: 'detached' });
+    await status(message(alice.page, 'queued two'), 'Read');
+    await status(message(alice.page, 'queued one'), 'Read');
+    // A message after them is a barrier: anything duplicated would be there by now.
+    await send(alice.page, 'after');
+    await message(bob.page, 'after').waitFor();
+    await count(message(bob.page, 'queued one'), 1, 'Bob has "queued one" once');
+    await count(message(bob.page, 'queued two'), 1, 'Bob has "queued two" once');
+    const order = await bob.page.getByRole('region', { name: 'Messages' }).locator('.msg .text').allTextContents();
+    assert.deepEqual(order, ['before', 'queued one', 'queued two', 'after']);
+
+    // Written offline, tab closed, opened again online: still sent, once.
+    await alice.context.setOffline(true);
+    await banner.waitFor();
+    await send(alice.page, 'written before closing');
+    await status(message(alice.page, 'written before closing'), 'Sending');
+    await alice.page.close();
+    await alice.context.setOffline(false);
+    const page2 = await alice.context.newPage();
+    await page2.goto(srv.url);
+    await message(bob.page, 'written before closing').waitFor();
+    await conversation(page2, 'bob').click();
+    await status(message(page2, 'written before closing'), 'Read');
+
+    // The server holds each message once too: a reload of Bob's view shows the history.
+    await bob.page.reload();
+    await message(bob.page, 'written before closing').waitFor();
+    for (const text of ['queued one', 'queued two', 'written before closing']) {
+      await count(message(bob.page, text), 1, `Bob has "${text}" once after a reload`);
+    }
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('a socket that goes silent is found dead by ping timeout; the client reconnects and resyncs', async (t) => {
+    const srv = await server(t);
+    const net = await proxy(srv);
+    t.after(() => net.close());
+    const alice = await user(t, srv, 'alice');
+    // Bob reaches the server through a network that can fail silently, with a clock the test
+    // can move (so the ping and its timeout need not take half a minute).
+    const bob = await openApp(browser, net, { clock: true });
+    t.after(() => bob.context.close());
+    await signUp(bob.page, 'bob');
+    await startChat(alice.page, 'bob');
+    await send(alice.page, 'one');
+    await conversation(bob.page, 'alice').click();
+    await status(message(alice.page, 'one'), 'Read');
+
+    // The network drops Bob's socket on the floor: no close, no offline event.
+    assert.equal(net.freeze(), 1, 'one WebSocket through the proxy');
+    await send(alice.page, 'two');
+    await status(message(alice.page, 'two'), 'Sent');
+    await send(bob.page, 'written into the void');
+    // Half a minute of silence: Bob's client pings; the pong never comes; it gives up on the
+    // socket, reconnects (backoff), replays its backlog and resends what it wrote.
+    await bob.page.clock.fastForward(30_000);
+    await bob.page.clock.fastForward(10_000);
+    await message(bob.page, 'two').waitFor();
+    await message(alice.page, 'written into the void').waitFor();
+    await status(message(alice.page, 'two'), 'Read');
+    await status(message(bob.page, 'written into the void'), 'Read');
+    await count(message(alice.page, 'written into the void'), 1, 'sent once');
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('a reload keeps the session, the open chat and the history; sign out ends it', async (t) => {
+    const srv = await server(t);
+    const bob = await restUser(srv, 'bob');
+    const alice = await user(t, srv, 'alice');
+    const me = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || '{}'));
+    const conv = await rest(srv, 'POST', '/v1/conversations', { kind: 'direct', user_id: me.user_id }, bob.token);
+    const id = conv.conversation.conversation_id;
+    for (let i = 1; i <= 120; i++) {
+      await rest(srv, 'POST', `/v1/conversations/${id}/messages`, { client_id: `c${i}`, kind: 'text', body: { text: `Message number ${i}` } }, bob.token);
+    }
+    const row = conversation(alice.page, 'bob');
+    await row.getByLabel('120 unread messages').waitFor();
+    await row.click();
+
+    // The chat opens at the first unread, under the "new messages" divider.
+    const region = alice.page.getByRole('region', { name: 'Messages' });
+    await region.getByRole('separator').filter({ hasText: 'New messages' }).waitFor();
+    await message(alice.page, /^Message number 1\b/u).first().waitFor();
+    // Scrolling down reads them all.
+    await until(async () => {
+      await region.evaluate((el) => el.scrollTo({ top: el.scrollHeight }));
+      return (await row.getByLabel(/unread/u).count()) === 0;
+    }, 'everything read after scrolling down');
+    const read = await rest(srv, 'GET', `/v1/conversations/${id}`, undefined, bob.token);
+    await until(async () => {
+      const c = await rest(srv, 'GET', `/v1/conversations/${id}`, undefined, bob.token);
+      return c.conversation.members.find((/** @type {any} */ m) => m.user_id === me.user_id).read_seq === c.conversation.last_seq;
+    }, 'Alice has read to the end, on the server');
+    void read;
+
+    // A reload: still signed in, same chat, newest messages; older ones load on scrolling up.
+    await alice.page.reload();
+    await alice.page.getByRole('heading', { name: 'bob', exact: true }).waitFor();
+    await message(alice.page, 'Message number 120').waitFor();
+    assert.equal(await message(alice.page, /^Message number 2\b/u).count(), 0, 'only the newest page is loaded at first');
+    await until(async () => {
+      await region.evaluate((el) => el.scrollTo({ top: 0 }));
+      return (await message(alice.page, /^Message number 2\b/u).count()) === 1;
+    }, 'older history loaded by scrolling up');
+    await region.getByText('This is the start of your conversation.').waitFor();
+    await count(region.locator('.msg'), 120, 'every message once');
+
+    // Sign out: back to the sign-in screen, and a reload stays there.
+    await alice.page.getByRole('button', { name: 'Menu' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Sign out' }).click();
+    await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    await alice.page.reload();
+    await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.equal(await alice.page.evaluate(() => localStorage.getItem('parley.session')), null);
+    // Signing in again (a new device) finds the conversation.
+    await signIn(alice.page, 'alice');
+    await conversation(alice.page, 'bob').waitFor();
+    noErrors(alice.errors);
+  });
+
+  test('a notification for a message that arrives while the tab is hidden; read waits for visibility', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+    await send(alice.page, 'hi');
+    await conversation(bob.page, 'alice').click();
+    await status(message(alice.page, 'hi'), 'Read');
+
+    // Alice's tab goes to the background (a stub records notifications).
+    await alice.page.evaluate(() => {
+      const W = /** @type {any} */ (window);
+      W.__notes = [];
+      W.Notification = class {
+        static permission = 'granted';
+        static requestPermission() {
+          return Promise.resolve('granted');
+        }
+        /** @param {string} title @param {NotificationOptions} opts */
+        constructor(title, opts) {
+          W.__notes.push({ title, body: opts.body });
+        }
+        close() {}
+      };
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await send(bob.page, 'are you there?');
+    const notes = await until(
+      async () => {
+        const n = await alice.page.evaluate(() => /** @type {any} */ (window).__notes);
+        return n.length ? n : null;
+      },
+      'a notification',
+    );
+    assert.deepEqual(notes, [{ title: 'bob', body: 'are you there?' }]);
+    // Delivered to her device, but not read while the tab is hidden.
+    await status(message(bob.page, 'are you there?'), 'Delivered');
+    await send(bob.page, 'hello?');
+    await until(async () => (await alice.page.evaluate(() => /** @type {any} */ (window).__notes.length)) === 2, 'a second notification');
+    await status(message(bob.page, 'hello?'), 'Delivered');
+    assert.equal(await message(bob.page, 'are you there?').getByRole('img', { name: 'Read' }).count(), 0);
+
+    // Back to the tab: both become read.
+    await alice.page.evaluate(() => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'visible' });
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => false });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await status(message(bob.page, 'hello?'), 'Read');
+    await status(message(bob.page, 'are you there?'), 'Read');
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('screenshots of the main screens at desktop and phone width', async (t) => {
+    const srv = await server(t);
+    const [bob, carol, dave] = await Promise.all([restUser(srv, 'bob'), restUser(srv, 'carol'), restUser(srv, 'dave')]);
+    const desk = await openApp(browser, srv, { viewport: DESKTOP });
+    t.after(() => desk.context.close());
+    await screenshot(desk.page, 'desktop-sign-in');
+    const phone = await openApp(browser, srv, { viewport: PHONE, mobile: true });
+    t.after(() => phone.context.close());
+    await screenshot(phone.page, 'phone-sign-in');
+    await signUp(desk.page, 'alice');
+    const me = await desk.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || '{}'));
+
+    // Some life: a direct chat with Bob, a group with everyone.
+    /** @param {{token: string}} who @param {string} conv @param {string} text @param {object} [extra] */
+    const post = (who, conv, text, extra = {}) =>
+      rest(srv, 'POST', `/v1/conversations/${conv}/messages`, { client_id: crypto.randomUUID(), kind: 'text', body: { text, ...extra } }, who.token);
+    const direct = (await rest(srv, 'POST', '/v1/conversations', { kind: 'direct', user_id: me.user_id }, bob.token)).conversation.conversation_id;
+    const group = (
+      await rest(srv, 'POST', '/v1/conversations', { kind: 'group', title: 'Climbing crew', member_ids: [me.user_id, carol.user_id, dave.user_id] }, bob.token)
+    ).conversation.conversation_id;
+    await rest(srv, 'PATCH', `/v1/conversations/${group}/members/${me.user_id}`, { role: 'admin' }, bob.token);
+    await post(carol, group, 'Anyone up for the gym on Thursday?');
+    await post(dave, group, 'I can do 7pm, after work');
+    await post(bob, group, 'Same, I will bring the spare harness');
+    const dm = [
+      [bob, 'Hey! Did you get the tickets for Friday?'],
+      [bob, 'The early show sold out fast last time'],
+    ];
+    for (const [who, text] of dm) await post(/** @type {{token: string}} */ (who), direct, /** @type {string} */ (text));
+
+    // Bob also has the chat open in a browser (another device of his), so Alice sees ticks.
+    const bobWeb = await openApp(browser, srv);
+    t.after(() => bobWeb.context.close());
+    await signIn(bobWeb.page, 'bob');
+    await conversation(bobWeb.page, 'alice').click();
+
+    await conversation(desk.page, 'bob').click();
+    await message(desk.page, 'sold out fast').waitFor();
+    await send(desk.page, 'Got two, row F!');
+    await status(message(desk.page, 'row F'), 'Read');
+    const bobLast = await post(bob, direct, 'Perfect. Dinner before?');
+    await rest(srv, 'POST', `/v1/conversations/${direct}/messages`, { client_id: crypto.randomUUID(), kind: 'reaction', body: { target_seq: bobLast.message.seq - 1, emoji: '❤️' } }, bob.token);
+    await message(desk.page, 'Dinner before?').waitFor();
+    await message(desk.page, 'Dinner before?').hover();
+    await message(desk.page, 'Dinner before?').getByRole('button', { name: 'Message actions' }).click();
+    await desk.page.getByRole('menuitem', { name: 'Reply' }).click();
+    await send(desk.page, 'Yes! The ramen place at 6?');
+    await status(message(desk.page, 'ramen place'), 'Read');
+    await desk.page.mouse.move(0, 0);
+    await screenshot(desk.page, 'desktop-chat');
+
+    await conversation(desk.page, 'Climbing crew').click();
+    await message(desk.page, 'spare harness').waitFor();
+    await desk.page.getByRole('button', { name: 'Group info' }).click();
+    await desk.page.getByRole('complementary', { name: 'Group info' }).getByText('4 members').first().waitFor();
+    await screenshot(desk.page, 'desktop-group-info-full');
+
+    // The phone is another device of Alice's.
+    await signIn(phone.page, 'alice');
+    await conversation(phone.page, 'Climbing crew').waitFor();
+    await screenshot(phone.page, 'phone-conversations');
+    await conversation(phone.page, 'bob').click();
+    await message(phone.page, 'ramen place').waitFor();
+    await screenshot(phone.page, 'phone-chat');
+    await phone.page.getByRole('button', { name: 'Back to chats' }).click();
+    await conversation(phone.page, 'Climbing crew').click();
+    await phone.page.getByRole('button', { name: 'Group info' }).click();
+    await phone.page.getByRole('complementary', { name: 'Group info' }).getByText('4 members').first().waitFor();
+    await screenshot(phone.page, 'phone-group-info');
+
+    // Dark mode follows the system.
+    const dark = await openApp(browser, srv, { viewport: DESKTOP, colorScheme: 'dark' });
+    t.after(() => dark.context.close());
+    await signIn(dark.page, 'alice');
+    await conversation(dark.page, 'bob').click();
+    await message(dark.page, 'ramen place').waitFor();
+    await screenshot(dark.page, 'desktop-chat-dark');
+    const bg = await dark.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.notEqual(bg, 'rgb(255, 255, 255)', 'dark mode has a dark background');
+
+    for (const u of [desk, phone, dark]) noErrors(u.errors);
+  });
+});
