@@ -51,6 +51,10 @@ pub struct ConnectOptions {
     /// sockets over several `127.0.0.x` addresses: each source address has its own ~28,000
     /// ephemeral ports towards one server port.
     pub local_addr: Option<std::net::IpAddr>,
+    /// Other nodes of the same cluster (base URLs like the one given to `connect`). After a
+    /// drop, reconnects go to the next node in turn, so a client whose node died carries on at
+    /// another and resyncs from its cursor.
+    pub other_servers: Vec<String>,
 }
 
 impl Default for ConnectOptions {
@@ -63,6 +67,7 @@ impl Default for ConnectOptions {
             request_timeout: Duration::from_secs(30),
             event_capacity: 10_000,
             local_addr: None,
+            other_servers: Vec::new(),
         }
     }
 }
@@ -431,7 +436,12 @@ impl Task {
                     },
                 }
             }
-            match timeout(self.opts.request_timeout, open(&self.url, &self.token, self.opts.local_addr)).await {
+            // Every other attempt moves on to the next node (when there are others): a node
+            // that is only restarting gets a second chance, a dead one costs one attempt.
+            let servers = 1 + self.opts.other_servers.len();
+            let pick = (attempt as usize).div_ceil(2) % servers;
+            let url = if pick == 0 { self.url.clone() } else { ws_url(&self.opts.other_servers[pick - 1]) };
+            match timeout(self.opts.request_timeout, open(&url, &self.token, self.opts.local_addr)).await {
                 Ok(Ok((ws, _ready))) => return Some(ws),
                 Ok(Err(e)) if e.code() == Some(ErrorCode::Unauthorized) => {
                     // The token was revoked while we were away; retrying cannot help.
