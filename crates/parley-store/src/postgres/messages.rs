@@ -417,7 +417,7 @@ pub(super) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                 ctx.set_last_seen(*user, *at);
                 Ok(Reply::Unit)
             }
-            other => Err(StoreError::Backend(format!("not a batched job: {other:?}"))),
+            other => Err(StoreError::Backend(format!("not a batched job: {}", other.name()))),
         };
         replies.push(reply);
     }

@@ -92,15 +92,24 @@ pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
+/// The error with what the server or the socket said (`Display` alone says "db error").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if is_connection_error(&e) || is_retryable(&e) {
-            return StoreError::Unavailable(e.to_string());
+            return StoreError::Unavailable(describe(&e));
         }
         match e.as_db_error() {
-            Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(db.message().to_owned()),
-            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-            None => StoreError::Backend(e.to_string()),
+            // Clients see a conflict's message: it names no table or constraint.
+            Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => StoreError::Conflict("already exists".into()),
+            _ => StoreError::Backend(describe(&e)),
         }
     }
 }
@@ -146,7 +155,7 @@ pub(crate) async fn open(config: &tokio_postgres::Config) -> PgResult<ClientWrap
     let (client, connection) = config.connect(NoTls).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "PostgreSQL connection ended");
+            tracing::debug!(error = %describe(&e), "PostgreSQL connection ended");
         }
     });
     Ok(ClientWrapper::new(client, task))

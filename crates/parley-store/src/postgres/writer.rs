@@ -28,7 +28,7 @@ use parley_core::model::*;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
-use super::{PgError, PgResult, accounts, conversations, is_connection_error, is_retryable, messages, open};
+use super::{PgError, PgResult, accounts, conversations, describe, is_connection_error, is_retryable, messages, open};
 use crate::{EventSender, NewMessage, Result, SendOutcome, StoreError, StoreEvent, WriterStats};
 
 /// Largest number of jobs in one transaction.
@@ -56,8 +56,7 @@ const NODE_LOCK_CLASS: i32 = 0x7061_726c;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// One write, as data.
-#[derive(Debug)]
+/// One write, as data. (Not `Debug`: some carry password hashes; logs use [`Op::name`].)
 pub(crate) enum Op {
     CreateUser { username: String, display_name: String, password_hash: String },
     CreateAccounts(Vec<NewAccount>),
@@ -78,6 +77,27 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Op::CreateUser { .. } => "create_user",
+            Op::CreateAccounts(_) => "create_accounts",
+            Op::SetLastSeen { .. } => "set_last_seen",
+            Op::SetLastSeenVisible { .. } => "set_last_seen_visible",
+            Op::CreateDevice { .. } => "create_device",
+            Op::TouchDevice { .. } => "touch_device",
+            Op::DeleteDevice { .. } => "delete_device",
+            Op::CreateDirect { .. } => "create_direct",
+            Op::CreateGroup { .. } => "create_group",
+            Op::SetTitle { .. } => "set_title",
+            Op::AddMembers { .. } => "add_members",
+            Op::RemoveMember { .. } => "remove_member",
+            Op::SetRole { .. } => "set_role",
+            Op::Send(_) => "send",
+            Op::Ack { .. } => "ack",
+            Op::Read { .. } => "read",
+        }
+    }
+
     /// Whether the job's writes must be durable before it is answered.
     fn durable(&self) -> bool {
         !matches!(self, Op::SetLastSeen { .. } | Op::TouchDevice { .. } | Op::Ack { .. } | Op::Read { .. })
@@ -530,7 +550,7 @@ impl Writer {
             if db.is_closed() {
                 self.db = None;
             } else if let Err(e) = db.batch_execute("ROLLBACK").await {
-                tracing::warn!(error = %e, "rollback failed; dropping the connection");
+                tracing::warn!(error = %describe(&e), "rollback failed; dropping the connection");
                 self.db = None;
             }
             match fail.then {
@@ -578,7 +598,7 @@ impl Writer {
         {
             let node = i32::from(self.node.id);
             if let Err(e) = db.execute("SELECT pg_advisory_unlock($1, $2)", &[&NODE_LOCK_CLASS, &node]).await {
-                tracing::debug!(error = %e, "cannot release the node lock");
+                tracing::debug!(error = %describe(&e), "cannot release the node lock");
             }
         }
     }
@@ -630,7 +650,7 @@ async fn single(ctx: &mut Ctx<'_>, op: &Op) -> Result<Result<Reply>, Fail> {
         Err(PgError::Store(e)) => e,
         Err(PgError::Db(e)) if must_retry(&e) => return Err(db_fail(e, Then::Retry)),
         Err(PgError::Db(e)) => {
-            tracing::warn!(error = %e, ?op, "a write job failed");
+            tracing::warn!(error = %describe(&e), op = op.name(), "a write job failed");
             e.into()
         }
     };
