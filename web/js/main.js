@@ -70,7 +70,9 @@ class App {
     this.state = new ChatState(s, api, {
       changed: (what, id) => this.changed(what, id),
       notify: (conv, m) => this.notify(conv.c.conversation_id, m.sender_id, m.body.text ?? ''),
-      revoked: () => endSession('This device was signed out. Sign in again.'),
+      revoked: () => {
+        if (!this.signingOut) endSession('This device was signed out. Sign in again.');
+      },
     });
     /** @type {Set<string>} */
     this.dirty = new Set();
@@ -80,6 +82,8 @@ class App {
     this.infoOpen = false;
     /** @type {string | null} */
     this.openId = null;
+    /** Set while the user signs out (the server's 4010 close is then expected). */
+    this.signingOut = false;
 
     this.sidebar = new Sidebar({
       state: this.state,
@@ -171,7 +175,7 @@ class App {
     this.info.show(this.infoOpen ? id : null);
     this.state.open(id).catch(() => {
       // Not a conversation of ours (any more): back to the list.
-      if (this.openId === id && !this.state.convs.has(/** @type {string} */ (id)) && this.state.listLoaded) this.navigate(null);
+      if (this.openId === id && !this.state.convs.has(/** @type {string} */ (id))) this.navigate(null);
     });
     this.schedule();
   }
@@ -248,6 +252,7 @@ class App {
       );
       if (!ok) return;
     }
+    this.signingOut = true;
     try {
       await api.signOut();
     } catch {

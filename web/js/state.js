@@ -168,7 +168,16 @@ export class ChatState {
       onFrame: (f) => this.onFrame(f),
       onReady: (f) => this.onReady(f),
       onSynced: () => this.onSynced(),
-      onStatus: () => this.hooks.changed('status'),
+      onStatus: (status) => {
+        // Without a connection nobody's presence or typing is known: show none rather than stale.
+        if (status !== 'online' && status !== 'syncing') {
+          this.presence.clear();
+          for (const conv of this.convs.values()) conv.typing.clear();
+          this.hooks.changed('presence');
+          this.hooks.changed('list');
+        }
+        this.hooks.changed('status');
+      },
       onRevoked: () => this.hooks.revoked(),
     });
     this.typingSweep = setInterval(() => this.sweepTyping(), 1_000);
@@ -222,11 +231,20 @@ export class ChatState {
     return this.userName(peer);
   }
 
-  /** Conversations, most recent activity first. */
+  /** Conversations, most recent activity first (a message waiting to be sent counts). */
   sortedConvs() {
-    return Array.from(this.convs.values()).sort(
-      (a, b) => b.activity - a.activity || b.c.created_at - a.c.created_at,
-    );
+    /** @type {Map<string, number>} */
+    const pending = new Map();
+    for (const item of this.outbox.items) pending.set(item.conversation_id, item.created_at);
+    /** @param {Conv} c */
+    const when = (c) => Math.max(c.activity, pending.get(c.c.conversation_id) ?? 0);
+    return Array.from(this.convs.values()).sort((a, b) => when(b) - when(a) || b.c.created_at - a.c.created_at);
+  }
+
+  /** The newest text waiting in the outbox for a conversation. @param {string} id */
+  pendingText(id) {
+    const items = this.outbox.of(id).filter((i) => i.kind === 'text');
+    return items.length ? items[items.length - 1] : null;
   }
 
   /** The members of a conversation other than the user. @param {Conv} conv */
@@ -796,7 +814,12 @@ export class ChatState {
     const clientId = f.client_id || f.ref || '';
     this.inflight.delete(clientId);
     const item = this.outbox.get(clientId);
-    if (!item || !f.conversation_id || typeof f.seq !== 'number') {
+    if (!f.conversation_id || typeof f.seq !== 'number') return;
+    if (!item) {
+      // Another tab finished this send first; it tells us the message, or history will.
+      const id = f.conversation_id;
+      const log = this.logs.get(id);
+      if (log && !log.entries.has(f.seq)) setTimeout(() => this.fillNewer(id).catch(() => {}), 500);
       return;
     }
     /** @type {Message} */

@@ -9,6 +9,7 @@ import {
   PHONE,
   conversation,
   count,
+  holds,
   launchBrowser,
   message,
   noErrors,
@@ -105,6 +106,7 @@ describe('web client', { concurrency: 4 }, () => {
     // Bob reacts; Alice sees it.
     await edited.hover();
     await edited.getByRole('button', { name: 'Message actions' }).click();
+    await screenshot(bob.page, 'desktop-message-menu');
     await bob.page.getByRole('button', { name: 'React with 👍' }).click();
     await message(alice.page, 'Hello Bob, how are you?').getByRole('button', { name: /^👍 1/u }).waitFor();
 
@@ -210,7 +212,7 @@ describe('web client', { concurrency: 4 }, () => {
     await members.getByRole('listitem').filter({ hasText: 'bob' }).getByText('Admin', { exact: true }).waitFor();
     await message(bob.page, 'alice made you an admin').waitFor();
     await message(carol.page, 'alice made bob an admin').waitFor();
-    await screenshot(alice.page, 'desktop-group-info');
+    await screenshot(alice.page, 'desktop-group-admin');
 
     // Carol is removed: her composer gives way to a notice.
     await members.getByRole('button', { name: 'Options for carol' }).click();
@@ -249,6 +251,7 @@ describe('web client', { concurrency: 4 }, () => {
     await status(message(alice.page, 'queued one'), 'Sending');
     await status(message(alice.page, 'queued two'), 'Sending');
     await banner.getByText('2 messages will be sent when you reconnect').waitFor();
+    await screenshot(alice.page, 'desktop-offline');
     // Kept in local storage, with their client ids.
     const stored = await alice.page.evaluate(() =>
       Object.keys(localStorage)
@@ -424,7 +427,11 @@ describe('web client', { concurrency: 4 }, () => {
     await send(bob.page, 'hello?');
     await until(async () => (await alice.page.evaluate(() => /** @type {any} */ (window).__notes.length)) === 2, 'a second notification');
     await status(message(bob.page, 'hello?'), 'Delivered');
-    assert.equal(await message(bob.page, 'are you there?').getByRole('img', { name: 'Read' }).count(), 0);
+    await holds(
+      async () => (await bob.page.getByRole('region', { name: 'Messages' }).getByRole('img', { name: 'Read' }).count()) === 0,
+      1_500,
+      'nothing Bob sends is read while Alice is away',
+    );
 
     // Back to the tab: both become read.
     await alice.page.evaluate(() => {
@@ -448,6 +455,8 @@ describe('web client', { concurrency: 4 }, () => {
     t.after(() => phone.context.close());
     await screenshot(phone.page, 'phone-sign-in');
     await signUp(desk.page, 'alice');
+    // (The invitation to turn on notifications is a screen of its own; not in these pictures.)
+    await desk.page.getByRole('button', { name: 'Dismiss' }).click();
     const me = await desk.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || '{}'));
 
     // Some life: a direct chat with Bob, a group with everyone.
@@ -493,10 +502,11 @@ describe('web client', { concurrency: 4 }, () => {
     await message(desk.page, 'spare harness').waitFor();
     await desk.page.getByRole('button', { name: 'Group info' }).click();
     await desk.page.getByRole('complementary', { name: 'Group info' }).getByText('4 members').first().waitFor();
-    await screenshot(desk.page, 'desktop-group-info-full');
+    await screenshot(desk.page, 'desktop-group-info');
 
     // The phone is another device of Alice's.
     await signIn(phone.page, 'alice');
+    await phone.page.getByRole('button', { name: 'Dismiss' }).click();
     await conversation(phone.page, 'Climbing crew').waitFor();
     await screenshot(phone.page, 'phone-conversations');
     await conversation(phone.page, 'bob').click();
@@ -512,6 +522,7 @@ describe('web client', { concurrency: 4 }, () => {
     const dark = await openApp(browser, srv, { viewport: DESKTOP, colorScheme: 'dark' });
     t.after(() => dark.context.close());
     await signIn(dark.page, 'alice');
+    await dark.page.getByRole('button', { name: 'Dismiss' }).click();
     await conversation(dark.page, 'bob').click();
     await message(dark.page, 'ramen place').waitFor();
     await screenshot(dark.page, 'desktop-chat-dark');

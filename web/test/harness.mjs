@@ -251,6 +251,18 @@ export async function until(fn, what, timeout = T) {
   }
 }
 
+/**
+ * Checks that `fn` stays truthy for `ms`: for what must not happen (a negative needs a window).
+ * @param {() => Promise<unknown> | unknown} fn @param {number} ms @param {string} what
+ */
+export async function holds(fn, ms, what) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!(await fn())) throw new Error(`no longer true: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Waits until the locator matches exactly `n` elements. @param {import('playwright-core').Locator} locator @param {number} n @param {string} what */
 export async function count(locator, n, what) {
   await until(async () => (await locator.count()) === n, `${what}: ${n} element(s)`);
@@ -264,7 +276,7 @@ export async function status(item, status) {
 /** Saves a screenshot under SCREENSHOTS. @param {import('playwright-core').Page} page @param {string} name */
 export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), animations: 'disabled', caret: 'hide' });
 }
 
 /** Checks nothing went wrong in a page. @param {string[]} errors */

@@ -169,6 +169,9 @@ export class ChatView {
       return { text, cls: 'typing' };
     }
     if (conv.left) return { text: 'You are no longer a member', cls: '' };
+    const link = state.conn.status;
+    if (link === 'offline' || link === 'waiting') return { text: 'waiting for network…', cls: '' };
+    if (link === 'connecting') return { text: 'connecting…', cls: '' };
     if (conv.c.kind === 'direct') {
       const peer = state.peer(conv);
       if (!peer) return { text: '', cls: '' };

@@ -180,7 +180,8 @@ export class Sidebar {
     const online = !!(peer && peer !== state.me.user_id && state.presence.get(peer)?.online);
     const typists = state.typists(id);
     const preview = this.preview(conv, typists);
-    const time = c.last_message ? c.last_message.ts : conv.activity;
+    const pendingItem = state.pendingText(id);
+    const time = pendingItem ? pendingItem.created_at : c.last_message ? c.last_message.ts : conv.activity;
     const unread = c.unread_count;
     const selected = this.selected === id;
     const sig = JSON.stringify([title, online, preview, listTime(time), unread, selected, c.kind, typists.length > 0]);
@@ -233,6 +234,8 @@ export class Sidebar {
     if (typists.length) {
       return conv.c.kind === 'group' ? `${state.userName(typists[0])} is typing…` : 'typing…';
     }
+    const pending = state.pendingText(conv.c.conversation_id);
+    if (pending) return `You: ${snippet(pending.body.text ?? '', 80)}`;
     const m = conv.c.last_message;
     if (!m) return conv.c.kind === 'group' ? 'Group created' : 'No messages yet';
     const body = m.body || {};
