@@ -110,6 +110,16 @@ describe('web client', { concurrency: 4 }, () => {
     await bob.page.getByRole('button', { name: 'React with 👍' }).click();
     await message(alice.page, 'Hello Bob, how are you?').getByRole('button', { name: /^👍 1/u }).waitFor();
 
+    // Shift+Enter adds a line, Enter sends: one message of two lines.
+    const composer = alice.page.getByRole('textbox', { name: 'Message' });
+    await composer.pressSequentially('line one');
+    await composer.press('Shift+Enter');
+    await composer.pressSequentially('line two');
+    await composer.press('Enter');
+    const twoLines = message(bob.page, 'line one');
+    await twoLines.waitFor();
+    assert.equal(await twoLines.locator('.text').innerText(), 'line one\nline two');
+
     // Text is text: markup from a user is shown, never run.
     const evil = '<img src=x onerror="window.__pwned=1"><b>bold?</b>';
     await send(alice.page, evil);
@@ -223,13 +233,22 @@ describe('web client', { concurrency: 4 }, () => {
     await message(bob.page, 'alice removed carol').waitFor();
     await message(carol.page, 'alice removed you').waitFor();
 
+    // And added back: her composer returns.
+    await info.getByLabel('Add members').fill('carol');
+    await info.getByRole('button', { name: 'Add', exact: true }).click();
+    await members.getByRole('listitem').filter({ hasText: 'carol' }).waitFor();
+    await message(carol.page, 'alice added you').waitFor();
+    await carol.page.getByRole('textbox', { name: 'Message' }).waitFor();
+    await send(carol.page, 'Back again');
+    await message(alice.page, 'Back again').waitFor();
+
     // Bob leaves: the group leaves his list, Alice sees him go.
     await bob.page.getByRole('button', { name: 'Group info' }).click();
     await bob.page.getByRole('button', { name: 'Leave group' }).click();
     await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
     await conversation(bob.page, 'Weekend trip').waitFor({ state: 'detached' });
     await message(alice.page, 'bob left').waitFor();
-    await info.getByText('1 member', { exact: true }).first().waitFor();
+    await info.getByText('2 members', { exact: true }).first().waitFor();
 
     for (const u of [alice, bob, carol]) noErrors(u.errors);
   });
@@ -380,9 +399,25 @@ describe('web client', { concurrency: 4 }, () => {
     await alice.page.reload();
     await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
     assert.equal(await alice.page.evaluate(() => localStorage.getItem('parley.session')), null);
-    // Signing in again (a new device) finds the conversation.
+    // A wrong password is refused; the right one signs in again (a new device).
+    await alice.page.getByLabel('Username').fill('alice');
+    await alice.page.getByLabel('Password').fill('not the password');
+    await alice.page.getByRole('button', { name: 'Sign in' }).click();
+    await alice.page.getByRole('alert').filter({ hasText: 'Wrong username or password.' }).waitFor();
     await signIn(alice.page, 'alice');
     await conversation(alice.page, 'bob').waitFor();
+
+    // A second tab is the same device: it is signed in too, and each tab sees what the other sends
+    // (the server does not echo a device's own sends back to it).
+    const tab2 = await alice.context.newPage();
+    await tab2.goto(srv.url);
+    await conversation(tab2, 'bob').click();
+    await conversation(alice.page, 'bob').click();
+    await send(alice.page, 'sent from the first tab');
+    await message(tab2, 'sent from the first tab').waitFor();
+    await status(message(tab2, 'sent from the first tab'), 'Sent');
+    await send(tab2, 'and from the second');
+    await message(alice.page, 'and from the second').waitFor();
     noErrors(alice.errors);
   });
 
@@ -528,6 +563,13 @@ describe('web client', { concurrency: 4 }, () => {
     await screenshot(dark.page, 'desktop-chat-dark');
     const bg = await dark.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     assert.notEqual(bg, 'rgb(255, 255, 255)', 'dark mode has a dark background');
+
+    // The list is most recent first, live: a new group message moves the group to the top.
+    /** @param {import('playwright-core').Page} p */
+    const titles = (p) => p.getByRole('list', { name: 'Conversations' }).locator('.conv-title').allTextContents();
+    await until(async () => JSON.stringify(await titles(desk.page)) === '["bob","Climbing crew"]', 'bob first');
+    await post(carol, group, 'See you there');
+    await until(async () => JSON.stringify(await titles(desk.page)) === '["Climbing crew","bob"]', 'the group first');
 
     for (const u of [desk, phone, dark]) noErrors(u.errors);
   });
