@@ -600,7 +600,7 @@ export class ChatState {
             text: contentText(m),
             edited: false,
             deleted: false,
-            replyTo: typeof m.body.reply_to_seq === 'number' ? m.body.reply_to_seq : undefined,
+            replyTo: typeof m.body?.reply_to_seq === 'number' ? m.body.reply_to_seq : undefined,
             reactions: new Map(),
             pending: null,
             clientId: m.client_id,
@@ -608,7 +608,7 @@ export class ChatState {
           lines.push(b);
           bubbles.set(seq, b);
         } else if (CHANGE_KINDS.has(m.kind)) {
-          applyChange(bubbles, m.kind, m.body, m.sender_id);
+          applyChange(bubbles, m.kind, m.body || {}, m.sender_id);
         } else {
           lines.push({ type: 'system', key: `s${seq}`, seq, ts: m.ts, m });
         }

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use async_trait::async_trait;
 use parley_core::ids::*;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::{ConnHandle, Kick, Outbound, Router};
+use crate::{ConnHandle, Kick, Outbound, Probe, Registered, RouteAck, Router};
 
 /// Shards keep writers (connects, disconnects) from blocking deliveries to other users.
 const SHARDS: usize = 64;
@@ -38,27 +39,66 @@ impl LocalRouter {
         let h = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.shards[h as usize % SHARDS]
     }
+
+    /// Adds a connection; true when it is its user's first on this router.
+    pub(crate) fn add(&self, conn: ConnHandle) -> bool {
+        let mut map = self.shard(conn.user_id).write().unwrap_or_else(|e| e.into_inner());
+        let conns = map.entry(conn.user_id).or_default();
+        conns.push(conn);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        conns.len() == 1
+    }
+
+    /// Removes a connection; true when that was its user's last on this router.
+    pub(crate) fn remove(&self, user_id: UserId, conn_id: u64) -> bool {
+        let mut map = self.shard(user_id).write().unwrap_or_else(|e| e.into_inner());
+        let Some(conns) = map.get_mut(&user_id) else { return false };
+        let before = conns.len();
+        conns.retain(|c| c.id != conn_id);
+        if conns.len() == before {
+            return false;
+        }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        if conns.is_empty() {
+            map.remove(&user_id);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `user_id` has a connection here.
+    pub(crate) fn has(&self, user_id: UserId) -> bool {
+        self.shard(user_id).read().unwrap_or_else(|e| e.into_inner()).contains_key(&user_id)
+    }
+
+    /// Every user with a connection here.
+    pub(crate) fn users(&self) -> Vec<UserId> {
+        let mut out = Vec::with_capacity(self.connections.load(Ordering::Relaxed));
+        for shard in self.shards.iter() {
+            out.extend(shard.read().unwrap_or_else(|e| e.into_inner()).keys().copied());
+        }
+        out
+    }
+
+    /// Sends `why` to every connection here.
+    pub(crate) fn kick_all(&self, why: Kick) {
+        for shard in self.shards.iter() {
+            for c in shard.read().unwrap_or_else(|e| e.into_inner()).values().flatten() {
+                let _ = c.kicks.try_send(why);
+            }
+        }
+    }
 }
 
+#[async_trait]
 impl Router for LocalRouter {
-    fn register(&self, conn: ConnHandle) {
-        let mut map = self.shard(conn.user_id).write().unwrap_or_else(|e| e.into_inner());
-        map.entry(conn.user_id).or_default().push(conn);
-        self.connections.fetch_add(1, Ordering::Relaxed);
+    fn register(&self, conn: ConnHandle) -> Registered {
+        self.add(conn);
+        Box::pin(std::future::ready(()))
     }
 
     fn unregister(&self, user_id: UserId, conn_id: u64) {
-        let mut map = self.shard(user_id).write().unwrap_or_else(|e| e.into_inner());
-        if let Some(conns) = map.get_mut(&user_id) {
-            let before = conns.len();
-            conns.retain(|c| c.id != conn_id);
-            if conns.len() < before {
-                self.connections.fetch_sub(1, Ordering::Relaxed);
-            }
-            if conns.is_empty() {
-                map.remove(&user_id);
-            }
-        }
+        self.remove(user_id, conn_id);
     }
 
     fn deliver(&self, users: &[UserId], frame: &Outbound) {
@@ -84,6 +124,15 @@ impl Router for LocalRouter {
         }
     }
 
+    /// Everything is delivered by the time `deliver` returns.
+    fn flush(&self) -> RouteAck {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn deliver_durably(&self, _: ConversationId, _: Vec<UserId>, _: &Outbound) -> Option<RouteAck> {
+        None
+    }
+
     fn kick_device(&self, user_id: UserId, device_id: DeviceId, why: Kick) {
         let map = self.shard(user_id).read().unwrap_or_else(|e| e.into_inner());
         for c in map.get(&user_id).into_iter().flatten().filter(|c| c.device_id == device_id) {
@@ -91,12 +140,16 @@ impl Router for LocalRouter {
         }
     }
 
-    fn is_online(&self, user_id: UserId) -> bool {
-        self.shard(user_id).read().unwrap_or_else(|e| e.into_inner()).contains_key(&user_id)
+    async fn is_online(&self, user_id: UserId) -> bool {
+        self.has(user_id)
     }
 
     fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    async fn probe(&self) -> Vec<Probe> {
+        Vec::new()
     }
 }
 
@@ -128,9 +181,9 @@ mod tests {
         let (c1, mut rx1, _) = conn(1, 10, 100, 8);
         let (c2, mut rx2, _) = conn(2, 10, 101, 8);
         let (c3, mut rx3, _) = conn(3, 20, 200, 8);
-        r.register(c1);
-        r.register(c2);
-        r.register(c3);
+        r.add(c1);
+        r.add(c2);
+        r.add(c3);
         assert_eq!(r.connection_count(), 3);
         r.deliver(&[10], &frame("a"));
         assert_eq!(&rx1.try_recv().unwrap().json[..], b"a");
@@ -140,9 +193,9 @@ mod tests {
         r.deliver(&[10, 20], &frame("b"));
         assert!(rx1.try_recv().is_err());
         assert!(rx2.try_recv().is_ok() && rx3.try_recv().is_ok());
-        assert!(r.is_online(10));
+        assert!(r.has(10));
         r.unregister(10, 2);
-        assert!(!r.is_online(10));
+        assert!(!r.has(10));
         assert_eq!(r.connection_count(), 1);
     }
 
@@ -150,7 +203,7 @@ mod tests {
     fn a_full_queue_kicks_instead_of_blocking() {
         let r = LocalRouter::new();
         let (c, _rx, mut kicks) = conn(1, 10, 100, 2);
-        r.register(c);
+        r.add(c);
         for _ in 0..3 {
             r.deliver(&[10], &frame("x"));
         }
@@ -161,7 +214,7 @@ mod tests {
     fn a_full_queue_of_own_markers_does_not_kick() {
         let r = LocalRouter::new();
         let (c, _rx, mut kicks) = conn(1, 10, 100, 1);
-        r.register(c);
+        r.add(c);
         let own = Outbound {
             json: Bytes::from_static(b"m"),
             position: Some(crate::LogPosition { conversation_id: 1, seq: 1, sender_device_id: Some(100) }),
@@ -177,8 +230,8 @@ mod tests {
         let r = LocalRouter::new();
         let (c1, _r1, mut k1) = conn(1, 10, 100, 2);
         let (c2, _r2, mut k2) = conn(2, 10, 101, 2);
-        r.register(c1);
-        r.register(c2);
+        r.add(c1);
+        r.add(c2);
         r.kick_device(10, 101, Kick::Revoked);
         assert!(k1.try_recv().is_err());
         assert_eq!(k2.try_recv().unwrap(), Kick::Revoked);

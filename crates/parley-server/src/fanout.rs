@@ -6,8 +6,17 @@
 //! member list from disk and a member sees exactly the seqs of their membership. Conversations
 //! above a size threshold fan out on a pool of workers in batches, so one 1,024-member send does
 //! not hold up other conversations. Receipts are coalesced per conversation.
+//!
+//! In a cluster, this node's fanout sees only this node's commits. Large conversations then go to
+//! the router's durable job queue instead of the local workers; a membership change is broadcast
+//! so the other nodes drop their cached members; and since another node may have committed a
+//! membership change between two entries this node commits, the cache is checked against the log
+//! whenever entries by other nodes came in between (`MemberCache::for_seq`). After each commit
+//! batch, fanout asks the router to flush and reports the outcome to [`crate::routed`], which
+//! holds the senders' `sent` until then.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +27,7 @@ use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
 use parley_core::model::{MemberWindow, Message, ReceiptChange};
 use parley_proto::Id;
 use parley_proto::frames::{Receipt, ServerFrame};
-use parley_router::{LogPosition, Outbound};
+use parley_router::{LogPosition, Outbound, RouteAck, RouteError};
 use parley_store::StoreEvent;
 use tokio::sync::mpsc;
 
@@ -34,13 +43,28 @@ const WORKER_BATCH: usize = 128;
 const WORKER_QUEUE: usize = 1024;
 /// `conversation` frames carry the member list up to this many members.
 const CONVERSATION_FRAME_MEMBERS_MAX: i64 = 64;
+/// Entries committed elsewhere that are read to check a cached member list, at most; past it the
+/// list is simply reloaded.
+const GAP_CHECK_MAX: i64 = 64;
+/// Commit batches whose routing outcome is awaited at once.
+const ACK_QUEUE: usize = 1024;
 
 /// The member windows of one conversation.
 pub struct Members {
     windows: Vec<MemberWindow>,
+    /// The highest seq up to which these windows are known to be exact: every membership change
+    /// at or below it is in them. Fanout moves it along with the entries it routes.
+    upto: AtomicI64,
 }
 
 impl Members {
+    fn new(windows: Vec<MemberWindow>, upto: i64) -> Self {
+        // A list loaded from storage holds every change committed before the load, so at least
+        // everything up to its latest boundary.
+        let boundary = windows.iter().map(|w| w.left_seq.unwrap_or(w.joined_seq)).max().unwrap_or(0);
+        Members { windows, upto: AtomicI64::new(upto.max(boundary)) }
+    }
+
     /// Who may see `seq`.
     pub fn recipients(&self, seq: i64) -> Vec<UserId> {
         self.windows.iter().filter(|w| w.sees(seq)).map(|w| w.user_id).collect()
@@ -65,8 +89,13 @@ impl MemberCache {
         if let Some(m) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv) {
             return Some(m.clone());
         }
+        self.load(app, conv, 0).await
+    }
+
+    /// Loads `conv`'s members from storage (exact for every seq committed so far, `at` included).
+    async fn load(&self, app: &App, conv: ConversationId, at: i64) -> Option<Arc<Members>> {
         let members = match app.store.member_windows(conv).await {
-            Ok(windows) => Arc::new(Members { windows }),
+            Ok(windows) => Arc::new(Members::new(windows, at)),
             Err(e) => {
                 tracing::error!(error = %e, conv, "cannot load members for fanout");
                 return None;
@@ -80,6 +109,29 @@ impl MemberCache {
         Some(members)
     }
 
+    /// The members exactly as of committed entry `seq`, in a cluster, where other nodes commit
+    /// to the same conversation. If entries this node did not route lie between what the cached
+    /// list is known to cover and `seq`, they are read from the log (or, past a few, the list is
+    /// reloaded): a membership change among them means a reload. The broadcast invalidation
+    /// usually gets here first; this closes the race with it.
+    pub async fn for_seq(&self, app: &App, conv: ConversationId, seq: i64) -> Option<Arc<Members>> {
+        let cached = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv).cloned();
+        let Some(m) = cached else { return self.load(app, conv, seq).await };
+        let upto = m.upto.load(Ordering::Acquire);
+        if upto >= seq - 1 {
+            m.upto.fetch_max(seq, Ordering::AcqRel);
+            return Some(m);
+        }
+        if seq - 1 - upto <= GAP_CHECK_MAX
+            && let Ok(between) = app.store.log_range(conv, upto, seq - 1, GAP_CHECK_MAX as u32).await
+            && !between.iter().any(|e| changes_members(e.kind))
+        {
+            m.upto.fetch_max(seq, Ordering::AcqRel);
+            return Some(m);
+        }
+        self.load(app, conv, seq).await
+    }
+
     pub fn invalidate(&self, conv: ConversationId) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&conv);
     }
@@ -87,6 +139,12 @@ impl MemberCache {
 
 pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
     let workers = Workers::start(&app);
+    // In a cluster: each commit batch's routing outcome, awaited in order beside this loop.
+    let acks = app.routed.as_ref().map(|_| {
+        let (tx, rx) = mpsc::channel(ACK_QUEUE);
+        tokio::spawn(report_routing(app.clone(), rx));
+        tx
+    });
     let interval = Duration::from_millis(app.config.receipt_interval_ms.max(1));
     let mut receipts = ReceiptThrottle { interval, convs: HashMap::new() };
     let mut tick = tokio::time::interval(interval / 2);
@@ -95,15 +153,20 @@ pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
         tokio::select! {
             batch = events.recv() => {
                 let Some(batch) = batch else { break };
+                let mut routing = Routing::default();
                 for event in batch {
                     match event {
-                        StoreEvent::Message(m) => message(&app, &workers, m).await,
+                        StoreEvent::Message(m) => message(&app, &workers, m, &mut routing).await,
                         StoreEvent::Receipt(r) => {
                             if let Some(now) = receipts.offer(r) {
                                 send_receipts(&app, r.conversation_id, &[now]).await;
                             }
                         }
                     }
+                }
+                if let Some(acks) = &acks && !routing.messages.is_empty() {
+                    routing.acks.push(app.router.flush());
+                    let _ = acks.send(routing).await;
                 }
             }
             _ = tick.tick() => {
@@ -113,6 +176,68 @@ pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
             }
         }
     }
+}
+
+/// What one commit batch handed to the router: its messages, and the acks that say they left.
+#[derive(Default)]
+struct Routing {
+    messages: Vec<(ConversationId, i64)>,
+    acks: Vec<RouteAck>,
+}
+
+/// Awaits each batch's acks in commit order and tells the waiting senders.
+async fn report_routing(app: Arc<App>, mut rx: mpsc::Receiver<Routing>) {
+    let Some(routed) = app.routed.clone() else { return };
+    while let Some(r) = rx.recv().await {
+        let mut result = Ok(());
+        for ack in r.acks {
+            if let Err(e) = ack.await {
+                result = Err(e);
+            }
+        }
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, messages = r.messages.len(), "messages committed but not routed");
+        }
+        routed.done(&r.messages, &result);
+    }
+}
+
+fn encode(m: &Message) -> Outbound {
+    Outbound {
+        json: Bytes::from(ServerFrame::Message(&convert::message(m)).to_json()),
+        position: Some(LogPosition {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_device_id: m.sender_device_id,
+        }),
+    }
+}
+
+/// Routes a message again (a repeated send in a cluster, so the repeat's `sent` also means
+/// routed) and resolves when it has left this node.
+pub async fn route_again(app: &App, m: &Message) -> Result<(), RouteError> {
+    let Some(members) = app.members.for_seq(app, m.conversation_id, m.seq).await else {
+        return Err(RouteError::Unavailable("cannot load the members".into()));
+    };
+    let recipients = members.recipients(m.seq);
+    let frame = encode(m);
+    if recipients.len() > app.config.fanout_worker_threshold
+        && let Some(ack) = app.router.deliver_durably(m.conversation_id, recipients.clone(), &frame)
+    {
+        return ack.await;
+    }
+    app.router.deliver(&recipients, &frame);
+    app.router.flush().await
+}
+
+/// The user a `member_removed` or `member_left` entry takes out.
+fn removed_user(m: &Message) -> Option<UserId> {
+    if !matches!(m.kind, MessageKind::MemberRemoved | MessageKind::MemberLeft) {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(&m.body)
+        .ok()
+        .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0))
 }
 
 fn changes_members(kind: MessageKind) -> bool {
@@ -126,26 +251,40 @@ fn changes_members(kind: MessageKind) -> bool {
     )
 }
 
-async fn message(app: &Arc<App>, workers: &Workers, m: Message) {
+async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Routing) {
     Metrics::inc(&app.metrics.messages_persisted);
     let changes = changes_members(m.kind);
+    let removed = removed_user(&m);
     if changes {
         // The cache may predate this entry; windows make either version exact for older seqs,
         // and a fresh load is exact for this one.
         app.members.invalidate(m.conversation_id);
+        if let Some(cluster) = &app.cluster {
+            cluster.members_changed(m.conversation_id, removed);
+        }
     }
-    let Some(members) = app.members.get(app, m.conversation_id).await else { return };
-    let recipients = members.recipients(m.seq);
-    let frame = Outbound {
-        json: Bytes::from(ServerFrame::Message(&convert::message(&m)).to_json()),
-        position: Some(LogPosition {
-            conversation_id: m.conversation_id,
-            seq: m.seq,
-            sender_device_id: m.sender_device_id,
-        }),
+    let members = match app.cluster {
+        Some(_) => app.members.for_seq(app, m.conversation_id, m.seq).await,
+        None => app.members.get(app, m.conversation_id).await,
     };
+    // The message is committed whatever happens here; a sender waits for this entry either way.
+    routing.messages.push((m.conversation_id, m.seq));
+    let Some(members) = members else {
+        routing.acks.push(Box::pin(std::future::ready(Err(RouteError::Unavailable("no members".into())))));
+        return;
+    };
+    let recipients = members.recipients(m.seq);
+    let frame = encode(&m);
     if recipients.len() > app.config.fanout_worker_threshold {
-        workers.submit(m.conversation_id, frame, recipients).await;
+        // In a cluster, a durable job any node carries out; in process, the worker pool.
+        match app
+            .cluster
+            .as_ref()
+            .and_then(|_| app.router.deliver_durably(m.conversation_id, recipients.clone(), &frame))
+        {
+            Some(ack) => routing.acks.push(ack),
+            None => workers.submit(m.conversation_id, frame, recipients).await,
+        }
     } else {
         let started = std::time::Instant::now();
         app.router.deliver(&recipients, &frame);
@@ -154,15 +293,10 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message) {
     if changes || m.kind == MessageKind::TitleChanged {
         conversation_frames(app, m.conversation_id, members).await;
     }
-    if matches!(m.kind, MessageKind::MemberRemoved | MessageKind::MemberLeft) {
+    if let Some(user) = removed {
         // Presence and typing follow shared membership: recheck who may still watch whom.
-        let gone = serde_json::from_str::<serde_json::Value>(&m.body)
-            .ok()
-            .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0));
-        if let Some(user) = gone {
-            let app = app.clone();
-            tokio::spawn(async move { app.presence.revalidate(&app, user).await });
-        }
+        let app = app.clone();
+        tokio::spawn(async move { app.presence.revalidate(&app, user).await });
     }
 }
 
@@ -305,13 +439,15 @@ mod tests {
 
     #[test]
     fn windows_pick_recipients() {
-        let m = Members {
-            windows: vec![
+        let m = Members::new(
+            vec![
                 MemberWindow { user_id: 1, joined_seq: 1, left_seq: None },
                 MemberWindow { user_id: 2, joined_seq: 1, left_seq: Some(5) },
                 MemberWindow { user_id: 3, joined_seq: 8, left_seq: None },
             ],
-        };
+            0,
+        );
+        assert_eq!(m.upto.load(Ordering::Relaxed), 8, "exact up to its latest boundary");
         assert_eq!(m.recipients(5), vec![1, 2]);
         assert_eq!(m.recipients(6), vec![1]);
         assert_eq!(m.recipients(8), vec![1, 3]);

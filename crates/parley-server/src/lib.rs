@@ -3,6 +3,7 @@
 //! the same way.
 
 pub mod auth;
+mod cluster;
 pub mod config;
 mod convert;
 pub mod error;
@@ -11,6 +12,7 @@ mod json;
 pub mod metrics;
 mod presence;
 mod ratelimit;
+mod routed;
 mod routes;
 mod service;
 mod state;
@@ -19,7 +21,6 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_router::{LocalRouter, Router};
 use parley_store::{PgStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub enum ServeError {
     Store(#[from] parley_store::StoreError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] parley_router::cluster::ClusterError),
 }
 
 /// Runs the server on `listener` until `shutdown` is cancelled, then drains: stops accepting,
@@ -48,9 +51,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Some(url) => Arc::new(PgStore::connect(url, config.node_number(), config.migrate_on_start, events_tx).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir, config.node_number(), events_tx)?),
     };
-    let router: Arc<dyn Router> = Arc::new(LocalRouter::new());
+    // A cluster router when NATS and Redis are configured, else the in-process one.
+    let routers = cluster::Routers::connect(&config).await?;
     let tracker = TaskTracker::new();
-    let app = App::new(config, store.clone(), router, shutdown.clone(), tracker.clone()).await;
+    let app =
+        App::new(config, store.clone(), routers.router.clone(), routers.bus(), shutdown.clone(), tracker.clone()).await;
+
+    let cluster_events = routers
+        .cluster
+        .as_ref()
+        .and_then(|c| parley_router::ClusterBus::take_events(c.as_ref()))
+        .map(|events| tokio::spawn(cluster::listen(app.clone(), events)));
 
     let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
@@ -77,9 +88,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     if tokio::time::timeout(deadline, store.shutdown()).await.is_err() {
         tracing::warn!("the store did not stop within the shutdown timeout");
     }
+    // Last: what the drain queued for other nodes goes out, then the router stops.
+    if let Some(c) = &routers.cluster {
+        c.shutdown().await;
+    }
     sweeper.abort();
     probes.abort();
     fanout.abort();
+    if let Some(t) = cluster_events {
+        t.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -87,8 +105,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 /// How often the dependencies' round trips are measured for `/metrics`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Measures each dependency's round trip (the store's: one indexed read) for `/metrics`, so an
-/// operator sees a slow or unreachable dependency before users do.
+/// Measures each dependency's round trip (the store's: one indexed read; in a cluster, NATS's
+/// and Redis's too) for `/metrics`, so an operator sees a slow or unreachable dependency before
+/// users do.
 async fn health_probes(app: Arc<App>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
@@ -96,5 +115,9 @@ async fn health_probes(app: Arc<App>) {
         let started = std::time::Instant::now();
         let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(0)).await.is_ok_and(|r| r.is_ok());
         app.metrics.dependency("store", up, started.elapsed());
+        let started = std::time::Instant::now();
+        for p in app.router.probe().await {
+            app.metrics.dependency(p.dependency, p.result.is_ok(), p.result.unwrap_or_else(|_| started.elapsed()));
+        }
     }
 }

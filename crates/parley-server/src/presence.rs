@@ -7,6 +7,13 @@
 //! disk lazily (a coalesced, non-durable write), never on every connect. Changes go only to the
 //! connections that subscribed, and only users who share a conversation may subscribe to each
 //! other; anyone else gets one uninformative frame and never an update.
+//!
+//! In a cluster a user is online while any node has a connection of theirs, so the cluster
+//! decides (through [`ClusterBus`]): this node still counts its own connections and runs the
+//! grace timer, but a user comes online when the session directory says so (an event), and goes
+//! offline when the last node's grace period ends ([`ClusterBus::went_offline`]) or a dead node's
+//! entries expire (an event from the sweeper). Changes carry a version, so a watcher's node keeps
+//! the newest whatever order they arrive in. Only watched users' cluster states are kept here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,7 +23,7 @@ use bytes::Bytes;
 use parley_core::ids::UserId;
 use parley_proto::Id;
 use parley_proto::frames::{Presence as PresenceFrame, ServerFrame};
-use parley_router::{Kick, Outbound};
+use parley_router::{ClusterBus, Kick, Outbound, PresenceState};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -49,19 +56,43 @@ struct State {
     watchers: HashMap<UserId, HashMap<u64, Watcher>>,
     /// Connection → the users it watches.
     watching: HashMap<u64, HashSet<UserId>>,
+    /// In a cluster: the newest cluster-wide state known of each watched user.
+    views: HashMap<UserId, PresenceState>,
 }
 
 impl State {
     fn online(&self, user: UserId) -> bool {
-        self.connections.get(&user).is_some_and(|&n| n > 0) || self.going_offline.contains_key(&user)
+        self.online_with(user, self.views.get(&user))
+    }
+
+    fn online_with(&self, user: UserId, view: Option<&PresenceState>) -> bool {
+        self.connections.get(&user).is_some_and(|&n| n > 0)
+            || self.going_offline.contains_key(&user)
+            || view.is_some_and(|v| v.online)
     }
 
     /// The `presence` frame `viewer` may see about `user` (reciprocal last-seen privacy).
     fn frame(&self, viewer: UserId, user: UserId) -> PresenceFrame {
-        let online = self.online(user);
+        self.frame_with(viewer, user, self.views.get(&user))
+    }
+
+    /// As [`State::frame`], with the cluster's view of `user` given.
+    fn frame_with(&self, viewer: UserId, user: UserId, view: Option<&PresenceState>) -> PresenceFrame {
+        let online = self.online_with(user, view);
         let shown = *self.visible.get(&user).unwrap_or(&true) && *self.visible.get(&viewer).unwrap_or(&true);
-        let last_seen = if online || !shown { None } else { self.last_seen.get(&user).copied() };
+        let known = self.last_seen.get(&user).copied().max(view.and_then(|v| v.last_seen));
+        let last_seen = if online || !shown { None } else { known };
         PresenceFrame { user_id: user.to_string(), online, last_seen }
+    }
+
+    /// Keeps `s` if it is newer than what is known of a watched user; true if it was kept.
+    fn keep_view(&mut self, s: PresenceState) -> bool {
+        if !self.watchers.contains_key(&s.user_id) || self.views.get(&s.user_id).is_some_and(|v| v.version >= s.version)
+        {
+            return false;
+        }
+        self.views.insert(s.user_id, s);
+        true
     }
 
     /// Queues `user`'s current presence for each of their watchers.
@@ -101,11 +132,13 @@ fn push_bytes(w: &Watcher, json: Bytes) {
 pub struct Presence {
     state: Mutex<State>,
     grace: Duration,
+    /// The cluster's presence; `None` in embedded mode, where this node knows everything.
+    cluster: Option<Arc<dyn ClusterBus>>,
 }
 
 impl Presence {
-    pub fn new(grace: Duration) -> Self {
-        Presence { state: Mutex::new(State::default()), grace }
+    pub fn new(grace: Duration, cluster: Option<Arc<dyn ClusterBus>>) -> Self {
+        Presence { state: Mutex::new(State::default()), grace, cluster }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -123,7 +156,8 @@ impl Presence {
         *st.connections.entry(user).or_default() += 1;
         // Back within the grace period: the pending offline is simply forgotten.
         st.going_offline.remove(&user);
-        if !was_online {
+        // In a cluster the session directory says whether this made the user online anywhere.
+        if !was_online && self.cluster.is_none() {
             st.publish(user);
         }
     }
@@ -156,16 +190,73 @@ impl Presence {
                 let mut st = app.presence.lock();
                 if st.going_offline.get(&user) == Some(&generation) {
                     st.going_offline.remove(&user);
-                    st.publish(user);
+                    if app.presence.cluster.is_none() {
+                        st.publish(user);
+                    }
                     true
                 } else {
                     false
                 }
             };
-            if published && let Err(e) = app.store.set_last_seen(user, now).await {
+            if !published {
+                return;
+            }
+            let mut at = now;
+            if let Some(cluster) = &app.presence.cluster {
+                // Offline only if no other node has the user; the sweeper covers a failure here.
+                match cluster.went_offline(user, now).await {
+                    Ok(Some(change)) => {
+                        at = change.last_seen.unwrap_or(now);
+                        app.presence.apply(change);
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = app.store.set_last_seen(user, at).await {
                 tracing::warn!(error = %e, user, "cannot record last seen");
             }
         });
+    }
+
+    /// In a cluster: a change of a user's cluster-wide presence (from any node, in any order).
+    /// Watchers here hear of it if it changes what they see.
+    pub fn apply(&self, s: PresenceState) {
+        let mut st = self.lock();
+        let seen = |st: &State| {
+            let f = st.frame(s.user_id, s.user_id);
+            (f.online, f.last_seen)
+        };
+        let before = seen(&st);
+        if st.keep_view(s) && seen(&st) != before {
+            st.publish(s.user_id);
+        }
+    }
+
+    /// In a cluster: another node recorded a user's last-seen privacy.
+    pub fn visibility(&self, user: UserId, visible: bool) {
+        let mut st = self.lock();
+        if st.loaded.contains(&user) {
+            st.visible.insert(user, visible);
+        }
+    }
+
+    /// The cluster's view of `users` (none on failure: then only this node's knowledge counts).
+    async fn cluster_states(&self, users: &[UserId]) -> HashMap<UserId, PresenceState> {
+        let Some(cluster) = &self.cluster else { return HashMap::new() };
+        if users.is_empty() {
+            return HashMap::new();
+        }
+        match cluster.presence(users).await {
+            Ok(states) => states.into_iter().map(|s| (s.user_id, s)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read presence from the cluster");
+                HashMap::new()
+            }
+        }
     }
 
     /// Loads what storage knows (last seen, privacy) about users not yet in memory.
@@ -216,11 +307,16 @@ impl Presence {
     ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
         let ids = parse(raw);
         let contacts = self.contacts(app, viewer, &ids).await?;
+        let fetched = self.cluster_states(&contacts.iter().copied().collect::<Vec<_>>()).await;
         let st = self.lock();
+        let newest = |u: UserId| match (st.views.get(&u), fetched.get(&u)) {
+            (Some(a), Some(b)) => Some(if a.version >= b.version { a } else { b }),
+            (a, b) => a.or(b),
+        };
         Ok(raw
             .iter()
             .zip(&ids)
-            .map(|(r, &u)| if contacts.contains(&u) { st.frame(viewer, u) } else { uninformative(r) })
+            .map(|(r, &u)| if contacts.contains(&u) { st.frame_with(viewer, u, newest(u)) } else { uninformative(r) })
             .collect())
     }
 
@@ -234,6 +330,27 @@ impl Presence {
     ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
         let ids = parse(raw);
         let contacts = self.contacts(app, watcher.user_id, &ids).await?;
+        if self.cluster.is_some() {
+            // Watch first, then read the cluster: a change after the read arrives as an event,
+            // and one before it is in the read; versions sort out the overlap.
+            {
+                let mut st = self.lock();
+                for &u in &contacts {
+                    st.watchers.entry(u).or_default().insert(watcher.conn_id, watcher.clone());
+                    st.watching.entry(watcher.conn_id).or_default().insert(u);
+                }
+            }
+            let fetched = self.cluster_states(&contacts.iter().copied().collect::<Vec<_>>()).await;
+            let mut st = self.lock();
+            for s in fetched.into_values() {
+                st.keep_view(s);
+            }
+            return Ok(raw
+                .iter()
+                .zip(&ids)
+                .map(|(r, &u)| if contacts.contains(&u) { st.frame(watcher.user_id, u) } else { uninformative(r) })
+                .collect());
+        }
         let mut st = self.lock();
         let mut frames = Vec::with_capacity(ids.len());
         for (r, &u) in raw.iter().zip(&ids) {
@@ -255,6 +372,7 @@ impl Presence {
                 w.remove(&conn_id);
                 if w.is_empty() {
                     st.watchers.remove(u);
+                    st.views.remove(u);
                 }
             }
             if let Some(set) = st.watching.get_mut(&conn_id) {
@@ -313,6 +431,9 @@ impl Presence {
     /// A user changed whether they show their last seen (already stored).
     pub fn set_visible(&self, user: UserId, visible: bool) {
         self.lock().visible.insert(user, visible);
+        if let Some(cluster) = &self.cluster {
+            cluster.visibility_changed(user, visible);
+        }
     }
 
     /// On shutdown: writes the last seen of everyone whose offline is still pending, so users

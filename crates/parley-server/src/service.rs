@@ -5,11 +5,13 @@ use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::validate;
 use std::time::Instant;
 
+use parley_proto::ErrorCode;
 use parley_store::{NewMessage, SendOutcome, Ticket};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::routed::Interest;
 use crate::state::App;
 
 pub struct SendRequest {
@@ -29,6 +31,8 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
     validate::client_id(&req.client_id)?;
     let body = validate::message_body(&req.kind, &req.body)?;
     Metrics::inc(&app.metrics.sends);
+    // In a cluster, routing progress is tracked from before the send exists (see `routed`).
+    let interest = app.routed.as_ref().map(|r| r.expect(req.conversation_id));
     let ticket = app
         .store
         .enqueue_send(NewMessage {
@@ -41,21 +45,39 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
             target_seq: body.target_seq,
         })
         .await?;
-    Ok(Queued { ticket, at: Instant::now() })
+    Ok(Queued { ticket, at: Instant::now(), interest })
 }
 
 /// A send in the store's queue.
 pub struct Queued {
     ticket: Ticket<SendOutcome>,
     at: Instant,
+    interest: Option<Interest>,
 }
 
-/// Waits for a queued send to be durable.
+/// Waits for a queued send to be durable and, in a cluster, routed: handed to every node that
+/// has a recipient's connection (flushed to NATS) or stored as a durable fanout job. A repeat is
+/// routed again, so a retry after `unavailable` still reaches everyone.
 pub async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> {
     let outcome = queued.ticket.wait().await?;
     app.metrics.send_to_persist.observe(queued.at.elapsed().as_micros() as u64);
     if outcome.duplicate {
         Metrics::inc(&app.metrics.sends_duplicate);
+    }
+    if let (Some(routed), Some(interest)) = (&app.routed, &queued.interest) {
+        let m = &outcome.message;
+        let result = if outcome.duplicate {
+            crate::fanout::route_again(app, m).await
+        } else {
+            routed.wait(interest, m.seq).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, conv = m.conversation_id, seq = m.seq, "stored but not routed");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the message is stored but could not yet reach every node: send it again with the same client_id",
+            ));
+        }
     }
     Ok(outcome)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use parley_router::Router;
+use parley_router::{ClusterBus, Router};
 use parley_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,11 +14,16 @@ use crate::fanout::MemberCache;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
+use crate::routed::Routed;
 
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub router: Arc<dyn Router>,
+    /// Presence and invalidations across nodes; `None` in embedded mode.
+    pub cluster: Option<Arc<dyn ClusterBus>>,
+    /// Sends waiting for their message to be routed (cluster only; see `routed`).
+    pub routed: Option<Arc<Routed>>,
     pub passwords: Passwords,
     pub rate: RateLimiter,
     pub members: MemberCache,
@@ -36,6 +41,7 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
         router: Arc<dyn Router>,
+        cluster: Option<Arc<dyn ClusterBus>>,
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
@@ -44,7 +50,12 @@ impl App {
             rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
             members: MemberCache::default(),
             metrics: Metrics::default(),
-            presence: Arc::new(Presence::new(std::time::Duration::from_millis(config.presence_grace_ms))),
+            presence: Arc::new(Presence::new(
+                std::time::Duration::from_millis(config.presence_grace_ms),
+                cluster.clone(),
+            )),
+            routed: cluster.as_ref().map(|_| Arc::new(Routed::default())),
+            cluster,
             config,
             store,
             router,

@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (it can serve: storage reachable, not draining)
-//! and `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (it can serve: storage reachable, in a cluster
+//! NATS and Redis too, not draining) and `/metrics`.
 
 use std::sync::Arc;
 
@@ -19,13 +19,18 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "draining".into() }));
     }
-    match app.store.user(0).await {
-        Ok(_) => (StatusCode::OK, Json(Health { status: "ready".into() })),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: store");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store unavailable".into() }))
+    if let Err(e) = app.store.user(0).await {
+        tracing::warn!(error = %e, "not ready: store");
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store unavailable".into() }));
+    }
+    for p in app.router.probe().await {
+        if let Err(e) = p.result {
+            tracing::warn!(error = %e, dependency = p.dependency, "not ready");
+            let status = format!("{} unavailable", p.dependency);
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status }));
         }
     }
+    (StatusCode::OK, Json(Health { status: "ready".into() }))
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -69,7 +69,8 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
     let conn_id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let handle =
         ConnHandle { id: conn_id, user_id: device.user_id, device_id: device.id, frames: frames_tx, kicks: kicks_tx };
-    app.router.register(handle.clone());
+    // Reachable from every node before the backlog is read (see `sync`).
+    app.router.register(handle.clone()).await;
     app.presence.connected(device.user_id);
     Metrics::inc(&app.metrics.connections_opened);
     let mut conn = Conn {
@@ -160,7 +161,10 @@ impl Conn {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server going away"),
-                Some(kick) = kicks.recv() => return self.kicked(kick),
+                Some(kick) = kicks.recv() => match kick {
+                    Kick::Resync => Step::Resync,
+                    other => return self.kicked(other),
+                },
                 Some(reply) = pending.next(), if !pending.is_empty() => Step::Reply(reply),
                 Some(out) = frames.recv() => Step::Out(out),
                 incoming = self.socket.recv(), if pending.len() < max_pipeline => Step::In(incoming),
@@ -171,6 +175,7 @@ impl Conn {
                 Step::Out(out) => self.write_outbound(out, &mut frames).await,
                 Step::In(incoming) => self.incoming(incoming, &mut pending).await,
                 Step::Tick => self.keepalive(idle_limit, ping_every).await,
+                Step::Resync => self.resync().await,
             };
             match result {
                 Ok(()) => {}
@@ -197,7 +202,36 @@ impl Conn {
                 End::Close(close::TOO_SLOW, "too slow: reconnect and resync")
             }
             Kick::Revoked => End::Close(close::DEVICE_REVOKED, "device revoked"),
+            // Handled in place (see `resync`); closing is the fallback a client also recovers from.
+            Kick::Resync => End::Close(close::GOING_AWAY, "reconnect and resync"),
         }
+    }
+
+    /// Frames routed to this node may have been lost (its link to the other nodes broke): write
+    /// what the log has past this connection's high-water marks, as a reconnect's replay would,
+    /// without closing. Live frames queued meanwhile are then dropped as repeats.
+    async fn resync(&mut self) -> Result<(), End> {
+        let plan = sync::plan(&self.app, self.device, self.user)
+            .await
+            .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
+        for (conv, cursor, upto) in plan {
+            let mut after = self.seen.get(&conv).copied().unwrap_or(cursor).max(cursor);
+            while after < upto {
+                let (texts, last, full) = sync::page(&self.app, self.device, conv, after, upto)
+                    .await
+                    .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
+                for text in texts {
+                    Metrics::inc(&self.app.metrics.replayed);
+                    self.feed(text.into()).await?;
+                }
+                after = last;
+                if !full {
+                    break;
+                }
+            }
+            self.seen.insert(conv, after);
+        }
+        self.socket.flush().await.map_err(|_| End::Gone)
     }
 
     async fn replay(&mut self) -> Result<(), End> {
@@ -530,4 +564,5 @@ enum Step {
     Out(Outbound),
     In(Option<Result<WsMessage, axum::Error>>),
     Tick,
+    Resync,
 }

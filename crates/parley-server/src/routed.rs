@@ -1,0 +1,147 @@
+//! "Acknowledged ⇒ delivered" in a cluster: a sender hears `sent` only once fanout has handed
+//! the message to the router and the router has flushed it to the other nodes (or stored it as a
+//! durable fanout job).
+//!
+//! The store answers a send after publishing its event, but fanout handles the event a moment
+//! later, so the answer has to wait for fanout. A send records its interest in its conversation
+//! *before* it is queued ([`Routed::expect`]); fanout reports each message it routed, in commit
+//! order ([`Routed::done`]); the send then waits until its conversation has been routed up to
+//! its seq ([`Routed::wait`]). Only conversations with a send in flight are tracked, so the map
+//! stays as small as the number of concurrent sends. In embedded mode there is no other node to
+//! reach and this is not used: fanout runs in the same process, and if the process dies every
+//! connection resyncs from the log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parley_core::ids::ConversationId;
+use parley_router::RouteError;
+use tokio::sync::oneshot;
+
+/// The longest a send waits for routing before it is answered `unavailable` (the message is
+/// stored; a retry with the same `client_id` returns it and routes it again).
+const WAIT: Duration = Duration::from_secs(10);
+
+type Waiter = (i64, oneshot::Sender<Result<(), RouteError>>);
+
+#[derive(Default)]
+struct Entry {
+    /// Sends to this conversation between `expect` and the end of their wait.
+    interest: usize,
+    /// The highest seq fanout has routed (or failed to) while this entry existed.
+    routed: i64,
+    /// Seqs whose routing failed, while this entry exists.
+    failed: Vec<i64>,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Default)]
+pub struct Routed {
+    map: Mutex<HashMap<ConversationId, Entry>>,
+}
+
+/// A send's interest in its conversation's routing; dropping it ends the interest.
+pub struct Interest {
+    routed: Arc<Routed>,
+    conv: ConversationId,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut map = self.routed.lock();
+        if let Some(e) = map.get_mut(&self.conv) {
+            e.interest -= 1;
+            if e.interest == 0 {
+                map.remove(&self.conv);
+            }
+        }
+    }
+}
+
+impl Routed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Before a send to `conv` is queued: from now on fanout's progress in `conv` is recorded.
+    pub fn expect(self: &Arc<Self>, conv: ConversationId) -> Interest {
+        self.lock().entry(conv).or_default().interest += 1;
+        Interest { routed: self.clone(), conv }
+    }
+
+    /// Fanout routed these messages (in commit order), with this outcome.
+    pub fn done(&self, messages: &[(ConversationId, i64)], result: &Result<(), RouteError>) {
+        let mut map = self.lock();
+        for &(conv, seq) in messages {
+            let Some(e) = map.get_mut(&conv) else { continue };
+            e.routed = e.routed.max(seq);
+            if result.is_err() {
+                e.failed.push(seq);
+            }
+            let routed = e.routed;
+            let mut i = 0;
+            while i < e.waiters.len() {
+                if e.waiters[i].0 <= routed {
+                    let (seq, tx) = e.waiters.swap_remove(i);
+                    let _ = tx.send(outcome(&e.failed, seq, result));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Waits until fanout has routed `seq` of the interest's conversation.
+    pub async fn wait(&self, interest: &Interest, seq: i64) -> Result<(), RouteError> {
+        let rx = {
+            let mut map = self.lock();
+            let e = map.entry(interest.conv).or_default();
+            if e.routed >= seq {
+                return if e.failed.contains(&seq) { Err(unrouted()) } else { Ok(()) };
+            }
+            let (tx, rx) = oneshot::channel();
+            e.waiters.push((seq, tx));
+            rx
+        };
+        match tokio::time::timeout(WAIT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(unrouted()),
+            Err(_) => Err(RouteError::Unavailable("routing timed out".into())),
+        }
+    }
+}
+
+fn outcome(failed: &[i64], seq: i64, last: &Result<(), RouteError>) -> Result<(), RouteError> {
+    match last {
+        Err(e) if failed.contains(&seq) => Err(e.clone()),
+        _ if failed.contains(&seq) => Err(unrouted()),
+        _ => Ok(()),
+    }
+}
+
+fn unrouted() -> RouteError {
+    RouteError::Unavailable("the message could not be routed to every node".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_its_seq_and_reports_failures() {
+        let r = Arc::new(Routed::default());
+        let a = r.expect(1);
+        let b = r.expect(1);
+        r.done(&[(1, 4)], &Ok(()));
+        assert!(r.wait(&a, 4).await.is_ok(), "already routed");
+        let r2 = r.clone();
+        let waiting = tokio::spawn(async move { r2.wait(&b, 6).await });
+        tokio::task::yield_now().await;
+        r.done(&[(1, 5)], &Ok(()));
+        r.done(&[(2, 9), (1, 6)], &Err(RouteError::Unavailable("down".into())));
+        assert!(waiting.await.unwrap().is_err(), "its routing failed");
+        drop(a);
+        assert!(r.lock().is_empty(), "nothing kept once no send waits");
+    }
+}
