@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Parley: formatting, lints, unit and conformance suites, the end-to-end
 # tests against the real binary, the web client's type check and browser tests, and the public
-# protocol checks. Needs the Rust toolchain, Node.js 20+ with npm for the web client (its runner
-# installs Chromium and its npm packages), and python3 for the protocol checks (whose runner
+# protocol checks. Needs the Rust toolchain; the web client's runner installs Node.js, Chromium
+# and its npm packages when missing, and python3 for the protocol checks (whose runner
 # installs its own packages). PostgreSQL, NATS and Redis are used where they run and started
 # privately where they do not (scripts/services.sh).
 set -euo pipefail

