@@ -47,7 +47,9 @@ const CONVERSATION_FRAME_MEMBERS_MAX: i64 = 64;
 /// list is simply reloaded.
 const GAP_CHECK_MAX: i64 = 64;
 /// Commit batches whose routing outcome is awaited at once.
-const ACK_QUEUE: usize = 1024;
+const ACK_QUEUE: usize = 4096;
+/// The longest one routing outcome is awaited.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// The member windows of one conversation.
 pub struct Members {
@@ -166,7 +168,11 @@ pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
                 }
                 if let Some(acks) = &acks && !routing.messages.is_empty() {
                     routing.acks.push(app.router.flush());
-                    let _ = acks.send(routing).await;
+                    // Never hold up fanout: if routing outcomes pile up, their senders time out
+                    // (answered `unavailable`, the message stored) rather than every send stalling.
+                    if acks.try_send(routing).is_err() {
+                        tracing::warn!("routing outcomes are not keeping up");
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -191,8 +197,10 @@ async fn report_routing(app: Arc<App>, mut rx: mpsc::Receiver<Routing>) {
     while let Some(r) = rx.recv().await {
         let mut result = Ok(());
         for ack in r.acks {
-            if let Err(e) = ack.await {
-                result = Err(e);
+            match tokio::time::timeout(ACK_WAIT, ack).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(RouteError::Unavailable("routing timed out".into())),
             }
         }
         if let Err(e) = &result {

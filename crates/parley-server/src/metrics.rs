@@ -186,6 +186,29 @@ impl Metrics {
     }
 }
 
+/// Appends the cluster router's counters (cluster mode only).
+pub fn render_router(out: &mut String, s: &parley_router::RouterStats) {
+    let counters = [
+        (
+            "cluster_node_messages_published_total",
+            "Messages published to other nodes (each carrying frames for many recipients).",
+            s.node_messages_published,
+        ),
+        ("cluster_node_messages_received_total", "Messages received from other nodes.", s.node_messages_received),
+        (
+            "cluster_frames_dropped_total",
+            "Frames for other nodes dropped while NATS was unreachable or the publish queue full.",
+            s.frames_dropped,
+        ),
+        ("cluster_directory_lookups_total", "Batched session-directory lookups in Redis.", s.directory_lookups),
+        ("cluster_jobs_published_total", "Large-conversation fanout jobs queued on JetStream.", s.jobs_published),
+        ("cluster_jobs_done_total", "Fanout jobs this node carried out.", s.jobs_done),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} counter\nparley_{name} {v}");
+    }
+}
+
 /// Appends one histogram; `scale` turns recorded units into the exposed ones.
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
     let s = h.snapshot();

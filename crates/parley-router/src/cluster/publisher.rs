@@ -7,11 +7,15 @@
 //! Flush markers in the batch resolve after everything is published and NATS has flushed, unless
 //! the connection dropped or a frame was dropped since the previous marker: then they fail, and
 //! the caller treats what they cover as not delivered (the log still has it).
+//!
+//! Nothing here waits on a dependency that is down: while NATS is disconnected the batch is
+//! dropped at once (markers fail), and after a failed directory lookup the next second's batches
+//! go to every node without asking Redis.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parley_core::ids::UserId;
@@ -29,6 +33,10 @@ const MAX_MESSAGE: usize = 256 * 1024;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long JetStream may take to store a job.
 const JOB_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one publish may wait for room in the client's queue.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after a failed lookup the directory is not asked.
+const DIRECTORY_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(crate) enum Outgoing {
     /// Frames for users, wherever they are. Local delivery already happened unless
@@ -49,6 +57,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     // The dropped-frame count and connection epoch as of the last flush marker.
     let mut marker_drops = inner.stats.dropped.load(Ordering::SeqCst);
     let mut marker_epoch = inner.nats_epoch.load(Ordering::SeqCst);
+    let mut skip_directory_until: Option<Instant> = None;
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut buf, BATCH) => n,
@@ -57,9 +66,20 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
         if n == 0 {
             return;
         }
+        if !matches!(inner.nats.connection_state(), async_nats::connection::State::Connected) {
+            drop_batch(&inner, &mut buf);
+            continue;
+        }
         let mut flushes = Vec::new();
         let mut failure: Option<String> = None;
-        let nodes = lookup(&inner, &buf).await;
+        let nodes = match skip_directory_until {
+            Some(t) if Instant::now() < t => None,
+            _ => {
+                let nodes = lookup(&inner, &buf).await;
+                skip_directory_until = nodes.is_none().then(|| Instant::now() + DIRECTORY_BACKOFF);
+                nodes
+            }
+        };
         let mut batches: Vec<(String, FrameBatch)> = Vec::new();
         let mut everyone: Option<FrameBatch> = None;
         for item in buf.drain(..) {
@@ -98,8 +118,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
                     }
                 },
                 Outgoing::Broadcast { subject, payload } => {
-                    if let Err(e) = inner.nats.publish(subject, payload).await {
-                        failure.get_or_insert(e.to_string());
+                    match tokio::time::timeout(PUBLISH_TIMEOUT, inner.nats.publish(subject, payload)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            failure.get_or_insert(e.to_string());
+                        }
+                        Err(_) => {
+                            failure.get_or_insert("publish timed out".to_owned());
+                        }
                     }
                 }
                 Outgoing::Job { subject, id, payload, done } => job(&inner, subject, id, payload, done).await,
@@ -191,12 +217,30 @@ fn by_node<'a>(
 }
 
 async fn publish(inner: &Inner, subject: String, payload: Bytes, failure: &mut Option<String>) {
-    match inner.nats.publish(subject, payload).await {
-        Ok(()) => {
+    match tokio::time::timeout(PUBLISH_TIMEOUT, inner.nats.publish(subject, payload)).await {
+        Ok(Ok(())) => {
             inner.stats.published.fetch_add(1, Ordering::Relaxed);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             failure.get_or_insert(e.to_string());
+        }
+        Err(_) => {
+            failure.get_or_insert("publish timed out".to_owned());
+        }
+    }
+}
+
+/// NATS is down: nothing in the batch can leave. Frames are dropped (their recipients resync
+/// when this node's link is back, or read them from the log later), jobs and markers fail.
+fn drop_batch(inner: &Inner, buf: &mut Vec<Outgoing>) {
+    for item in buf.drain(..) {
+        match item {
+            Outgoing::Frames { .. } | Outgoing::Broadcast { .. } => {
+                inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Outgoing::Job { done, .. } | Outgoing::Flush { done, .. } => {
+                let _ = done.send(Err(RouteError::Unavailable("not connected to NATS".into())));
+            }
         }
     }
 }

@@ -34,8 +34,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.router.connection_count(), &app.store.writer_stats()),
-    )
+    let mut out = app.metrics.render(app.router.connection_count(), &app.store.writer_stats());
+    if app.cluster.is_some() {
+        crate::metrics::render_router(&mut out, &app.router.stats());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
