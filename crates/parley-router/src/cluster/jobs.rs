@@ -115,14 +115,24 @@ async fn consumer(
 }
 
 async fn consume(inner: Arc<Inner>, stream: stream::Stream, i: usize) {
+    let mut stream = Some(stream);
     let mut consumer = None;
+    let mut epoch = inner.nats_epoch.load(Ordering::SeqCst);
     loop {
         if inner.cancel.is_cancelled() {
             return;
         }
+        // After a reconnect the server may have lost its JetStream data: make sure the stream
+        // and the consumer exist again.
+        let now = inner.nats_epoch.load(Ordering::SeqCst);
+        if now != epoch {
+            epoch = now;
+            stream = None;
+            consumer = None;
+        }
         let c = match &consumer {
             Some(c) => c,
-            None => match consumer_or_wait(&inner, &stream, i).await {
+            None => match consumer_or_wait(&inner, &mut stream, i).await {
                 Some(c) => consumer.insert(c),
                 None => continue,
             },
@@ -149,7 +159,10 @@ async fn consume(inner: Arc<Inner>, stream: stream::Stream, i: usize) {
                 None => break,
                 Some(Ok(msg)) => run(&inner, msg).await,
                 Some(Err(e)) => {
+                    // The consumer (or its stream) may be gone: look it up again.
                     tracing::debug!(error = %e, shard = i, "jetstream: pull ended");
+                    consumer = None;
+                    pause(&inner).await;
                     break;
                 }
             }
@@ -157,11 +170,21 @@ async fn consume(inner: Arc<Inner>, stream: stream::Stream, i: usize) {
     }
 }
 
-async fn consumer_or_wait(inner: &Inner, stream: &stream::Stream, i: usize) -> Option<PullConsumer> {
-    match consumer(stream, &inner.subjects, &inner.config, i).await {
+/// The shard's consumer; if it (or the stream) is gone, as after a NATS server that lost its
+/// JetStream data, both are made again.
+async fn consumer_or_wait(inner: &Inner, stream: &mut Option<stream::Stream>, i: usize) -> Option<PullConsumer> {
+    let result = match stream {
+        Some(s) => consumer(s, &inner.subjects, &inner.config, i).await,
+        None => match setup(&inner.js, &inner.config, &inner.subjects).await {
+            Ok(s) => consumer(stream.insert(s), &inner.subjects, &inner.config, i).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(error = %e, shard = i, "jetstream: no consumer");
+            *stream = None;
             pause(inner).await;
             None
         }
