@@ -48,7 +48,7 @@ pub enum ServeError {
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let store: Arc<dyn Store> = match &config.store {
-        Some(url) => Arc::new(PgStore::connect(url, config.node_number(), config.migrate_on_start, events_tx).await?),
+        Some(url) => Arc::new(connect_postgres(&config, url, events_tx).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir, config.node_number(), events_tx)?),
     };
     // A cluster router when NATS and Redis are configured, else the in-process one.
@@ -62,7 +62,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .as_ref()
         .and_then(|c| parley_router::ClusterBus::take_events(c.as_ref()))
         .map(|events| tokio::spawn(cluster::listen(app.clone(), events)));
-
     let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
     let probes = tokio::spawn(health_probes(app.clone()));
@@ -118,6 +117,34 @@ async fn health_probes(app: Arc<App>) {
         let started = std::time::Instant::now();
         for p in app.router.probe().await {
             app.metrics.dependency(p.dependency, p.result.is_ok(), p.result.unwrap_or_else(|_| started.elapsed()));
+        }
+    }
+}
+
+/// Connects to PostgreSQL as this node. A numeric `node_id` is the node number, and a second node
+/// with it is refused. A named node starts from its name's hash and takes the next number no
+/// live node holds (ids only need a number unique among live nodes: each node also starts its
+/// ids above every stored one).
+async fn connect_postgres(
+    config: &Config,
+    url: &str,
+    events: parley_store::EventSender,
+) -> Result<PgStore, ServeError> {
+    let first = config.node_number();
+    let named = config.node_id.parse::<u16>().is_err();
+    let mut n = first;
+    loop {
+        match PgStore::connect(url, n, config.migrate_on_start, events.clone()).await {
+            // The store's refusal names the cause; only a taken number is worth another try.
+            Err(parley_store::StoreError::Unavailable(m)) if named && m.contains("in use by another node") => {
+                n = (n + 1) % 1024;
+                if n == first {
+                    let all = "all 1,024 node numbers are in use".to_string();
+                    return Err(parley_store::StoreError::Unavailable(all).into());
+                }
+                tracing::info!(node = %config.node_id, number = n, "node number taken; trying the next");
+            }
+            other => return Ok(other?),
         }
     }
 }

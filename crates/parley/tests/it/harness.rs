@@ -47,7 +47,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:x}{nanos:x}{n:x}", std::process::id())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }

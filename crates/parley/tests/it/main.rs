@@ -5,6 +5,7 @@ mod harness;
 
 mod bad_input;
 mod bench;
+mod cluster;
 mod delivery;
 mod durability;
 mod groups;

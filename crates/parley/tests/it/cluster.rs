@@ -1,0 +1,554 @@
+//! Cluster mode end to end: three `parley serve` processes on one PostgreSQL database, one NATS
+//! and one Redis, and PROTOCOL.md's guarantees holding across them — delivery, receipts,
+//! multi-device, presence and typing between nodes, and nothing acknowledged lost when a node is
+//! killed, when NATS or Redis restarts, or when every node is restarted in turn.
+//!
+//! Each test gets its own database and cluster name (the prefix of its NATS subjects and Redis
+//! keys), so runs never collide. The fault tests run their own `nats-server` and `redis-server`
+//! on free ports, since restarting the machine's shared ones would disturb other tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use parley_client::{ConnectOptions, Connection, Event};
+use parley_proto::Id;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::harness::*;
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.into())
+}
+
+fn postgres_admin_url() -> String {
+    env_or("PARLEY_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+}
+
+/// A database made for one test and dropped after it.
+struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name =
+            format!("parley_it_{}_{}_{:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand_u32());
+        let (client, conn) =
+            tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await.expect("PARLEY_TEST_POSTGRES");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+        let admin = postgres_admin_url();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        TestDatabase { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Best effort, on a thread of its own: Drop cannot await, and the runtime may be gone.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() as u32
+}
+
+/// A private `nats-server` (JetStream on) or `redis-server` on a free port, for the tests that
+/// restart one. Killed on drop.
+struct Service {
+    kind: &'static str,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Service {
+    async fn nats() -> Service {
+        Service::start("nats").await
+    }
+
+    async fn redis() -> Service {
+        Service::start("redis").await
+    }
+
+    async fn start(kind: &'static str) -> Service {
+        let dir = tempfile::Builder::new().prefix("parley-svc-").tempdir().expect("temp dir");
+        let mut s = Service { kind, port: free_port(), dir, child: None };
+        s.spawn().await;
+        s
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            "nats" => format!("nats://127.0.0.1:{}", self.port),
+            _ => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = match self.kind {
+            "nats" => {
+                let mut c = Command::new("nats-server");
+                c.args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"]).arg(self.dir.path());
+                c
+            }
+            _ => {
+                let mut c = Command::new("redis-server");
+                c.args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no"]);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e} (is it installed?)", self.kind)));
+        // Ready when it accepts connections.
+        let deadline = tokio::time::Instant::now() + T;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "{} did not start on {}", self.kind, self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops it (as a crash would), keeps it down for `down`, then starts it again on the same
+    /// port (NATS keeps its JetStream data; Redis comes back empty, as it is configured here).
+    async fn restart(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        tokio::time::sleep(down).await;
+        self.spawn().await;
+    }
+}
+
+/// Three (or N) nodes of one cluster.
+struct Cluster {
+    nodes: Vec<TestServer>,
+    _db: TestDatabase,
+}
+
+impl Cluster {
+    async fn start(n: usize, nats: &str, redis: &str, extra: &[&str]) -> Cluster {
+        let db = TestDatabase::create().await;
+        let cluster = format!("it{:08x}", rand_u32());
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let node_id = format!("node{i}");
+            let mut flags = vec![
+                "--store",
+                &db.url,
+                "--nats",
+                nats,
+                "--redis",
+                redis,
+                "--cluster",
+                &cluster,
+                "--node-id",
+                &node_id,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--send-rate-per-sec",
+                "100000",
+                "--send-burst",
+                "100000",
+            ];
+            flags.extend_from_slice(extra);
+            nodes.push(TestServer::start_with(&flags).await);
+        }
+        Cluster { nodes, _db: db }
+    }
+
+    /// On the machine's shared NATS and Redis.
+    async fn shared(n: usize, extra: &[&str]) -> Cluster {
+        let nats = env_or("PARLEY_TEST_NATS", "nats://127.0.0.1:4222");
+        let redis = env_or("PARLEY_TEST_REDIS", "redis://127.0.0.1:6379");
+        Cluster::start(n, &nats, &redis, extra).await
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.api().base.clone()).collect()
+    }
+}
+
+/// The same device, talking to another node.
+fn on(d: &Device, node: &TestServer) -> Device {
+    let mut d = d.clone();
+    d.user.api = node.api().clone();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_chat_receipts_and_multi_device_work_across_nodes() {
+    let c = Cluster::shared(3, &[]).await;
+    let alice = c.nodes[0].api().user().await;
+    let (a1, a2) = (alice.login_as("phone").await, alice.login_as("laptop").await);
+    let b = c.nodes[1].api().user().await.login().await;
+    let conv = a1.direct(b.user_id()).await;
+    // Alice's phone on node 0, her laptop on node 2, Bob on node 1.
+    let a1ws = a1.connect_synced().await;
+    let a2ws = on(&a2, &c.nodes[2]).connect_synced().await;
+    let bws = on(&b, &c.nodes[1]).connect_synced().await;
+
+    a1ws.send_json(&json!({"type": "send", "ref": "s1", "conversation_id": conv, "client_id": "c1",
+        "kind": "text", "body": {"text": "hello from node 0"}}))
+        .await;
+    let sent = a1ws.wait_for(|f| f["type"] == "sent", T).await;
+    let seq = i(&sent, "seq");
+    let got = bws.wait_for(|f| f["type"] == "message" && f["kind"] == "text", T).await;
+    assert_eq!(got["body"]["text"], "hello from node 0");
+    assert_eq!(i(&got, "seq"), seq);
+    // The sender's other device, on a third node, gets its own message too.
+    let mine = a2ws.wait_for(|f| f["type"] == "message" && f["kind"] == "text", T).await;
+    assert_eq!(i(&mine, "seq"), seq);
+
+    // Bob acknowledges and reads on node 1: Alice's devices on nodes 0 and 2 see the receipts.
+    bws.send_json(&json!({"type": "ack", "conversation_id": conv, "seq": seq})).await;
+    bws.send_json(&json!({"type": "read", "conversation_id": conv, "seq": seq})).await;
+    for ws in [&a1ws, &a2ws] {
+        ws.wait_for(|f| f["type"] == "receipt" && f["user_id"] == b.user_id() && i(f, "read_seq") == seq, T).await;
+    }
+
+    // A reply over REST on node 2 reaches Alice's sockets on nodes 0 and 2 live.
+    let (status, _) = on(&b, &c.nodes[2]).post_text(&conv, "r1", "hi back").await;
+    assert_eq!(status, 201);
+    for ws in [&a1ws, &a2ws] {
+        ws.wait_for(|f| f["type"] == "message" && f["body"]["text"] == "hi back", T).await;
+    }
+    // Nothing arrived twice on any socket.
+    for ws in [&a1ws, &a2ws, &bws] {
+        let mut seen = HashMap::new();
+        for f in ws.frames().into_iter().filter(|f| f["type"] == "message") {
+            *seen.entry(i(&f, "seq")).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|&n| n == 1), "a repeat on one socket: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_typing_cross_nodes() {
+    let c = Cluster::shared(2, &["--presence-grace-ms", "300"]).await;
+    let a = c.nodes[0].api().user().await.login().await;
+    let b = c.nodes[1].api().user().await.login().await;
+    let conv = a.direct(b.user_id()).await;
+    let aws = a.connect_synced().await;
+    aws.send_json(&json!({"type": "presence_subscribe", "user_ids": [b.user_id()]})).await;
+    aws.wait_for(|f| f["type"] == "presence" && f["user_id"] == b.user_id() && f["online"] == false, T).await;
+
+    // Bob comes online on the other node.
+    let bws = on(&b, &c.nodes[1]).connect_synced().await;
+    aws.wait_for(|f| f["type"] == "presence" && f["user_id"] == b.user_id() && f["online"] == true, T).await;
+
+    // Typing crosses nodes, and sending ends it.
+    bws.send_json(&json!({"type": "typing", "conversation_id": conv, "active": true})).await;
+    aws.wait_for(|f| f["type"] == "typing" && f["user_id"] == b.user_id() && f["active"] == true, T).await;
+    bws.send_json(&json!({"type": "send", "conversation_id": conv, "client_id": "t1", "kind": "text",
+        "body": {"text": "done typing"}}))
+        .await;
+    aws.wait_for(|f| f["type"] == "typing" && f["user_id"] == b.user_id() && f["active"] == false, T).await;
+
+    // Bob leaves: after the grace period Alice sees him offline with a last_seen.
+    bws.close().await;
+    let off = aws.wait_for(|f| f["type"] == "presence" && f["user_id"] == b.user_id() && f["online"] == false, T).await;
+    assert!(off["last_seen"].is_i64(), "last_seen after going offline: {off}");
+    // The REST view on either node agrees.
+    for node in &c.nodes {
+        let r = on(&a, node).get(&format!("/v1/presence?user_ids={}", b.user_id())).await.expect(200);
+        assert_eq!(r["presence"][0]["online"], false, "node {}: {r}", node.port);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1024_member_group_delivers_to_members_spread_over_three_nodes() {
+    let c = Cluster::shared(3, &[]).await;
+    let members = c.nodes[0].api().bulk_logins(ADMIN_TOKEN, 1024).await;
+    let ids: Vec<&str> = members[1..].iter().map(|d| d.user_id()).collect();
+    let conv = members[0].group("everyone", &ids).await;
+    // Member k connects to node k % 3.
+    let mut sockets = Vec::with_capacity(members.len());
+    for (k, m) in members.iter().enumerate() {
+        sockets.push(on(m, &c.nodes[k % 3]).connect_lean().await);
+    }
+    for n in 0..3 {
+        let sender = &sockets[n * 100];
+        sender
+            .send_json(&json!({"type": "send", "ref": format!("g{n}"), "conversation_id": conv,
+                "client_id": format!("g{n}"), "kind": "text", "body": {"text": format!("to all {n}")}}))
+            .await;
+    }
+    for (k, ws) in sockets.iter().enumerate() {
+        let own = [0, 100, 200].iter().filter(|&&s| s == k).count();
+        let want = 3 - own;
+        ws.try_wait_count(|f| f["type"] == "message" && f["kind"] == "text", want, LONG)
+            .await
+            .unwrap_or_else(|n| panic!("member {k} (node {}) got {n} of {want}", k % 3));
+    }
+    // Exactly once each, in seq order, on every socket.
+    for ws in &sockets {
+        let seqs: Vec<i64> =
+            ws.frames().iter().filter(|f| f["type"] == "message" && f["kind"] == "text").map(|f| i(f, "seq")).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order or repeated: {seqs:?}");
+    }
+}
+
+/// What every receiving device saw, per conversation: seq → count.
+type Seen = BTreeMap<String, BTreeMap<i64, u32>>;
+
+/// What a receiving device has seen so far, and a signal on every new message.
+#[derive(Clone, Default)]
+struct Recorded {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// A device on the SDK that reconnects to any node and records every log entry it gets (text and
+/// the conversation's own entries, so gaps can be checked).
+async fn recorder(urls: &[String], token: &str) -> (Connection, Recorded) {
+    let opts = ConnectOptions {
+        other_servers: urls[1..].to_vec(),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..ConnectOptions::default()
+    };
+    let (conn, mut events): (Connection, mpsc::Receiver<Event>) =
+        Connection::connect(&urls[0], token, opts).await.expect("connect");
+    let rec = Recorded::default();
+    let r = rec.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let Event::Message(m) = e {
+                let mut seen = r.seen.lock().unwrap();
+                *seen.entry(m.conversation_id.to_string()).or_default().entry(m.seq).or_default() += 1;
+                r.changed.notify_waiters();
+            }
+        }
+    });
+    (conn, rec)
+}
+
+/// Senders on every node send `per_sender` messages each into their direct conversation with a
+/// receiver, while `fault` runs; returns the conversations with the seqs acknowledged (`sent`).
+async fn send_under_fault<F: std::future::Future<Output = ()>>(
+    urls: &[String],
+    pairs: &[(Device, Device, String)],
+    per_sender: usize,
+    fault: F,
+) -> HashMap<String, Vec<i64>> {
+    let mut senders = Vec::new();
+    for (k, (s, _, conv)) in pairs.iter().enumerate() {
+        let mut rotated = urls.to_vec();
+        rotated.rotate_left(k % urls.len());
+        let opts = ConnectOptions {
+            other_servers: rotated[1..].to_vec(),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            ..ConnectOptions::default()
+        };
+        let (conn, mut events) = Connection::connect(&rotated[0], &s.token, opts).await.expect("sender connects");
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let conv = conv.clone();
+        senders.push(tokio::spawn(async move {
+            let id = Id::parse(&conv);
+            let mut acked = Vec::new();
+            for n in 0..per_sender {
+                // The SDK retries a send across reconnects with the same client_id; a send that
+                // still fails was never acknowledged, so it is not counted.
+                if let Ok(sent) = conn.send_text(id, &format!("m{n}")).await {
+                    acked.push(sent.seq);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (conv, acked)
+        }));
+    }
+    fault.await;
+    let mut out = HashMap::new();
+    for s in senders {
+        let (conv, acked) = s.await.expect("sender task");
+        out.insert(conv, acked);
+    }
+    out
+}
+
+/// Every acknowledged seq reached the receiver (at least once, as guarantee 3 allows after a
+/// reconnect), with no gaps; and no socket wrote the same seq twice without a reconnect between.
+fn assert_all_delivered(acked: &HashMap<String, Vec<i64>>, seen: &[Seen]) {
+    for (conv, seqs) in acked {
+        assert!(!seqs.is_empty(), "no send into {conv} was acknowledged");
+        let got = seen.iter().find_map(|s| s.get(conv)).cloned().unwrap_or_default();
+        let missing: Vec<&i64> = seqs.iter().filter(|s| !got.contains_key(s)).collect();
+        assert!(missing.is_empty(), "{conv}: acknowledged but never delivered: {missing:?}");
+        let max = *got.keys().max().unwrap_or(&0);
+        let gaps: Vec<i64> = (1..=max).filter(|s| !got.contains_key(s)).collect();
+        assert!(gaps.is_empty(), "{conv}: gaps in what the receiver saw: {gaps:?}");
+    }
+}
+
+/// Pairs of (sender, receiver, conversation), `n` of them, on `node` for setup.
+async fn pairs(node: &TestServer, n: usize) -> Vec<(Device, Device, String)> {
+    let devices = node.api().bulk_logins(ADMIN_TOKEN, 2 * n).await;
+    let mut out = Vec::with_capacity(n);
+    for p in devices.chunks(2) {
+        let conv = p[0].direct(p[1].user_id()).await;
+        out.push((p[0].clone(), p[1].clone(), conv));
+    }
+    out
+}
+
+async fn receivers(urls: &[String], pairs: &[(Device, Device, String)]) -> Vec<(Connection, Recorded)> {
+    let mut out = Vec::new();
+    for (k, (_, r, _)) in pairs.iter().enumerate() {
+        let mut rotated = urls.to_vec();
+        rotated.rotate_left((k + 1) % urls.len());
+        out.push(recorder(&rotated, &r.token).await);
+    }
+    out
+}
+
+/// Waits (bounded) until the receivers have seen every acknowledged seq — live, or on the resync
+/// after their node went away — then closes them and returns what they saw.
+async fn collect(rx: Vec<(Connection, Recorded)>, acked: &HashMap<String, Vec<i64>>) -> Vec<Seen> {
+    let complete = |rx: &[(Connection, Recorded)]| {
+        acked.iter().all(|(conv, seqs)| {
+            rx.iter().any(|(_, r)| {
+                let seen = r.seen.lock().unwrap();
+                seen.get(conv).is_some_and(|got| seqs.iter().all(|s| got.contains_key(s)))
+            })
+        })
+    };
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !complete(&rx) && tokio::time::Instant::now() < deadline {
+        let waits = rx.iter().map(|(_, r)| {
+            let changed = r.changed.clone();
+            Box::pin(async move { changed.notified().await })
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(200), futures_util::future::select_all(waits)).await;
+    }
+    let mut out = Vec::new();
+    for (conn, r) in rx {
+        let _ = conn.close().await;
+        out.push(r.seen.lock().unwrap().clone());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_under_load_loses_no_acknowledged_message() {
+    let mut c = Cluster::shared(3, &["--presence-grace-ms", "200"]).await;
+    let urls = c.urls();
+    let pairs = pairs(&c.nodes[0], 12).await;
+    let rx = receivers(&urls, &pairs).await;
+    let victim = &mut c.nodes[1];
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        victim.kill9().await;
+    };
+    let acked = send_under_fault(&urls, &pairs, 120, fault).await;
+    let seen = collect(rx, &acked).await;
+    assert_all_delivered(&acked, &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_of_every_node_under_load_loses_nothing() {
+    let mut c = Cluster::shared(3, &["--presence-grace-ms", "200"]).await;
+    let urls = c.urls();
+    let pairs = pairs(&c.nodes[0], 9).await;
+    let rx = receivers(&urls, &pairs).await;
+    let nodes = &mut c.nodes;
+    let fault = async {
+        for node in nodes.iter_mut() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // SIGTERM: drain (close 1001, finish writes), then start again on the same port.
+            node.restart().await;
+        }
+    };
+    let acked = send_under_fault(&urls, &pairs, 200, fault).await;
+    let seen = collect(rx, &acked).await;
+    assert_all_delivered(&acked, &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_and_redis_restarts_under_load_lose_nothing_and_nodes_recover() {
+    let mut nats = Service::nats().await;
+    let mut redis = Service::redis().await;
+    let c = Cluster::start(2, &nats.url(), &redis.url(), &["--presence-grace-ms", "200"]).await;
+    let urls = c.urls();
+    let pairs = pairs(&c.nodes[0], 8).await;
+    let rx = receivers(&urls, &pairs).await;
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.restart(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.restart(Duration::from_millis(500)).await;
+    };
+    let acked = send_under_fault(&urls, &pairs, 200, fault).await;
+    let seen = collect(rx, &acked).await;
+    assert_all_delivered(&acked, &seen);
+
+    // Recovered without a restart: a fresh message crosses nodes live.
+    let (a, b, conv) = &pairs[0];
+    let bws = on(b, &c.nodes[1]).connect_synced().await;
+    let (status, sent) = on(a, &c.nodes[0]).post_text(conv, "after-outage", "live again").await;
+    assert_eq!(status, 201);
+    bws.wait_for(|f| f["type"] == "message" && i(f, "seq") == i(&sent, "seq"), T).await;
+    for node in &c.nodes {
+        let r = node.get("/readyz", None).await;
+        assert_eq!(r.status, 200, "node {} not ready after the outage: {}", node.port, r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_missing_dependency() {
+    let mut redis = Service::redis().await;
+    let nats = Service::nats().await;
+    let c = Cluster::start(1, &nats.url(), &redis.url(), &[]).await;
+    assert_eq!(c.nodes[0].get("/readyz", None).await.status, 200);
+    if let Some(mut child) = redis.child.take() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let r = c.nodes[0].get("/readyz", None).await;
+        if r.status == 503 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still ready with Redis down: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The probes run every 2 s: wait for one that saw Redis down.
+    let metrics = loop {
+        let url = c.nodes[0].api().url("/metrics");
+        let text = c.nodes[0].api().http.get(url).send().await.unwrap().text().await.unwrap();
+        if text.contains("parley_dependency_up{dependency=\"redis\"} 0") {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline + T, "no probe saw Redis down:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for dep in ["store", "nats", "redis"] {
+        assert!(
+            metrics.contains(&format!("parley_dependency_round_trip_seconds{{dependency=\"{dep}\"}}")),
+            "{dep}:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("parley_dependency_up{dependency=\"redis\"} 0"), "{metrics}");
+}
