@@ -29,6 +29,10 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::state::App;
 
+/// In a cluster, the longest pause between tries to record a user going offline (about a minute
+/// of tries in all).
+const OFFLINE_RETRY_MAX: Duration = Duration::from_secs(16);
+
 /// Where a subscribing connection gets its frames.
 #[derive(Clone)]
 pub struct Watcher {
@@ -203,18 +207,26 @@ impl Presence {
             }
             let mut at = now;
             if let Some(cluster) = &app.presence.cluster {
-                // Offline only if no other node has the user; the sweeper covers a failure here.
-                match cluster.went_offline(user, now).await {
-                    Ok(Some(change)) => {
-                        at = change.last_seen.unwrap_or(now);
-                        app.presence.apply(change);
+                // Offline only if no other node has the user. While Redis cannot be reached this
+                // is tried again for a while (a Redis that lost its data then still learns it).
+                let mut wait = Duration::from_millis(500);
+                let change = loop {
+                    match cluster.went_offline(user, now).await {
+                        Ok(change) => break change,
+                        Err(e) if wait <= OFFLINE_RETRY_MAX => {
+                            tracing::debug!(error = %e, user, "cannot record going offline yet");
+                            tokio::time::sleep(wait).await;
+                            wait *= 2;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
+                            return;
+                        }
                     }
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
-                        return;
-                    }
-                }
+                };
+                let Some(change) = change else { return };
+                at = change.last_seen.unwrap_or(now);
+                app.presence.apply(change);
             }
             if let Err(e) = app.store.set_last_seen(user, at).await {
                 tracing::warn!(error = %e, user, "cannot record last seen");

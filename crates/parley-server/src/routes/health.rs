@@ -23,7 +23,13 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
         tracing::warn!(error = %e, "not ready: store");
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store unavailable".into() }));
     }
-    for p in app.router.probe().await {
+    let started = std::time::Instant::now();
+    let probes = app.router.probe().await;
+    // A fresh probe is news for `/metrics` too.
+    for p in &probes {
+        app.metrics.dependency(p.dependency, p.result.is_ok(), *p.result.as_ref().unwrap_or(&started.elapsed()));
+    }
+    for p in probes {
         if let Err(e) = p.result {
             tracing::warn!(error = %e, dependency = p.dependency, "not ready");
             let status = format!("{} unavailable", p.dependency);
