@@ -157,14 +157,24 @@ pub(crate) async fn connect_all(
     tokens: &[String],
     ack: bool,
 ) -> Result<Vec<(Connection, tokio::sync::mpsc::Receiver<Event>)>> {
+    connect_spread(&[server.to_string()], tokens, ack).await
+}
+
+/// Like [`connect_all`], token `k` to `servers[k % servers.len()]` (the nodes of a cluster).
+pub(crate) async fn connect_spread(
+    servers: &[String],
+    tokens: &[String],
+    ack: bool,
+) -> Result<Vec<(Connection, tokio::sync::mpsc::Receiver<Event>)>> {
     let mut out = Vec::with_capacity(tokens.len());
     crate::progress::phase("connecting", tokens.len() as u64);
-    let sources = crate::setup::source_addrs(server, tokens.len());
-    for chunk in tokens.chunks(64) {
-        let batch = chunk.iter().map(|t| {
-            let local_addr = sources.get(out.len() % sources.len().max(1)).copied();
+    let sources = crate::setup::source_addrs(&servers[0], tokens.len());
+    for (c, chunk) in tokens.chunks(64).enumerate() {
+        let batch = chunk.iter().enumerate().map(|(i, t)| {
+            let k = c * 64 + i;
+            let local_addr = sources.get(k % sources.len().max(1)).copied();
             let opts = ConnectOptions { auto_ack: ack, local_addr, ..ConnectOptions::default() };
-            Connection::connect(server, t, opts)
+            Connection::connect(&servers[k % servers.len()], t, opts)
         });
         for r in join_all(batch).await {
             out.push(r?);

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use parley_client::Event;
 use serde::Serialize;
 
-use crate::group::connect_all;
+use crate::group::connect_spread;
 use crate::presence::server_cpu_seconds;
 use crate::setup;
 use crate::stats::Summary;
@@ -27,6 +27,11 @@ pub struct PairsArgs {
     pub rate: f64,
     pub duration: Duration,
     pub server_pid: Option<u32>,
+    /// More nodes of the same cluster: users connect round-robin over `server` and these, so
+    /// partners sit on different nodes.
+    pub other_servers: Vec<String>,
+    /// The other nodes' process ids, to add their CPU time.
+    pub other_pids: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +51,10 @@ pub struct PairsReport {
     pub send_to_delivery_ms: Summary,
     pub server_cpu_seconds: Option<f64>,
     pub server_cpu_us_per_delivered: Option<f64>,
+    /// Nodes the users were spread over.
+    pub nodes: usize,
+    /// Each node's CPU seconds over the run (`--server-pid` first, then the others').
+    pub node_cpu_seconds: Vec<f64>,
 }
 
 /// How long receivers keep listening after the last scheduled send.
@@ -56,13 +65,16 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
     let accounts = setup::provision(&args.server, &args.admin_token, 'p', users).await?;
     let convs = setup::pair_up(&args.server, &accounts).await?;
     let tokens: Vec<String> = accounts.iter().map(|a| a.token.clone()).collect();
-    let online = connect_all(&args.server, &tokens, true).await?;
+    let servers: Vec<String> = std::iter::once(args.server.clone()).chain(args.other_servers.clone()).collect();
+    let online = connect_spread(&servers, &tokens, true).await?;
+    let pids: Vec<u32> = args.server_pid.into_iter().chain(args.other_pids.iter().copied()).collect();
+    let cpu_of = |pids: &[u32]| pids.iter().map(|&p| server_cpu_seconds(p)).collect::<Option<Vec<f64>>>();
     let per_user = args.rate / users as f64;
     let count = ((per_user * args.duration.as_secs_f64()).floor() as usize).max(1);
     let interval = Duration::from_secs_f64(1.0 / per_user.max(1e-6));
     let start = Instant::now() + Duration::from_millis(300);
     let end = start + interval.mul_f64(count as f64) + DRAIN;
-    let cpu_before = args.server_pid.and_then(server_cpu_seconds);
+    let cpu_before = cpu_of(&pids);
     crate::progress::phase("delivering", (count * users) as u64);
 
     let mut senders = Vec::with_capacity(users);
@@ -123,7 +135,7 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
         send_lat.extend(lat);
         send_errors += errors;
     }
-    let cpu_after = args.server_pid.and_then(server_cpu_seconds);
+    let cpu_after = cpu_of(&pids);
     let mut delivery_lat = Vec::new();
     let mut seen = HashSet::new();
     let mut duplicated = 0;
@@ -139,7 +151,11 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
     let seconds = args.duration.as_secs_f64();
     let sent = send_lat.len();
     let delivered = delivery_lat.len();
-    let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    let node_cpu: Vec<f64> = match (&cpu_before, &cpu_after) {
+        (Some(b), Some(a)) if !pids.is_empty() => a.iter().zip(b).map(|(a, b)| a - b).collect(),
+        _ => Vec::new(),
+    };
+    let cpu = (!node_cpu.is_empty()).then(|| node_cpu.iter().sum::<f64>());
     Ok(PairsReport {
         scenario: "pairs",
         users,
@@ -156,6 +172,8 @@ pub async fn run(args: PairsArgs) -> Result<PairsReport> {
         send_to_delivery_ms: Summary::of(&mut delivery_lat),
         server_cpu_seconds: cpu,
         server_cpu_us_per_delivered: cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
+        nodes: servers.len(),
+        node_cpu_seconds: node_cpu,
     })
 }
 

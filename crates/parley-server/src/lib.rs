@@ -65,7 +65,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
     let probes = tokio::spawn(health_probes(app.clone()));
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), "parley is listening");
+    match (&app.config.store, app.config.clustered()) {
+        (Some(_), true) => tracing::info!(addr = %listener.local_addr()?, node = %app.config.node_id,
+            cluster = %app.config.cluster, "parley is listening (PostgreSQL, NATS, Redis)"),
+        (Some(_), false) => tracing::info!(addr = %listener.local_addr()?, "parley is listening (PostgreSQL)"),
+        (None, _) => tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(),
+            "parley is listening"),
+    }
 
     let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
     // Frames are small and latency matters: no Nagle delay on any socket.

@@ -116,6 +116,13 @@ pub enum BenchCommand {
         /// The server's process id, to read its CPU time from /proc.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Another node of the same cluster (repeat for more): users connect round-robin over
+        /// --server and these, so partners sit on different nodes.
+        #[arg(long)]
+        also_server: Vec<String>,
+        /// Another node's process id (repeat, in the order of --also-server), to add its CPU time.
+        #[arg(long)]
+        also_server_pid: Vec<u32>,
         #[command(flatten)]
         target: AdminTarget,
     },

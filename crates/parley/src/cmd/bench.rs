@@ -197,7 +197,15 @@ async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
             );
             serde_json::to_value(&r)?
         }
-        BenchCommand::Pairs { users, rate, duration, server_pid, target: AdminTarget { admin_token, server } } => {
+        BenchCommand::Pairs {
+            users,
+            rate,
+            duration,
+            server_pid,
+            also_server,
+            also_server_pid,
+            target: AdminTarget { admin_token, server },
+        } => {
             let args = parley_bench::pairs::PairsArgs {
                 server: server.server,
                 admin_token,
@@ -205,6 +213,8 @@ async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
                 rate,
                 duration: Duration::from_secs_f64(duration),
                 server_pid,
+                other_servers: also_server,
+                other_pids: also_server_pid,
             };
             eprintln!("pairs: {users} users, {rate} msgs/s in all, {duration} s ...");
             let r = parley_bench::pairs::run(args).await?;
@@ -226,6 +236,14 @@ async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
                 r.send_to_delivery_ms.p999,
                 r.send_to_delivery_ms.max
             );
+            if r.nodes > 1 && !r.node_cpu_seconds.is_empty() {
+                let per_node: Vec<String> = r
+                    .node_cpu_seconds
+                    .iter()
+                    .map(|c| format!("{:.1} µs", c * 1e6 / r.delivered.max(1) as f64))
+                    .collect();
+                eprintln!("{} nodes; CPU per delivered message by node: {}", r.nodes, per_node.join(", "));
+            }
             serde_json::to_value(&r)?
         }
         BenchCommand::Max { users, step, p99_bound_ms, target: AdminTarget { admin_token, server } } => {
