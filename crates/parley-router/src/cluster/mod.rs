@@ -272,7 +272,7 @@ impl ClusterRouter {
             }
         }
         let nats_epoch = Arc::new(AtomicU64::new(0));
-        let (reconnected_tx, reconnected_rx) = mpsc::channel::<()>(4);
+        let (reconnected_tx, reconnected_rx) = mpsc::channel::<Lost>(16);
         let epoch = nats_epoch.clone();
         let nats = async_nats::ConnectOptions::new()
             .name(format!("parley-{}-{}", config.cluster, config.node))
@@ -293,7 +293,12 @@ impl ClusterRouter {
                             tracing::warn!("nats: disconnected");
                         }
                         async_nats::Event::Connected => {
-                            let _ = reconnected.try_send(());
+                            let _ = reconnected.try_send(Lost::Reconnected);
+                        }
+                        // Messages for one of our subscriptions were dropped in the client.
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::warn!("nats: this node fell behind and dropped messages");
+                            let _ = reconnected.try_send(Lost::SlowConsumer);
                         }
                         other => tracing::debug!(event = %other, "nats event"),
                     }
@@ -626,24 +631,53 @@ async fn refresh(inner: &Inner, dirty: &mut bool) -> redis::RedisResult<()> {
     Ok(())
 }
 
+/// Why frames sent to this node may have been lost.
+enum Lost {
+    /// The connection dropped and is back (or a first connection, which the epoch tells apart).
+    Reconnected,
+    /// The client dropped messages of a subscription this node did not read fast enough.
+    SlowConsumer,
+}
+
 /// After NATS reconnects (it resubscribes by itself), frames published to this node meanwhile
 /// are gone: once a round trip shows the subscriptions are back, every local connection resyncs.
-async fn reconnects(inner: Arc<Inner>, mut rx: mpsc::Receiver<()>) {
+/// Likewise after the client dropped messages of a subscription that fell behind (at most one
+/// resync a second, after the drops it covers).
+async fn reconnects(inner: Arc<Inner>, mut rx: mpsc::Receiver<Lost>) {
     let mut seen_epoch = inner.nats_epoch.load(Ordering::SeqCst);
+    let mut last_slow: Option<Instant> = None;
     loop {
-        tokio::select! {
-            r = rx.recv() => if r.is_none() { return },
+        let lost = tokio::select! {
+            r = rx.recv() => match r {
+                Some(l) => l,
+                None => return,
+            },
             _ = inner.cancel.cancelled() => return,
+        };
+        match lost {
+            Lost::Reconnected => {
+                let epoch = inner.nats_epoch.load(Ordering::SeqCst);
+                if epoch == seen_epoch {
+                    continue;
+                }
+                seen_epoch = epoch;
+                if let Err(e) = inner.round_trip().await {
+                    tracing::debug!(error = %e, "nats: no round trip after reconnecting");
+                }
+                tracing::info!("nats: reconnected; local connections resync");
+            }
+            Lost::SlowConsumer => {
+                // Drops in quick succession share one resync, which comes after the last of them.
+                if let Some(t) = last_slow {
+                    tokio::time::sleep(Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+                }
+                while rx.try_recv().is_ok() {}
+                seen_epoch = inner.nats_epoch.load(Ordering::SeqCst);
+                last_slow = Some(Instant::now());
+                // A reconnect may have been among them: subscriptions first, then the resync.
+                let _ = inner.round_trip().await;
+            }
         }
-        let epoch = inner.nats_epoch.load(Ordering::SeqCst);
-        if epoch == seen_epoch {
-            continue;
-        }
-        seen_epoch = epoch;
-        if let Err(e) = inner.round_trip().await {
-            tracing::debug!(error = %e, "nats: no round trip after reconnecting");
-        }
-        tracing::info!("nats: reconnected; local connections resync");
         inner.local.kick_all(Kick::Resync);
     }
 }
