@@ -145,20 +145,18 @@ end
 return out
 ";
 
-/// ARGV: prefix, users. Returns (online 0/1, last seen or -1, version) per user. A user with no
-/// recorded state (Redis lost it) is online if any entry is live.
+/// ARGV: prefix, users. Returns (online 0/1, last seen or -1, version) per user. Online means a
+/// live entry (lingering ones included), whatever `on` says: a user whose node died reads as
+/// offline even before a sweep has recorded it.
 const STATES: &str = r"
 local p = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local s = redis.call('HMGET', p .. ':ps:' .. ARGV[i], 'on', 'ls', 'v')
-  local on = s[1]
-  if not on then
-    on = (redis.call('ZCOUNT', p .. ':dir:' .. ARGV[i], '(' .. int(now), '+inf') > 0) and '1' or '0'
-  end
-  table.insert(out, on)
-  table.insert(out, s[2] or '-1')
-  table.insert(out, s[3] or '0')
+  local s = redis.call('HMGET', p .. ':ps:' .. ARGV[i], 'ls', 'v')
+  local live = redis.call('ZCOUNT', p .. ':dir:' .. ARGV[i], '(' .. int(now), '+inf') > 0
+  table.insert(out, live and '1' or '0')
+  table.insert(out, s[1] or '-1')
+  table.insert(out, s[2] or '0')
 end
 return out
 ";

@@ -30,10 +30,7 @@ impl Cluster {
     }
 
     async fn cleanup(self) {
-        for n in &self.nodes {
-            n.halt();
-        }
-        ClusterRouter::purge(&nats_url(), &redis_url(), &self.name).await.expect("purge");
+        stop_and_purge(&self.name, &self.nodes, &nats_url(), &redis_url()).await;
     }
 }
 
@@ -188,7 +185,7 @@ async fn a_job_taken_by_a_node_that_dies_is_done_by_another() {
     let name = cluster_name();
     let mut cfg = config(&name, "sender");
     cfg.consume_jobs = false;
-    let sender: Arc<dyn Router> = Arc::new(ClusterRouter::connect(cfg).await.unwrap());
+    let sender = Arc::new(ClusterRouter::connect(cfg).await.unwrap());
     sender.deliver_durably(5, vec![10], &message(5, 1)).unwrap().await.expect("stored");
     // A node takes the job and dies before acknowledging it (played here by a bare consumer).
     let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
@@ -205,11 +202,9 @@ async fn a_job_taken_by_a_node_that_dies_is_done_by_another() {
     }
     assert!(taken, "the job was in the queue");
     // Another node carries it out once the ack wait (2 s in tests) has passed.
-    let survivor: Arc<dyn Router> = Arc::new(ClusterRouter::connect(config(&name, "survivor")).await.unwrap());
-    let mut x = Conn::on(&survivor, 10, 100).await;
+    let survivor = Arc::new(ClusterRouter::connect(config(&name, "survivor")).await.unwrap());
+    let mut x = Conn::on(&(survivor.clone() as Arc<dyn Router>), 10, 100).await;
     assert_eq!(x.next().await.position.unwrap().seq, 1, "delivered by the survivor");
     eventually("the survivor acknowledged the job", || async { survivor.stats().jobs_done == 1 }).await;
-    drop(sender);
-    drop(survivor);
-    ClusterRouter::purge(&nats_url(), &redis_url(), &name).await.unwrap();
+    stop_and_purge(&name, &[sender, survivor], &nats_url(), &redis_url()).await;
 }

@@ -111,9 +111,7 @@ async fn a_redis_restart_loses_no_delivery_and_nodes_re_register() {
     assert_eq!(ra.stats().node_messages_published - before.node_messages_published, 1);
     assert!(ra.is_online(10).await, "presence is back too");
 
-    a.halt();
-    b.halt();
-    ClusterRouter::purge(&nats_url(), &redis.url(), &name).await.unwrap();
+    stop_and_purge(&name, &[a, b], &nats_url(), &redis.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +155,5 @@ async fn a_nats_restart_fails_flushes_then_recovers_with_a_resync() {
         }
     }
 
-    a.halt();
-    b.halt();
-    ClusterRouter::purge(&nats.url(), &redis_url(), &name).await.unwrap();
+    stop_and_purge(&name, &[a, b], &nats.url(), &redis_url()).await;
 }

@@ -71,12 +71,19 @@ impl Nodes {
 
     pub async fn cleanup(self) {
         if let Some((name, routers)) = self.cluster {
-            for r in &routers {
-                r.halt();
-            }
-            ClusterRouter::purge(&nats_url(), &redis_url(), &name).await.expect("purge");
+            stop_and_purge(&name, &routers, &nats_url(), &redis_url()).await;
         }
     }
+}
+
+/// Stops the nodes, lets requests they already sent land, then deletes the cluster's keys and
+/// stream.
+pub async fn stop_and_purge(name: &str, routers: &[Arc<ClusterRouter>], nats: &str, redis: &str) {
+    for r in routers {
+        r.halt();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ClusterRouter::purge(nats, redis, name).await.expect("purge");
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
