@@ -266,8 +266,10 @@ async fn presence_and_typing_cross_nodes() {
     aws.wait_for(|f| f["type"] == "typing" && f["user_id"] == b.user_id() && f["active"] == false, T).await;
 
     // Bob leaves: after the grace period Alice sees him offline with a last_seen.
+    let from = aws.len();
     bws.close().await;
-    let off = aws.wait_for(|f| f["type"] == "presence" && f["user_id"] == b.user_id() && f["online"] == false, T).await;
+    let went = |f: &serde_json::Value| f["type"] == "presence" && f["user_id"] == b.user_id() && f["online"] == false;
+    let off = aws.wait_for_from(from, went, T).await;
     assert!(off["last_seen"].is_i64(), "last_seen after going offline: {off}");
     // The REST view on either node agrees.
     for node in &c.nodes {
