@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use parley_core::ids::*;
 use parley_core::model::*;
 
+mod entry;
 pub mod postgres;
 pub mod sqlite;
 

@@ -30,23 +30,7 @@ pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-/// A new log entry, before it has a seq.
-pub(super) struct Entry {
-    pub conv: ConversationId,
-    pub sender: UserId,
-    pub device: Option<DeviceId>,
-    pub client_id: Option<String>,
-    pub kind: MessageKind,
-    pub body: String,
-    pub target_seq: Option<i64>,
-}
-
-impl Entry {
-    /// A system entry: written by the server on behalf of `actor`.
-    pub fn system(conv: ConversationId, actor: UserId, kind: MessageKind, body: serde_json::Value) -> Entry {
-        Entry { conv, sender: actor, device: None, client_id: None, kind, body: body.to_string(), target_seq: None }
-    }
-}
+pub(super) use crate::entry::Entry;
 
 /// Appends one entry to a conversation's log with the next seq and publishes it.
 pub(super) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> {
