@@ -348,10 +348,40 @@ async fn recorder(urls: &[String], token: &str) -> (Connection, Recorded) {
 
 /// Senders on every node send `per_sender` messages each into their direct conversation with a
 /// receiver, while `fault` runs; returns the conversations with the seqs acknowledged (`sent`).
+/// How many sends have been acknowledged so far, for faults that strike at a point of the load
+/// rather than at a time (a slow machine then still injects them mid-load).
+#[derive(Clone, Default)]
+struct Progress {
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Progress {
+    fn add(&self) {
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn now(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// Until at least `n` sends are acknowledged (bounded: a stalled load fails the test).
+    async fn reached(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + LONG;
+        while self.now() < n {
+            let notified = self.changed.notified();
+            assert!(tokio::time::Instant::now() < deadline, "the load stalled at {} of {n} sends", self.now());
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+}
+
 async fn send_under_fault<F: std::future::Future<Output = ()>>(
     urls: &[String],
     pairs: &[(Device, Device, String)],
     per_sender: usize,
+    progress: &Progress,
     fault: F,
 ) -> HashMap<String, Vec<i64>> {
     let mut senders = Vec::new();
@@ -366,17 +396,24 @@ async fn send_under_fault<F: std::future::Future<Output = ()>>(
         };
         let (conn, mut events) = Connection::connect(&rotated[0], &s.token, opts).await.expect("sender connects");
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let conv = conv.clone();
+        let (conv, progress) = (conv.clone(), progress.clone());
         senders.push(tokio::spawn(async move {
             let id = Id::parse(&conv);
             let mut acked = Vec::new();
+            // A steady load: one send per sender every 5 ms at most.
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
             for n in 0..per_sender {
-                // The SDK retries a send across reconnects with the same client_id; a send that
-                // still fails was never acknowledged, so it is not counted.
-                if let Ok(sent) = conn.send_text(id, &format!("m{n}")).await {
-                    acked.push(sent.seq);
+                // The SDK retries a send across reconnects with the same client_id; one refused
+                // (`unavailable` while a dependency is down) was never acknowledged and is not
+                // counted: the sender tries again, for up to 10 s, as an app would.
+                for _ in 0..2000 {
+                    pace.tick().await;
+                    if let Ok(sent) = conn.send_text(id, &format!("m{n}")).await {
+                        acked.push(sent.seq);
+                        progress.add();
+                        break;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (conv, acked)
         }));
@@ -459,11 +496,13 @@ async fn kill_9_of_a_node_under_load_loses_no_acknowledged_message() {
     let pairs = pairs(&c.nodes[0], 12).await;
     let rx = receivers(&urls, &pairs).await;
     let victim = &mut c.nodes[1];
+    let progress = Progress::default();
+    let total = pairs.len() * 120;
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        progress.reached(total / 4).await;
         victim.kill9().await;
     };
-    let acked = send_under_fault(&urls, &pairs, 120, fault).await;
+    let acked = send_under_fault(&urls, &pairs, 120, &progress, fault).await;
     let seen = collect(rx, &acked).await;
     assert_all_delivered(&acked, &seen);
 }
@@ -475,14 +514,16 @@ async fn rolling_restart_of_every_node_under_load_loses_nothing() {
     let pairs = pairs(&c.nodes[0], 9).await;
     let rx = receivers(&urls, &pairs).await;
     let nodes = &mut c.nodes;
+    let progress = Progress::default();
+    let total = pairs.len() * 200;
     let fault = async {
-        for node in nodes.iter_mut() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        for (k, node) in nodes.iter_mut().enumerate() {
+            progress.reached((k + 1) * total / 5).await;
             // SIGTERM: drain (close 1001, finish writes), then start again on the same port.
             node.restart().await;
         }
     };
-    let acked = send_under_fault(&urls, &pairs, 200, fault).await;
+    let acked = send_under_fault(&urls, &pairs, 200, &progress, fault).await;
     let seen = collect(rx, &acked).await;
     assert_all_delivered(&acked, &seen);
 }
@@ -495,13 +536,16 @@ async fn nats_and_redis_restarts_under_load_lose_nothing_and_nodes_recover() {
     let urls = c.urls();
     let pairs = pairs(&c.nodes[0], 8).await;
     let rx = receivers(&urls, &pairs).await;
+    let progress = Progress::default();
+    let total = pairs.len() * 200;
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        progress.reached(total / 5).await;
+        // Each outage lasts half a second, under load.
         nats.restart(Duration::from_millis(500)).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        progress.reached(progress.now() + total / 5).await;
         redis.restart(Duration::from_millis(500)).await;
     };
-    let acked = send_under_fault(&urls, &pairs, 200, fault).await;
+    let acked = send_under_fault(&urls, &pairs, 200, &progress, fault).await;
     let seen = collect(rx, &acked).await;
     assert_all_delivered(&acked, &seen);
 
@@ -522,7 +566,12 @@ async fn readyz_reports_a_missing_dependency() {
     let mut redis = Service::redis().await;
     let nats = Service::nats().await;
     let c = Cluster::start(1, &nats.url(), &redis.url(), &[]).await;
-    assert_eq!(c.nodes[0].get("/readyz", None).await.status, 200);
+    // Ready once its first probes have answered.
+    let deadline = tokio::time::Instant::now() + T;
+    while c.nodes[0].get("/readyz", None).await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some(mut child) = redis.child.take() {
         let _ = child.start_kill();
         let _ = child.wait().await;
