@@ -144,6 +144,37 @@ impl Service {
 struct Cluster {
     nodes: Vec<TestServer>,
     _db: TestDatabase,
+    name: String,
+    nats: String,
+    redis: String,
+}
+
+impl Drop for Cluster {
+    /// Stops the nodes, then removes what the cluster left in NATS (its JetStream stream) and
+    /// Redis (its keys), so the shared services do not fill up run after run.
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let (name, nats, redis) = (self.name.clone(), self.nats.clone(), self.redis.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(client) = async_nats::connect(&nats).await {
+                    let _ = async_nats::jetstream::new(client).delete_stream(format!("PARLEY_FANOUT_{name}")).await;
+                }
+                let Ok(client) = redis::Client::open(redis.as_str()) else { return };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+                let keys: Vec<String> =
+                    match redis::cmd("KEYS").arg(format!("parley:{name}:*")).query_async(&mut conn).await {
+                        Ok(k) => k,
+                        Err(_) => return,
+                    };
+                for chunk in keys.chunks(500) {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl Cluster {
@@ -174,7 +205,7 @@ impl Cluster {
             flags.extend_from_slice(extra);
             nodes.push(TestServer::start_with(&flags).await);
         }
-        Cluster { nodes, _db: db }
+        Cluster { nodes, _db: db, name: cluster, nats: nats.into(), redis: redis.into() }
     }
 
     /// On the machine's shared NATS and Redis.
