@@ -351,25 +351,26 @@ impl Directory {
 
     /// Deletes every key of this cluster (tests; a cluster being decommissioned).
     pub async fn purge(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
+        delete_matching(&mut self.conn.clone(), &format!("{}:*", self.prefix)).await
+    }
+}
+
+/// Deletes every key matching `pattern`, a thousand at a time (SCAN, never KEYS: a large
+/// directory must not block Redis).
+pub(crate) async fn delete_matching(
+    conn: &mut impl redis::aio::ConnectionLike,
+    pattern: &str,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(conn).await?;
         }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }

@@ -386,30 +386,25 @@ impl ClusterRouter {
         }
     }
 
+    /// [`ClusterRouter::halt`], then waits until every task has stopped, so nothing this node
+    /// started is still on its way to Redis or NATS afterwards (a purge after it is final).
+    pub async fn halt_and_wait(&self) {
+        self.inner.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// Deletes everything cluster `cluster` keeps in Redis and its JetStream stream (tests, or a
     /// cluster taken down for good). Its nodes should be stopped first.
     pub async fn purge(nats_url: &str, redis_url: &str, cluster: &str) -> Result<(), ClusterError> {
         let client = redis::Client::open(redis_url)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let pattern = format!("parley:{cluster}:*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        directory::delete_matching(&mut conn, &format!("parley:{cluster}:*")).await?;
         let nats = async_nats::connect(nats_url).await.map_err(|e| ClusterError::Nats(e.to_string()))?;
         jobs::purge(&async_nats::jetstream::new(nats), cluster).await
     }

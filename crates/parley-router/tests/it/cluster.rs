@@ -82,10 +82,13 @@ async fn presence_spans_nodes_with_versions() {
     let at = parley_core::now_ms();
     a.unregister(10, y.handle.id);
     // The grace period is zero in tests: a's timer would fire now.
+    // Polled (bounded): the unregistration reaches Redis through the directory task.
+    let deadline = tokio::time::Instant::now() + WAIT;
     let offline = loop {
         if let Some(s) = a.went_offline(10, at).await.unwrap() {
             break s;
         }
+        assert!(tokio::time::Instant::now() < deadline, "never recorded offline");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(!offline.online);

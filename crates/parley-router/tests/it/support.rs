@@ -76,13 +76,11 @@ impl Nodes {
     }
 }
 
-/// Stops the nodes, lets requests they already sent land, then deletes the cluster's keys and
-/// stream.
+/// Stops the nodes and waits for their tasks to end, then deletes the cluster's keys and stream.
 pub async fn stop_and_purge(name: &str, routers: &[Arc<ClusterRouter>], nats: &str, redis: &str) {
     for r in routers {
-        r.halt();
+        r.halt_and_wait().await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     ClusterRouter::purge(nats, redis, name).await.expect("purge");
 }
 

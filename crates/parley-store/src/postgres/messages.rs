@@ -105,22 +105,7 @@ pub(super) async fn lock(db: &ClientWrapper, conv: ConversationId) -> PgResult<(
     Ok(())
 }
 
-/// A user's membership row and the conversation it is in.
-pub(super) struct Window {
-    pub joined: i64,
-    pub left: Option<i64>,
-    /// The conversation's last seq.
-    pub last: i64,
-    pub role: Role,
-    pub kind: ConversationKind,
-}
-
-impl Window {
-    /// The last seq this member may see.
-    pub fn upto(&self) -> i64 {
-        self.left.unwrap_or(self.last)
-    }
-}
+pub(super) use crate::entry::Window;
 
 /// `user`'s window on `conv`, current or past; `None` if they never were a member.
 pub(super) async fn window(db: &ClientWrapper, user: UserId, conv: ConversationId) -> PgResult<Option<Window>> {

@@ -158,18 +158,8 @@ impl Drop for Cluster {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
-                if let Ok(client) = async_nats::connect(&nats).await {
-                    let _ = async_nats::jetstream::new(client).delete_stream(format!("PARLEY_FANOUT_{name}")).await;
-                }
-                let Ok(client) = redis::Client::open(redis.as_str()) else { return };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
-                let keys: Vec<String> =
-                    match redis::cmd("KEYS").arg(format!("parley:{name}:*")).query_async(&mut conn).await {
-                        Ok(k) => k,
-                        Err(_) => return,
-                    };
-                for chunk in keys.chunks(500) {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                if let Err(e) = parley_router::cluster::ClusterRouter::purge(&nats, &redis, &name).await {
+                    eprintln!("cannot purge cluster {name}: {e}");
                 }
             });
         })
