@@ -5,9 +5,10 @@
 //! resyncs. So `deliver` never waits: it pushes to bounded per-connection queues and, when one is
 //! full, tells that connection to close with 4009 instead of stalling everyone else.
 //!
-//! Two implementations keep the same promises, checked by one conformance suite (`tests/it`):
-//! [`LocalRouter`] (embedded mode, one process) and [`cluster::ClusterRouter`] (many nodes over
-//! NATS and Redis). A cluster also carries presence and cache invalidations between nodes; that
+//! Two implementations keep the same promises, checked by one conformance suite: [`LocalRouter`]
+//! (embedded mode, one process, here) and `ClusterRouter` (many nodes over NATS and Redis, in
+//! the `parley-router-cluster` crate, whose `tests/it` stamps the suite out for both).
+//! This crate must never depend on a transport (NATS, Redis, sockets). A cluster also carries presence and cache invalidations between nodes; that
 //! part is the [`ClusterBus`] trait, which only the cluster router implements.
 
 use std::future::Future;
@@ -19,7 +20,6 @@ use bytes::Bytes;
 use parley_core::ids::*;
 use tokio::sync::mpsc;
 
-pub mod cluster;
 pub mod local;
 
 pub use local::LocalRouter;
@@ -139,6 +139,9 @@ pub trait Router: Send + Sync + 'static {
     fn stats(&self) -> RouterStats {
         RouterStats::default()
     }
+    /// Sends what is still queued for other nodes, then stops the router's background work.
+    /// Called once, last in the server's shutdown; the in-process router has nothing to do.
+    async fn shutdown(&self) {}
 }
 
 /// A user's presence as the whole cluster sees it.

@@ -41,7 +41,7 @@ impl LocalRouter {
     }
 
     /// Adds a connection; true when it is its user's first on this router.
-    pub(crate) fn add(&self, conn: ConnHandle) -> bool {
+    pub fn add(&self, conn: ConnHandle) -> bool {
         let mut map = self.shard(conn.user_id).write().unwrap_or_else(|e| e.into_inner());
         let conns = map.entry(conn.user_id).or_default();
         conns.push(conn);
@@ -50,7 +50,7 @@ impl LocalRouter {
     }
 
     /// Removes a connection; true when that was its user's last on this router.
-    pub(crate) fn remove(&self, user_id: UserId, conn_id: u64) -> bool {
+    pub fn remove(&self, user_id: UserId, conn_id: u64) -> bool {
         let mut map = self.shard(user_id).write().unwrap_or_else(|e| e.into_inner());
         let Some(conns) = map.get_mut(&user_id) else { return false };
         let before = conns.len();
@@ -67,12 +67,12 @@ impl LocalRouter {
     }
 
     /// Whether `user_id` has a connection here.
-    pub(crate) fn has(&self, user_id: UserId) -> bool {
+    pub fn has(&self, user_id: UserId) -> bool {
         self.shard(user_id).read().unwrap_or_else(|e| e.into_inner()).contains_key(&user_id)
     }
 
     /// Every user with a connection here.
-    pub(crate) fn users(&self) -> Vec<UserId> {
+    pub fn users(&self) -> Vec<UserId> {
         let mut out = Vec::with_capacity(self.connections.load(Ordering::Relaxed));
         for shard in self.shards.iter() {
             out.extend(shard.read().unwrap_or_else(|e| e.into_inner()).keys().copied());
@@ -81,7 +81,7 @@ impl LocalRouter {
     }
 
     /// Sends `why` to every connection here.
-    pub(crate) fn kick_all(&self, why: Kick) {
+    pub fn kick_all(&self, why: Kick) {
         for shard in self.shards.iter() {
             for c in shard.read().unwrap_or_else(|e| e.into_inner()).values().flatten() {
                 let _ = c.kicks.try_send(why);

@@ -21,49 +21,63 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_store::{PgStore, SqliteStore, Store};
+use parley_router::{ClusterBus, Router};
+use parley_store::{Store, StoreEvent};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use state::App;
 
-/// Events queued between the store's writer and the fanout task.
-const EVENT_QUEUE: usize = 1024;
+/// Events queued between the store's writer and the fanout task; a backend is opened with the
+/// sending half of a channel this long (see [`event_channel`]).
+pub const EVENT_QUEUE: usize = 1024;
+
+/// The channel a store publishes its [`StoreEvent`]s on and [`run`] consumes.
+pub fn event_channel() -> (parley_store::EventSender, mpsc::Receiver<Vec<StoreEvent>>) {
+    mpsc::channel(EVENT_QUEUE)
+}
+
+/// What the server runs on, chosen and built by its caller (the binary, or a test).
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    /// The receiving half of the channel `store` publishes its events on.
+    pub events: mpsc::Receiver<Vec<StoreEvent>>,
+    pub router: Arc<dyn Router>,
+    /// Presence and invalidations across nodes; `None` in embedded mode.
+    pub cluster: Option<Arc<dyn ClusterBus>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("storage: {0}")]
-    Store(#[from] parley_store::StoreError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("cluster: {0}")]
-    Cluster(#[from] parley_router::cluster::ClusterError),
 }
 
-/// Runs the server on `listener` until `shutdown` is cancelled, then drains: stops accepting,
-/// closes WebSockets with 1001, lets in-flight writes finish and stops the store, all within
-/// `config.shutdown_timeout_ms`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let store: Arc<dyn Store> = match &config.store {
-        Some(url) => Arc::new(connect_postgres(&config, url, events_tx).await?),
-        None => Arc::new(SqliteStore::open(&config.data_dir, config.node_number(), events_tx)?),
-    };
-    // A cluster router when NATS and Redis are configured, else the in-process one.
-    let routers = cluster::Routers::connect(&config).await?;
+/// Runs the server on `listener` with `backends` until `shutdown` is cancelled, then drains:
+/// stops accepting, closes WebSockets with 1001, lets in-flight writes finish, stops the store
+/// and then the router, all within one deadline, `config.shutdown_timeout_ms` from the moment
+/// `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Backends { store, events, router, cluster } = backends;
     let tracker = TaskTracker::new();
-    let app =
-        App::new(config, store.clone(), routers.router.clone(), routers.bus(), shutdown.clone(), tracker.clone()).await;
+    let app = App::new(config, store.clone(), router.clone(), cluster.clone(), shutdown.clone(), tracker.clone()).await;
 
-    let cluster_events = routers
-        .cluster
-        .as_ref()
-        .and_then(|c| parley_router::ClusterBus::take_events(c.as_ref()))
-        .map(|events| tokio::spawn(cluster::listen(app.clone(), events)));
-    let fanout = tokio::spawn(fanout::run(app.clone(), events_rx));
+    let cluster_events =
+        cluster.as_ref().and_then(|c| c.take_events()).map(|events| tokio::spawn(cluster::listen(app.clone(), events)));
+    let fanout = tokio::spawn(fanout::run(app.clone(), events));
     let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
+    // The first probes are taken before the first request, so `/metrics` always has every
+    // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).
+    probe_once(&app).await;
     let probes = tokio::spawn(health_probes(app.clone()));
     match (&app.config.store, app.config.clustered()) {
         (Some(_), true) => tracing::info!(addr = %listener.local_addr()?, node = %app.config.node_id,
@@ -73,29 +87,33 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             "parley is listening"),
     }
 
-    let deadline = Duration::from_millis(app.config.shutdown_timeout_ms);
+    let timeout = Duration::from_millis(app.config.shutdown_timeout_ms);
     // Frames are small and latency matters: no Nagle delay on any socket.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let http =
-        axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // The deadline starts when draining does, and every step below shares it.
+    let draining = shutdown.clone();
+    let http = axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(draining.cancelled_owned());
     http.await?;
+    let deadline = Instant::now() + timeout;
     tracing::info!("draining connections");
     tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("connections did not close within the shutdown timeout");
     }
-    app.presence.flush_last_seen(&app).await;
+    if tokio::time::timeout_at(deadline, app.presence.flush_last_seen(&app)).await.is_err() {
+        tracing::warn!("last-seen times were not all written within the shutdown timeout");
+    }
     // In-flight writes finish here: the writer commits what is queued, then stops.
-    if tokio::time::timeout(deadline, store.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, store.shutdown()).await.is_err() {
         tracing::warn!("the store did not stop within the shutdown timeout");
     }
     // Last: what the drain queued for other nodes goes out, then the router stops.
-    if let Some(c) = &routers.cluster {
-        c.shutdown().await;
+    if tokio::time::timeout_at(deadline, router.shutdown()).await.is_err() {
+        tracing::warn!("the router did not stop within the shutdown timeout");
     }
     sweeper.abort();
     probes.abort();
@@ -115,42 +133,20 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// users do.
 async fn health_probes(app: Arc<App>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.tick().await; // the first round ran before serving
     loop {
         tick.tick().await;
-        let started = std::time::Instant::now();
-        let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(0)).await.is_ok_and(|r| r.is_ok());
-        app.metrics.dependency("store", up, started.elapsed());
-        let started = std::time::Instant::now();
-        for p in app.router.probe().await {
-            app.metrics.dependency(p.dependency, p.result.is_ok(), p.result.unwrap_or_else(|_| started.elapsed()));
-        }
+        probe_once(&app).await;
     }
 }
 
-/// Connects to PostgreSQL as this node. A numeric `node_id` is the node number, and a second node
-/// with it is refused. A named node starts from its name's hash and takes the next number no
-/// live node holds (ids only need a number unique among live nodes: each node also starts its
-/// ids above every stored one).
-async fn connect_postgres(
-    config: &Config,
-    url: &str,
-    events: parley_store::EventSender,
-) -> Result<PgStore, ServeError> {
-    let first = config.node_number();
-    let named = config.node_id.parse::<u16>().is_err();
-    let mut n = first;
-    loop {
-        match PgStore::connect(url, n, config.migrate_on_start, events.clone()).await {
-            // The store's refusal names the cause; only a taken number is worth another try.
-            Err(parley_store::StoreError::Unavailable(m)) if named && m.contains("in use by another node") => {
-                n = (n + 1) % 1024;
-                if n == first {
-                    let all = "all 1,024 node numbers are in use".to_string();
-                    return Err(parley_store::StoreError::Unavailable(all).into());
-                }
-                tracing::info!(node = %config.node_id, number = n, "node number taken; trying the next");
-            }
-            other => return Ok(other?),
-        }
+/// One round of probes, recorded for `/metrics`.
+async fn probe_once(app: &App) {
+    let started = std::time::Instant::now();
+    let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(0)).await.is_ok_and(|r| r.is_ok());
+    app.metrics.dependency("store", up, started.elapsed());
+    let started = std::time::Instant::now();
+    for p in app.router.probe().await {
+        app.metrics.dependency(p.dependency, p.result.is_ok(), p.result.unwrap_or_else(|_| started.elapsed()));
     }
 }

@@ -1,11 +1,12 @@
-//! What both backends append to a conversation's log, and a member's window on it.
+//! What every backend appends to a conversation's log, and a member's window on it: the
+//! vocabulary the backends share (not used above the store).
 
 use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::{ConversationKind, Role};
 
 /// A new log entry, before it has a seq.
-pub(crate) struct Entry {
+pub struct Entry {
     pub conv: ConversationId,
     pub sender: UserId,
     pub device: Option<DeviceId>,
@@ -22,7 +23,7 @@ impl Entry {
     }
 }
 /// A user's membership row and the conversation it is in.
-pub(crate) struct Window {
+pub struct Window {
     pub joined: i64,
     pub left: Option<i64>,
     /// The conversation's last seq.

@@ -1,7 +1,10 @@
-//! The storage boundary: the [`Store`] trait, its errors and events, and its backends.
+//! The storage boundary: the [`Store`] trait, its errors and events, and the conformance suite
+//! that every backend runs.
 //!
-//! The trait speaks in domain records (`parley-core`) and knows nothing of SQL. Every backend
-//! keeps the same promises, checked by one conformance suite (`tests/it`) run against each:
+//! The trait speaks in domain records (`parley-core`) and knows nothing of SQL; this crate must
+//! never depend on a database driver. The backends live in crates of their own
+//! (`parley-store-sqlite`, `parley-store-postgres`) and keep the same promises, checked by one
+//! conformance suite ([`conformance`], stamped out in each backend's tests):
 //! - a message is durable when `send` returns, and `seq` is gap-free per conversation;
 //! - `(sender, client_id)` identifies a message forever: a repeat returns the original;
 //! - committed messages and pointer changes are published as [`StoreEvent`]s in commit order,
@@ -14,12 +17,9 @@ use async_trait::async_trait;
 use parley_core::ids::*;
 use parley_core::model::*;
 
-mod entry;
-pub mod postgres;
-pub mod sqlite;
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod entry;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

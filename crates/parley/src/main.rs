@@ -1,5 +1,6 @@
 //! `parley`: the server, its admin commands and a small command-line client, in one binary.
 
+mod backends;
 mod cli;
 mod cmd;
 mod settings;

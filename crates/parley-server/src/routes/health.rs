@@ -19,13 +19,16 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "draining".into() }));
     }
-    if let Err(e) = app.store.user(0).await {
+    // Each check is a fresh probe, news for `/metrics` too.
+    let started = std::time::Instant::now();
+    let store = app.store.user(0).await;
+    app.metrics.dependency("store", store.is_ok(), started.elapsed());
+    if let Err(e) = store {
         tracing::warn!(error = %e, "not ready: store");
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store unavailable".into() }));
     }
     let started = std::time::Instant::now();
     let probes = app.router.probe().await;
-    // A fresh probe is news for `/metrics` too.
     for p in &probes {
         app.metrics.dependency(p.dependency, p.result.is_ok(), *p.result.as_ref().unwrap_or(&started.elapsed()));
     }

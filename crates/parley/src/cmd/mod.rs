@@ -14,7 +14,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => {
-            parley_store::PgStore::migrate(&args.store).await?;
+            parley_store_postgres::PgStore::migrate(&args.store).await?;
             eprintln!("the database is up to date");
             Ok(())
         }

@@ -1,4 +1,5 @@
-//! `parley serve`: load settings, set up logging, bind, run until SIGTERM/SIGINT, drain.
+//! `parley serve`: load settings, set up logging, open the backends, bind, run until
+//! SIGTERM/SIGINT, drain.
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +16,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
+    let backends = crate::backends::connect(&config).await?;
     let listener = bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    parley_server::run(config, listener, shutdown).await?;
+    parley_server::run(config, backends, listener, shutdown).await?;
     Ok(())
 }
 

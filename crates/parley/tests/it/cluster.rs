@@ -158,7 +158,7 @@ impl Drop for Cluster {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
-                if let Err(e) = parley_router::cluster::ClusterRouter::purge(&nats, &redis, &name).await {
+                if let Err(e) = parley_router_cluster::ClusterRouter::purge(&nats, &redis, &name).await {
                     eprintln!("cannot purge cluster {name}: {e}");
                 }
             });

@@ -1,0 +1,429 @@
+//! Conversations, membership and the per-member view of a conversation.
+
+use std::collections::HashSet;
+
+use parley_core::ids::*;
+use parley_core::limits::MAX_GROUP_MEMBERS;
+use parley_core::model::*;
+use parley_core::{MessageKind, now_ms};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use crate::messages::{self, Entry, current, insert_entry};
+use crate::writer::WriteCtx;
+use parley_store::StoreError;
+
+use crate::SqlResult as Result;
+
+fn user_exists(c: &Connection, user: UserId) -> Result<bool> {
+    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")?.query_row([user], |r| r.get(0))?)
+}
+
+fn insert_conversation(
+    ctx: &WriteCtx<'_>,
+    id: ConversationId,
+    kind: ConversationKind,
+    title: Option<&str>,
+    key: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 0)",
+        )?
+        .execute(params![id, kind.as_str(), title, key, now])?;
+    Ok(())
+}
+
+/// Makes `user` a member from `seq` on (a new row, or a former member's row reopened), with
+/// pointers at the seq before they joined, and counts them.
+fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq: i64, now: i64) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq, left_seq, joined_at, read_seq, delivered_seq)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?4 - 1, ?4 - 1)
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_seq = excluded.joined_seq,
+                 left_seq = NULL, joined_at = excluded.joined_at,
+                 read_seq = max(read_seq, excluded.read_seq), delivered_seq = max(delivered_seq, excluded.delivered_seq)",
+        )?
+        .execute(params![conv, user, role.as_str(), seq, now])?;
+    ctx.conn
+        .prepare_cached("UPDATE conversations SET members_count = members_count + 1 WHERE id = ?1")?
+        .execute([conv])?;
+    Ok(())
+}
+
+/// The seq the next entry of `conv` will get.
+fn next_seq(c: &Connection, conv: ConversationId) -> Result<i64> {
+    Ok(c.prepare_cached("SELECT last_seq + 1 FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?)
+}
+
+pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
+    let key = format!("{}:{}", a.min(b), a.max(b));
+    let existing: Option<i64> = ctx
+        .conn
+        .prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?
+        .query_row([&key], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok((id, false));
+    }
+    if !user_exists(ctx.conn, b)? {
+        return Err(StoreError::NotFound.into());
+    }
+    let id = ctx.ids.next();
+    let now = now_ms();
+    insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now)?;
+    let members: &[UserId] = if a == b { &[a] } else { &[a, b] };
+    for &m in members {
+        join(ctx, id, m, Role::Member, 1, now)?;
+    }
+    insert_entry(ctx, Entry::system(id, a, MessageKind::ConversationCreated, json!({"kind": "direct"})))?;
+    Ok((id, true))
+}
+
+/// Distinct ids other than `except`, each an existing user.
+fn existing_users(c: &Connection, ids: &[UserId], except: Option<UserId>) -> Result<Vec<UserId>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for &id in ids {
+        if Some(id) == except || !seen.insert(id) {
+            continue;
+        }
+        if !user_exists(c, id)? {
+            return Err(StoreError::Invalid(format!("there is no user {id}")).into());
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
+pub(crate) fn create_group(
+    ctx: &mut WriteCtx<'_>,
+    creator: UserId,
+    title: &str,
+    member_ids: &[UserId],
+) -> Result<ConversationId> {
+    let others = existing_users(ctx.conn, member_ids, Some(creator))?;
+    if others.len() + 1 > MAX_GROUP_MEMBERS {
+        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+    }
+    let id = ctx.ids.next();
+    let now = now_ms();
+    insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now)?;
+    join(ctx, id, creator, Role::Admin, 1, now)?;
+    for &m in &others {
+        join(ctx, id, m, Role::Member, 1, now)?;
+    }
+    let user_ids: Vec<String> = std::iter::once(creator).chain(others).map(|u| u.to_string()).collect();
+    let body = json!({"kind": "group", "title": title, "user_ids": user_ids});
+    insert_entry(ctx, Entry::system(id, creator, MessageKind::ConversationCreated, body))?;
+    Ok(id)
+}
+
+/// The actor's membership in a group, refusing non-members (not found), direct conversations
+/// and, when `admin`, non-admins.
+fn group_actor(c: &Connection, actor: UserId, conv: ConversationId, admin: bool) -> Result<messages::Window> {
+    let w = current(c, actor, conv)?.ok_or(StoreError::NotFound)?;
+    if w.kind != ConversationKind::Group {
+        return Err(
+            StoreError::Invalid("only group conversations have titles, admins and member changes".into()).into()
+        );
+    }
+    if admin && w.role != Role::Admin {
+        return Err(StoreError::Forbidden("only a group admin may do this".into()).into());
+    }
+    Ok(w)
+}
+
+pub(crate) fn set_title(ctx: &mut WriteCtx<'_>, actor: UserId, conv: ConversationId, title: &str) -> Result<()> {
+    group_actor(ctx.conn, actor, conv, true)?;
+    ctx.conn.prepare_cached("UPDATE conversations SET title = ?2 WHERE id = ?1")?.execute(params![conv, title])?;
+    let body = json!({"title": title, "by": actor.to_string()});
+    insert_entry(ctx, Entry::system(conv, actor, MessageKind::TitleChanged, body))?;
+    Ok(())
+}
+
+pub(crate) fn add_members(
+    ctx: &mut WriteCtx<'_>,
+    actor: UserId,
+    conv: ConversationId,
+    user_ids: &[UserId],
+) -> Result<()> {
+    group_actor(ctx.conn, actor, conv, true)?;
+    let mut new = Vec::new();
+    for u in existing_users(ctx.conn, user_ids, None)? {
+        if current(ctx.conn, u, conv)?.is_none() {
+            new.push(u);
+        }
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let count: i64 = ctx
+        .conn
+        .prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?
+        .query_row([conv], |r| r.get(0))?;
+    if count as usize + new.len() > MAX_GROUP_MEMBERS {
+        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+    }
+    let seq = next_seq(ctx.conn, conv)?;
+    let now = now_ms();
+    for &u in &new {
+        join(ctx, conv, u, Role::Member, seq, now)?;
+    }
+    let ids: Vec<String> = new.iter().map(|u| u.to_string()).collect();
+    let body = json!({"user_ids": ids, "by": actor.to_string()});
+    insert_entry(ctx, Entry::system(conv, actor, MessageKind::MembersAdded, body))?;
+    Ok(())
+}
+
+/// Removes `user` (by an admin) or lets them leave (`actor == user`). A group left without an
+/// admin promotes its longest-standing member.
+pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: ConversationId, user: UserId) -> Result<()> {
+    let leaving = actor == user;
+    group_actor(ctx.conn, actor, conv, !leaving)?;
+    if current(ctx.conn, user, conv)?.is_none() {
+        return Err(StoreError::NotFound.into());
+    }
+    let seq = next_seq(ctx.conn, conv)?;
+    ctx.conn
+        .prepare_cached("UPDATE members SET left_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
+        .execute(params![conv, user, seq])?;
+    ctx.conn
+        .prepare_cached("UPDATE conversations SET members_count = members_count - 1 WHERE id = ?1")?
+        .execute([conv])?;
+    let entry = if leaving {
+        Entry::system(conv, user, MessageKind::MemberLeft, json!({"user_id": user.to_string()}))
+    } else {
+        Entry::system(
+            conv,
+            actor,
+            MessageKind::MemberRemoved,
+            json!({"user_id": user.to_string(), "by": actor.to_string()}),
+        )
+    };
+    insert_entry(ctx, entry)?;
+    let admins: i64 = ctx
+        .conn
+        .prepare_cached(
+            "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
+        )?
+        .query_row([conv], |r| r.get(0))?;
+    if admins == 0 {
+        let heir: Option<UserId> = ctx
+            .conn
+            .prepare_cached(
+                "SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+                 ORDER BY joined_seq, joined_at, user_id LIMIT 1",
+            )?
+            .query_row([conv], |r| r.get(0))
+            .optional()?;
+        if let Some(heir) = heir {
+            change_role(ctx, conv, heir, Role::Admin, user)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn set_role(
+    ctx: &mut WriteCtx<'_>,
+    actor: UserId,
+    conv: ConversationId,
+    user: UserId,
+    role: Role,
+) -> Result<()> {
+    group_actor(ctx.conn, actor, conv, true)?;
+    let target = current(ctx.conn, user, conv)?.ok_or(StoreError::NotFound)?;
+    if target.role == role {
+        return Ok(());
+    }
+    if role == Role::Member {
+        let admins: i64 = ctx
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
+            )?
+            .query_row([conv], |r| r.get(0))?;
+        if admins <= 1 {
+            return Err(StoreError::Invalid("a group keeps at least one admin".into()).into());
+        }
+    }
+    change_role(ctx, conv, user, role, actor)
+}
+
+fn change_role(ctx: &mut WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, by: UserId) -> Result<()> {
+    ctx.conn
+        .prepare_cached("UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
+        .execute(params![conv, user, role.as_str()])?;
+    let body = json!({"user_id": user.to_string(), "role": role.as_str(), "by": by.to_string()});
+    insert_entry(ctx, Entry::system(conv, by, MessageKind::RoleChanged, body))?;
+    Ok(())
+}
+
+/// The member's row and the conversation, for a current member only.
+struct Membership {
+    kind: ConversationKind,
+    title: Option<String>,
+    created_at: i64,
+    last_seq: i64,
+    members_count: i64,
+    joined_seq: i64,
+    read_seq: i64,
+    delivered_seq: i64,
+}
+
+const MEMBERSHIP_COLS: &str =
+    "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, m.read_seq, m.delivered_seq";
+
+fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Membership)> {
+    let kind: String = r.get(1)?;
+    Ok((
+        r.get(0)?,
+        Membership {
+            kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+            title: r.get(2)?,
+            created_at: r.get(3)?,
+            last_seq: r.get(4)?,
+            members_count: r.get(5)?,
+            joined_seq: r.get(6)?,
+            read_seq: r.get(7)?,
+            delivered_seq: r.get(8)?,
+        },
+    ))
+}
+
+/// The latest content message the member can see that is not deleted, with its latest edit
+/// applied (`"edited": true` in the body).
+fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Option<Message>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq >= ?2 AND kind IN {} ORDER BY seq DESC LIMIT 16",
+        messages::COLS,
+        MessageKind::CONTENT_SQL_LIST
+    ))?;
+    let recent: Vec<Message> = st.query_map(params![id, joined], messages::row)?.collect::<rusqlite::Result<_>>()?;
+    for mut m in recent {
+        if messages::is_deleted(c, id, m.seq)? {
+            continue;
+        }
+        let edit: Option<String> = c
+            .prepare_cached(
+                "SELECT body FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'edit'
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![id, m.seq], |r| r.get(0))
+            .optional()?;
+        if let Some(edit) = edit
+            && let (Ok(mut body), Ok(edit)) =
+                (serde_json::from_str::<serde_json::Value>(&m.body), serde_json::from_str::<serde_json::Value>(&edit))
+        {
+            body["text"] = edit["text"].clone();
+            body["edited"] = true.into();
+            m.body = body.to_string();
+        }
+        return Ok(Some(m));
+    }
+    Ok(None)
+}
+
+fn build_view(
+    c: &Connection,
+    user: UserId,
+    id: ConversationId,
+    m: Membership,
+    with_members: bool,
+) -> Result<ConversationView> {
+    let unread_count: i64 = c
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id != ?3 AND kind IN {}",
+            MessageKind::CONTENT_SQL_LIST
+        ))?
+        .query_row(params![id, m.read_seq.max(m.joined_seq - 1), user], |r| r.get(0))?;
+    let members = if with_members { Some(member_views(c, id)?) } else { None };
+    Ok(ConversationView {
+        id,
+        kind: m.kind,
+        title: m.title,
+        created_at: m.created_at,
+        last_seq: m.last_seq,
+        last_message: last_visible(c, id, m.joined_seq)?,
+        unread_count,
+        read_seq: m.read_seq,
+        delivered_seq: m.delivered_seq,
+        members_count: m.members_count,
+        members,
+    })
+}
+
+fn member_views(c: &Connection, id: ConversationId) -> Result<Vec<MemberView>> {
+    let mut st = c.prepare_cached(
+        "SELECT m.user_id, u.username, u.display_name, m.role, m.read_seq, m.delivered_seq
+         FROM members m JOIN users u ON u.id = m.user_id
+         WHERE m.conversation_id = ?1 AND m.left_seq IS NULL ORDER BY m.joined_seq, m.joined_at, m.user_id",
+    )?;
+    let rows = st.query_map([id], |r| {
+        let role: String = r.get(3)?;
+        Ok(MemberView {
+            user_id: r.get(0)?,
+            username: r.get(1)?,
+            display_name: r.get(2)?,
+            role: Role::parse(&role),
+            read_seq: r.get(4)?,
+            delivered_seq: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn view(
+    c: &Connection,
+    user: UserId,
+    id: ConversationId,
+    with_members: bool,
+) -> Result<Option<ConversationView>> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = ?1 AND m.user_id = ?2 AND m.left_seq IS NULL"
+        ))?
+        .query_row(params![id, user], membership_row)
+        .optional()?;
+    match row {
+        Some((id, m)) => Ok(Some(build_view(c, user, id, m, with_members)?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>> {
+    let rows: Vec<(ConversationId, Membership)> = {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.user_id = ?1 AND m.left_seq IS NULL ORDER BY c.last_activity DESC, c.id DESC"
+        ))?;
+        st.query_map([user], membership_row)?.collect::<rusqlite::Result<_>>()?
+    };
+    rows.into_iter().map(|(id, m)| build_view(c, user, id, m, false)).collect()
+}
+
+pub(crate) fn member_windows(c: &Connection, id: ConversationId) -> Result<Vec<MemberWindow>> {
+    let mut st = c.prepare_cached("SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = ?1")?;
+    let rows =
+        st.query_map([id], |r| Ok(MemberWindow { user_id: r.get(0)?, joined_seq: r.get(1)?, left_seq: r.get(2)? }))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn contacts_among(c: &Connection, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>> {
+    // Walks the candidate's memberships against the user's: both indexed by user.
+    let mut st = c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM members a WHERE a.user_id = ?1 AND a.left_seq IS NULL AND a.conversation_id IN
+             (SELECT b.conversation_id FROM members b WHERE b.user_id = ?2 AND b.left_seq IS NULL))",
+    )?;
+    let mut out = Vec::new();
+    for &other in candidates {
+        if st.query_row(params![user, other], |r| r.get::<_, bool>(0))? {
+            out.push(other);
+        }
+    }
+    Ok(out)
+}

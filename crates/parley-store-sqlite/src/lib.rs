@@ -1,0 +1,334 @@
+//! The embedded backend: SQLite in WAL mode. One writer thread does group commit
+//! ([`writer`]); reads run on a small pool of read-only connections, which WAL lets proceed
+//! while the writer commits.
+
+mod accounts;
+mod conversations;
+mod messages;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use parley_core::ids::*;
+use parley_core::model::*;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use parley_store::{
+    Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
+};
+use writer::{Finish, Job, Msg, RunFn, WriteCtx};
+
+/// Read connections in the pool; reads beyond this many wait for one.
+const READERS: usize = 4;
+/// Jobs queued for the writer before callers wait (backpressure, not unbounded memory).
+const WRITE_QUEUE: usize = 16 * 1024;
+
+pub struct SqliteStore {
+    stats: Arc<WriterStats>,
+    jobs: mpsc::Sender<Msg>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    read_permits: Arc<Semaphore>,
+}
+
+/// An error inside the backend: the outcome a caller gets ([`StoreError`]), or an SQLite error
+/// that becomes one at the trait's edge.
+#[derive(Debug)]
+pub(crate) enum SqlError {
+    Store(StoreError),
+    Sqlite(rusqlite::Error),
+}
+
+/// What the backend's internals return; the trait's methods turn it into [`StoreError`].
+pub(crate) type SqlResult<T> = std::result::Result<T, SqlError>;
+
+impl From<StoreError> for SqlError {
+    fn from(e: StoreError) -> Self {
+        SqlError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for SqlError {
+    fn from(e: rusqlite::Error) -> Self {
+        SqlError::Sqlite(e)
+    }
+}
+
+impl From<SqlError> for StoreError {
+    fn from(e: SqlError) -> Self {
+        let e = match e {
+            SqlError::Store(e) => return e,
+            SqlError::Sqlite(e) => e,
+        };
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Unavailable("the store is shutting down".into())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Every commit empties the page cache of every other connection; mapped pages are read in
+    // place instead of being copied back in by `pread`.
+    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database `parley.db` in `dir`. Committed
+    /// messages and pointer changes are published to `events`.
+    pub fn open(dir: &Path, node_id: u16, events: EventSender) -> Result<SqliteStore> {
+        Ok(SqliteStore::open_at(dir, node_id, events)?)
+    }
+
+    fn open_at(dir: &Path, node_id: u16, events: EventSender) -> SqlResult<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("parley.db");
+        let mut conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        configure(&conn)?;
+        // A longer WAL between checkpoints lets the hot pages (conversation rows, pointers) be
+        // copied back once for many commits instead of once per ~1,000 pages written.
+        conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
+        schema::migrate(&mut conn)?;
+        let ids = IdGen::new(node_id);
+        for sql in [
+            "SELECT max(id) FROM users",
+            "SELECT max(id) FROM devices",
+            "SELECT max(id) FROM conversations",
+            "SELECT max(message_id) FROM messages",
+        ] {
+            let max: Option<i64> = conn.query_row(sql, [], |r| r.get(0))?;
+            ids.observe(max.unwrap_or(0));
+        }
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r =
+                Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            configure(&r)?;
+            readers.push(r);
+        }
+        let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
+        let lazy = Connection::open(&path)?;
+        lazy.pragma_update(None, "synchronous", "NORMAL")?;
+        configure(&lazy)?;
+        let stats = Arc::new(WriterStats::default());
+        writer::spawn(writer::WriteConns { durable: conn, lazy }, ids, rx, events, stats.clone())
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            stats,
+            jobs,
+            readers: Arc::new(Mutex::new(readers)),
+            read_permits: Arc::new(Semaphore::new(READERS)),
+        })
+    }
+
+    /// Queues `f` for the writer and waits for its batch to commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut WriteCtx<'_>) -> SqlResult<T> + Send + 'static,
+    ) -> Result<T> {
+        self.submit(durable, f).await?.wait().await
+    }
+
+    /// Queues `f` for the writer (waiting only for room in the queue); the ticket resolves
+    /// when its batch has committed. Jobs run in the order they were queued.
+    async fn submit<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut WriteCtx<'_>) -> SqlResult<T> + Send + 'static,
+    ) -> Result<Ticket<T>> {
+        let (tx, rx) = oneshot::channel();
+        let run: RunFn = Box::new(move |ctx| {
+            let r = f(ctx);
+            let ok = r.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let _ = tx.send(commit.and(r.map_err(StoreError::from)));
+            });
+            (finish, ok)
+        });
+        self.jobs.send(Msg::Job(Job { durable, run })).await.map_err(|_| gone())?;
+        Ok(Ticket::new(rx))
+    }
+
+    /// Runs `f` on a pooled read connection off the async threads.
+    async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> SqlResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| gone())?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("a permit guarantees a connection");
+            let r = f(&conn);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            drop(permit);
+            r.map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str) -> Result<User> {
+        let (u, d, h) = (username.to_owned(), display_name.to_owned(), password_hash.to_owned());
+        self.write(true, move |ctx| accounts::create_user(ctx, &u, &d, &h)).await
+    }
+
+    async fn create_accounts(&self, accounts: Vec<NewAccount>) -> Result<Vec<(User, Device)>> {
+        self.write(true, move |ctx| accounts::create_accounts(ctx, accounts)).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.query(move |c| accounts::user(c, id)).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let u = username.to_owned();
+        self.query(move |c| Ok(accounts::credentials(c, &u)?.map(|c| c.user))).await
+    }
+
+    async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>> {
+        let u = username.to_owned();
+        self.query(move |c| accounts::credentials(c, &u)).await
+    }
+
+    async fn presence_records(&self, users: &[UserId]) -> Result<Vec<PresenceRecord>> {
+        let users = users.to_vec();
+        self.query(move |c| accounts::presence_records(c, &users)).await
+    }
+
+    async fn set_last_seen(&self, user: UserId, at: i64) -> Result<()> {
+        self.write(false, move |ctx| accounts::set_last_seen(ctx, user, at)).await
+    }
+
+    async fn set_last_seen_visible(&self, user: UserId, visible: bool) -> Result<()> {
+        self.write(true, move |ctx| accounts::set_last_seen_visible(ctx, user, visible)).await
+    }
+
+    async fn create_device(&self, user_id: UserId, name: &str, token_hash: [u8; 32]) -> Result<Device> {
+        let n = name.to_owned();
+        self.write(true, move |ctx| accounts::create_device(ctx, user_id, &n, &token_hash)).await
+    }
+
+    async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>> {
+        self.query(move |c| accounts::device_by_token(c, &token_hash)).await
+    }
+
+    async fn devices(&self, user_id: UserId) -> Result<Vec<Device>> {
+        self.query(move |c| accounts::devices(c, user_id)).await
+    }
+
+    async fn touch_device(&self, device_id: DeviceId, at: i64) -> Result<()> {
+        self.write(false, move |ctx| accounts::touch_device(ctx, device_id, at)).await
+    }
+
+    async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<bool> {
+        self.write(true, move |ctx| accounts::delete_device(ctx, user_id, device_id)).await
+    }
+
+    async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
+        self.write(true, move |ctx| conversations::create_direct(ctx, a, b)).await
+    }
+
+    async fn conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        with_members: bool,
+    ) -> Result<Option<ConversationView>> {
+        self.query(move |c| conversations::view(c, user, id, with_members)).await
+    }
+
+    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>> {
+        self.query(move |c| conversations::list(c, user)).await
+    }
+
+    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId> {
+        let (title, members) = (title.to_owned(), member_ids.to_vec());
+        self.write(true, move |ctx| conversations::create_group(ctx, creator, &title, &members)).await
+    }
+
+    async fn contacts_among(&self, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>> {
+        let candidates = candidates.to_vec();
+        self.query(move |c| conversations::contacts_among(c, user, &candidates)).await
+    }
+
+    async fn member_windows(&self, id: ConversationId) -> Result<Vec<MemberWindow>> {
+        self.query(move |c| conversations::member_windows(c, id)).await
+    }
+
+    async fn set_title(&self, actor: UserId, id: ConversationId, title: &str) -> Result<()> {
+        let title = title.to_owned();
+        self.write(true, move |ctx| conversations::set_title(ctx, actor, id, &title)).await
+    }
+
+    async fn add_members(&self, actor: UserId, id: ConversationId, user_ids: &[UserId]) -> Result<()> {
+        let users = user_ids.to_vec();
+        self.write(true, move |ctx| conversations::add_members(ctx, actor, id, &users)).await
+    }
+
+    async fn remove_member(&self, actor: UserId, id: ConversationId, user: UserId) -> Result<()> {
+        self.write(true, move |ctx| conversations::remove_member(ctx, actor, id, user)).await
+    }
+
+    async fn set_role(&self, actor: UserId, id: ConversationId, user: UserId, role: Role) -> Result<()> {
+        self.write(true, move |ctx| conversations::set_role(ctx, actor, id, user, role)).await
+    }
+
+    async fn enqueue_send(&self, msg: NewMessage) -> Result<Ticket<SendOutcome>> {
+        self.submit(true, move |ctx| messages::send(ctx, msg)).await
+    }
+
+    async fn history(&self, user: UserId, id: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
+        self.query(move |c| messages::history(c, user, id, q)).await
+    }
+
+    async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>> {
+        self.query(move |c| messages::backlog(c, device, user)).await
+    }
+
+    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>> {
+        self.query(move |c| messages::range(c, id, after_seq, upto_seq, limit)).await
+    }
+
+    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+        self.submit(false, move |ctx| messages::ack(ctx, device, user, id, seq)).await
+    }
+
+    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+        self.submit(false, move |ctx| messages::read(ctx, user, id, seq)).await
+    }
+
+    async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+        self.query(move |c| messages::receipts(c, user, id, seq)).await
+    }
+
+    fn writer_stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

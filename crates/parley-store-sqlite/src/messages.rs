@@ -1,0 +1,301 @@
+//! The log: sends, history, backlog, pointers and receipts.
+
+use parley_core::ids::*;
+use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
+use parley_core::model::*;
+use parley_core::{MessageKind, now_ms};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::writer::WriteCtx;
+use parley_store::{Backlog, HistoryQuery, NewMessage, SendOutcome, StoreError, StoreEvent};
+
+use crate::SqlResult as Result;
+
+pub(crate) const COLS: &str =
+    "conversation_id, seq, message_id, sender_id, sender_device_id, client_id, ts, kind, body";
+
+pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    let kind: String = r.get(7)?;
+    let kind = MessageKind::parse(&kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, format!("unknown kind {kind}").into())
+    })?;
+    Ok(Message {
+        conversation_id: r.get(0)?,
+        seq: r.get(1)?,
+        message_id: r.get(2)?,
+        sender_id: r.get(3)?,
+        sender_device_id: r.get(4)?,
+        client_id: r.get(5)?,
+        ts: r.get(6)?,
+        kind,
+        body: r.get(8)?,
+    })
+}
+
+pub(crate) use parley_store::entry::Entry;
+
+/// Appends one entry to a conversation's log with the next seq and publishes it.
+pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> {
+    let ts = now_ms();
+    let seq: i64 = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = ?2 WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![e.conv, ts], |r| r.get(0))?;
+    let msg = Message {
+        conversation_id: e.conv,
+        seq,
+        message_id: ctx.ids.next(),
+        sender_id: e.sender,
+        sender_device_id: e.device,
+        client_id: e.client_id,
+        ts,
+        kind: e.kind,
+        body: e.body,
+    };
+    ctx.conn
+        .prepare_cached(&format!(
+            "INSERT INTO messages ({COLS}, target_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?
+        .execute(params![
+            msg.conversation_id,
+            msg.seq,
+            msg.message_id,
+            msg.sender_id,
+            msg.sender_device_id,
+            msg.client_id,
+            msg.ts,
+            msg.kind.as_str(),
+            msg.body,
+            e.target_seq
+        ])?;
+    ctx.events.push(StoreEvent::Message(msg.clone()));
+    Ok(msg)
+}
+
+pub(crate) use parley_store::entry::Window;
+
+/// `user`'s window on `conv`, current or past; `None` if they never were a member.
+pub(crate) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<Window>> {
+    Ok(c.prepare_cached(
+        // Scalar subqueries rather than a join: SQLite re-prepares a join bound to parameters
+        // on every execution, and this runs for every send and ack.
+        "SELECT m.joined_seq, m.left_seq, (SELECT last_seq FROM conversations WHERE id = ?1), m.role,
+                (SELECT kind FROM conversations WHERE id = ?1)
+         FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+    )?
+    .query_row(params![conv, user], |r| {
+        let (role, kind): (String, String) = (r.get(3)?, r.get(4)?);
+        Ok(Window {
+            joined: r.get(0)?,
+            left: r.get(1)?,
+            last: r.get(2)?,
+            role: Role::parse(&role),
+            kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+        })
+    })
+    .optional()?)
+}
+
+/// `user`'s window if they are a current member.
+pub(crate) fn current(c: &Connection, user: UserId, conv: ConversationId) -> Result<Option<Window>> {
+    Ok(window(c, user, conv)?.filter(|w| w.left.is_none()))
+}
+
+pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome> {
+    if let Some(client_id) = &m.client_id {
+        let original = ctx
+            .conn
+            .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"))?
+            .query_row(params![m.sender_id, client_id], row)
+            .optional()?;
+        if let Some(message) = original {
+            return Ok(SendOutcome { message, duplicate: true });
+        }
+    }
+    let Some(w) = current(ctx.conn, m.sender_id, m.conversation_id)? else {
+        return Err(StoreError::NotMember.into());
+    };
+    if let Some(target) = m.target_seq {
+        authorize_target(ctx.conn, &m, &w, target)?;
+    }
+    let message = insert_entry(
+        ctx,
+        Entry {
+            conv: m.conversation_id,
+            sender: m.sender_id,
+            device: m.sender_device_id,
+            client_id: m.client_id,
+            kind: m.kind,
+            body: m.body,
+            target_seq: m.target_seq,
+        },
+    )?;
+    Ok(SendOutcome { message, duplicate: false })
+}
+
+/// The rules for `edit`, `delete` and `reaction`: the target is a content message the sender can
+/// see and that is not deleted; only its author edits (text only); its author or a group admin
+/// deletes.
+fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> Result<()> {
+    let found: Option<(UserId, String)> = c
+        .prepare_cached("SELECT sender_id, kind FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
+        .query_row(params![m.conversation_id, target], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((author, kind)) = found.filter(|_| target >= w.joined) else {
+        return Err(StoreError::NotFound.into());
+    };
+    let kind = MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated);
+    if !kind.is_visible_content() || is_deleted(c, m.conversation_id, target)? {
+        return Err(StoreError::NotFound.into());
+    }
+    match m.kind {
+        MessageKind::Edit if author != m.sender_id => {
+            Err(StoreError::Forbidden("only the original sender may edit a message".into()).into())
+        }
+        MessageKind::Edit if kind != MessageKind::Text => {
+            Err(StoreError::Invalid("only text messages can be edited".into()).into())
+        }
+        MessageKind::Delete
+            if author != m.sender_id && !(w.kind == ConversationKind::Group && w.role == Role::Admin) =>
+        {
+            Err(StoreError::Forbidden("only the original sender or a group admin may delete a message".into()).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'delete')",
+    )?
+    .query_row(params![conv, seq], |r| r.get(0))?)
+}
+
+/// Checks that `user` may move a pointer to `seq` in `conv`.
+fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+    let Some(w) = window(c, user, conv)? else {
+        return Err(StoreError::NotMember.into());
+    };
+    let upto = w.upto();
+    if seq < 0 || seq > upto {
+        return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")).into());
+    }
+    Ok(())
+}
+
+pub(crate) fn ack(
+    ctx: &mut WriteCtx<'_>,
+    device: DeviceId,
+    user: UserId,
+    conv: ConversationId,
+    seq: i64,
+) -> Result<()> {
+    check_pointer(ctx.conn, user, conv, seq)?;
+    ctx.advance_cursor(device, conv, seq);
+    ctx.advance_pointers(conv, user, seq, 0);
+    Ok(())
+}
+
+pub(crate) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+    check_pointer(ctx.conn, user, conv, seq)?;
+    // Having read a message implies having it.
+    ctx.advance_pointers(conv, user, seq, seq);
+    Ok(())
+}
+
+pub(crate) fn history(c: &Connection, user: UserId, conv: ConversationId, q: HistoryQuery) -> Result<Vec<Message>> {
+    let Some(Window { joined, last, .. }) = current(c, user, conv)? else {
+        return Err(StoreError::NotFound.into());
+    };
+    let lo = joined - 1; // exclusive
+    let limit = i64::from(q.limit);
+    let mut out: Vec<Message> = match (q.after_seq, q.before_seq) {
+        (Some(after), before) => {
+            let hi = before.unwrap_or(i64::MAX).min(last + 1); // exclusive
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
+            ))?;
+            st.query_map(params![conv, after.max(lo), hi, limit], row)?.collect::<rusqlite::Result<_>>()?
+        }
+        (None, before) => {
+            let hi = before.unwrap_or(i64::MAX).min(last + 1);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+            ))?;
+            let mut v: Vec<Message> =
+                st.query_map(params![conv, lo, hi, limit], row)?.collect::<rusqlite::Result<_>>()?;
+            v.reverse();
+            v
+        }
+    };
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+pub(crate) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<Vec<Backlog>> {
+    let mut st = c.prepare_cached(
+        "SELECT m.conversation_id, max(coalesce(d.seq, 0), m.joined_seq - 1) AS after_seq,
+                coalesce(m.left_seq, c.last_seq) AS upto_seq
+         FROM members m
+         JOIN conversations c ON c.id = m.conversation_id
+         LEFT JOIN device_cursors d ON d.device_id = ?1 AND d.conversation_id = m.conversation_id
+         WHERE m.user_id = ?2",
+    )?;
+    let rows = st.query_map(params![device, user], |r| {
+        Ok(Backlog { conversation_id: r.get(0)?, after_seq: r.get(1)?, upto_seq: r.get(2)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64, limit: u32) -> Result<Vec<Message>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4"
+    ))?;
+    let rows = st.query_map(params![conv, after, upto, i64::from(limit)], row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+    let Some(Window { joined, .. }) = current(c, user, conv)? else {
+        return Err(StoreError::NotFound.into());
+    };
+    if seq < joined {
+        return Err(StoreError::NotFound.into());
+    }
+    let sender: Option<UserId> = c
+        .prepare_cached("SELECT sender_id FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
+        .query_row(params![conv, seq], |r| r.get(0))
+        .optional()?;
+    let Some(sender) = sender else {
+        return Err(StoreError::NotFound.into());
+    };
+    // The author has, by definition, delivered and read their own message. Counts come from the
+    // members' pointers (one contiguous primary-key range), never from per-message rows.
+    let count = |col: &str| -> Result<i64> {
+        Ok(c.prepare_cached(&format!(
+            "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+             AND ({col} >= ?2 OR user_id = ?3)"
+        ))?
+        .query_row(params![conv, seq, sender], |r| r.get(0))?)
+    };
+    let members_count: i64 =
+        c.prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
+    let delivered_count = count("delivered_seq")?;
+    let read_count = count("read_seq")?;
+    let members = if members_count <= RECEIPTS_LIVE_MAX_MEMBERS {
+        let mut st = c.prepare_cached(
+            "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+             ORDER BY joined_seq, user_id",
+        )?;
+        let rows = st.query_map([conv], |r| {
+            let (u, d, rd): (UserId, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok((u, u == sender || d >= seq, u == sender || rd >= seq))
+        })?;
+        Some(rows.collect::<rusqlite::Result<_>>()?)
+    } else {
+        None
+    };
+    Ok(ReceiptSummary { members_count, delivered_count, read_count, members })
+}

@@ -1,0 +1,477 @@
+//! The store conformance suite: every promise of the [`Store`](crate::Store) trait, checked
+//! through the trait only. A backend stamps the whole list out in its own tests with
+//! [`store_conformance!`](crate::store_conformance), so a new backend adds one line and must
+//! pass the same suite (compiled only with the `conformance` feature).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parley_core::MessageKind;
+use parley_core::model::{NewAccount, Role};
+use tokio::sync::mpsc;
+
+use crate::{EventSender, HistoryQuery, NewMessage, Store, StoreError, StoreEvent};
+
+/// Opens a backend under test on its data (created by the backend's test code and deleted when
+/// the backend is dropped); called again on the same data to test a restart.
+pub trait Backend: Send + Sync + 'static {
+    /// Opens the store, publishing its events to `events`.
+    fn open(&self, events: EventSender) -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send + '_>>;
+}
+
+/// A backend under test, with the events it publishes and what is needed to reopen it.
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    pub events: mpsc::Receiver<Vec<StoreEvent>>,
+    backend: Box<dyn Backend>,
+}
+
+impl Harness {
+    pub async fn new(backend: impl Backend) -> Harness {
+        Harness::open(Box::new(backend)).await
+    }
+
+    async fn open(backend: Box<dyn Backend>) -> Harness {
+        let (tx, events) = mpsc::channel(1024);
+        let store = backend.open(tx).await;
+        Harness { store, events, backend }
+    }
+
+    /// Closes the store and opens it again on the same data, as a restart would.
+    pub async fn reopen(self) -> Harness {
+        self.store.shutdown().await;
+        drop(self.store);
+        Harness::open(self.backend).await
+    }
+
+    /// Every event published so far.
+    pub fn drain(&mut self) -> Vec<StoreEvent> {
+        let mut out = Vec::new();
+        while let Ok(batch) = self.events.try_recv() {
+            out.extend(batch);
+        }
+        out
+    }
+}
+
+/// Declares every conformance test once, for the backend that `$make` (a future giving a
+/// [`Backend`], e.g. a call of an `async fn`) opens. The one list of the suite's tests lives here.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@tests $make;
+            users_are_unique,
+            devices_and_tokens,
+            direct_conversations_are_one_per_pair,
+            sends_are_gap_free_and_published_in_order,
+            sends_are_idempotent_per_sender,
+            strangers_cannot_send_or_read,
+            history_pages,
+            backlog_follows_cursors,
+            pointers_only_grow_and_emit_receipts,
+            receipts_count_from_pointers,
+            concurrent_sends_stay_gap_free,
+            everything_survives_a_reopen,
+            groups_follow_membership_windows,
+            groups_are_capped_at_1024,
+            edits_deletes_and_reactions_follow_the_rules,
+            bulk_accounts_are_all_or_nothing,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let h = $crate::conformance::Harness::new($make.await).await;
+                $crate::conformance::$name(h).await;
+            }
+        )*
+    };
+}
+
+async fn user(h: &Harness, name: &str) -> i64 {
+    h.store.create_user(name, name, "hash").await.expect("create user").id
+}
+
+fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        sender_device_id: device,
+        client_id: Some(client_id.to_owned()),
+        kind: MessageKind::Text,
+        body: serde_json::json!({ "text": body }).to_string(),
+        target_seq: None,
+    }
+}
+
+/// Two users, a direct conversation (seq 1 is `conversation_created`) and a device of `a`.
+async fn pair(h: &Harness) -> (i64, i64, i64, i64) {
+    let a = user(h, "alice").await;
+    let b = user(h, "bob").await;
+    let (conv, created) = h.store.create_direct(a, b).await.unwrap();
+    assert!(created);
+    let dev = h.store.create_device(a, "phone", [1; 32]).await.unwrap().id;
+    (a, b, conv, dev)
+}
+
+pub async fn users_are_unique(h: Harness) {
+    let u = h.store.create_user("carol", "Carol", "h1").await.unwrap();
+    assert_eq!(
+        h.store.create_user("carol", "Other", "h2").await,
+        Err(StoreError::Conflict("username is taken".into()))
+    );
+    assert_eq!(h.store.user(u.id).await.unwrap().unwrap().display_name, "Carol");
+    let creds = h.store.user_credentials("carol").await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "h1");
+    assert!(h.store.user_by_username("nobody").await.unwrap().is_none());
+}
+
+pub async fn devices_and_tokens(h: Harness) {
+    let a = user(&h, "alice").await;
+    let b = user(&h, "bob").await;
+    let d1 = h.store.create_device(a, "laptop", [7; 32]).await.unwrap();
+    let d2 = h.store.create_device(a, "phone", [8; 32]).await.unwrap();
+    assert_eq!(h.store.device_by_token([7; 32]).await.unwrap().unwrap().id, d1.id);
+    assert!(h.store.device_by_token([9; 32]).await.unwrap().is_none());
+    assert_eq!(h.store.devices(a).await.unwrap().len(), 2);
+    assert!(!h.store.delete_device(b, d1.id).await.unwrap(), "only the owner deletes a device");
+    assert!(h.store.delete_device(a, d1.id).await.unwrap());
+    assert!(h.store.device_by_token([7; 32]).await.unwrap().is_none());
+    h.store.touch_device(d2.id, d2.last_active_at + 5_000).await.unwrap();
+    assert_eq!(h.store.devices(a).await.unwrap()[0].last_active_at, d2.last_active_at + 5_000);
+}
+
+pub async fn direct_conversations_are_one_per_pair(h: Harness) {
+    let a = user(&h, "alice").await;
+    let b = user(&h, "bob").await;
+    let (c1, created) = h.store.create_direct(a, b).await.unwrap();
+    assert!(created);
+    assert_eq!(h.store.create_direct(b, a).await.unwrap(), (c1, false));
+    let (own, _) = h.store.create_direct(a, a).await.unwrap();
+    assert_ne!(own, c1);
+    assert_eq!(h.store.member_windows(own).await.unwrap().iter().map(|w| w.user_id).collect::<Vec<_>>(), vec![a]);
+    assert_eq!(h.store.create_direct(a, 424242).await, Err(StoreError::NotFound));
+    let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
+    assert_eq!((view.last_seq, view.members_count, view.members.unwrap().len()), (1, 2, 2));
+    assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
+}
+
+pub async fn sends_are_gap_free_and_published_in_order(mut h: Harness) {
+    let (a, _b, conv, dev) = pair(&h).await;
+    h.drain();
+    for i in 0..5 {
+        let out = h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "hi")).await.unwrap();
+        assert!(!out.duplicate);
+        assert_eq!(out.message.seq, 2 + i);
+    }
+    let seqs: Vec<i64> = h
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            StoreEvent::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+}
+
+pub async fn sends_are_idempotent_per_sender(mut h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let first = h.store.send(text(conv, a, Some(dev), "same", "one")).await.unwrap().message;
+    h.drain();
+    // A repeat naming another body, or another conversation, still returns the original.
+    let (other, _) = h.store.create_direct(a, a).await.unwrap();
+    for repeat in [text(conv, a, None, "same", "two"), text(other, a, None, "same", "three")] {
+        let out = h.store.send(repeat).await.unwrap();
+        assert!(out.duplicate);
+        assert_eq!(out.message, first);
+    }
+    assert!(
+        h.drain().iter().all(|e| !matches!(e, StoreEvent::Message(m) if m.conversation_id == conv)),
+        "a repeat publishes nothing"
+    );
+    // The same client_id from another sender is another message.
+    let theirs = h.store.send(text(conv, b, None, "same", "bob's")).await.unwrap();
+    assert!(!theirs.duplicate);
+    assert_eq!(theirs.message.seq, first.seq + 1);
+}
+
+pub async fn strangers_cannot_send_or_read(h: Harness) {
+    let (_a, _b, conv, _) = pair(&h).await;
+    let eve = user(&h, "eve").await;
+    assert_eq!(h.store.send(text(conv, eve, None, "x", "hi")).await.unwrap_err(), StoreError::NotMember);
+    assert_eq!(h.store.ack(1, eve, conv, 1).await, Err(StoreError::NotMember));
+    assert_eq!(h.store.read(eve, conv, 1).await, Err(StoreError::NotMember));
+    assert!(h.store.conversation(eve, conv, false).await.unwrap().is_none());
+    let q = HistoryQuery { limit: 10, ..Default::default() };
+    assert_eq!(h.store.history(eve, conv, q).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.receipts(eve, conv, 1).await.unwrap_err(), StoreError::NotFound);
+}
+
+pub async fn history_pages(h: Harness) {
+    let (a, _b, conv, dev) = pair(&h).await;
+    for i in 0..20 {
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
+    }
+    // Log: seq 1 (created) .. 21.
+    let page = |after, before, limit| {
+        let store = h.store.clone();
+        async move {
+            let q = HistoryQuery { after_seq: after, before_seq: before, limit };
+            store.history(a, conv, q).await.unwrap().iter().map(|m| m.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, None, 5).await, vec![17, 18, 19, 20, 21]);
+    assert_eq!(page(None, Some(10), 3).await, vec![7, 8, 9]);
+    assert_eq!(page(Some(10), None, 3).await, vec![11, 12, 13]);
+    assert_eq!(page(Some(10), Some(13), 50).await, vec![11, 12]);
+    assert_eq!(page(Some(21), None, 5).await, Vec::<i64>::new());
+    assert_eq!(page(None, None, 50).await.len(), 21);
+}
+
+pub async fn backlog_follows_cursors(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let bdev = h.store.create_device(b, "tablet", [2; 32]).await.unwrap().id;
+    for i in 0..3 {
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
+    }
+    let bl = h.store.backlog(bdev, b).await.unwrap();
+    assert_eq!(bl.len(), 1);
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (0, 4));
+    h.store.ack(bdev, b, conv, 2).await.unwrap();
+    let bl = h.store.backlog(bdev, b).await.unwrap();
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 4));
+    let range: Vec<i64> = h.store.log_range(conv, 2, 4, 100).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(range, vec![3, 4]);
+    h.store.ack(bdev, b, conv, 4).await.unwrap();
+    let bl = h.store.backlog(bdev, b).await.unwrap();
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (4, 4), "up to date, and still listed");
+    // Cursors are per device: another device of b still has everything.
+    let other = h.store.create_device(b, "laptop", [3; 32]).await.unwrap().id;
+    assert_eq!(h.store.backlog(other, b).await.unwrap()[0].after_seq, 0);
+    // Acking past the end is refused.
+    assert!(matches!(h.store.ack(bdev, b, conv, 99).await, Err(StoreError::Invalid(_))));
+}
+
+pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    for i in 0..4 {
+        h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "x")).await.unwrap();
+    }
+    let bdev = h.store.create_device(b, "tablet", [2; 32]).await.unwrap().id;
+    h.drain();
+    h.store.ack(bdev, b, conv, 3).await.unwrap();
+    h.store.ack(bdev, b, conv, 2).await.unwrap();
+    h.store.read(b, conv, 4).await.unwrap();
+    let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
+    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (4, 4, 1), "seq 5 is still unread");
+    h.store.read(b, conv, 5).await.unwrap();
+    h.store.read(b, conv, 1).await.unwrap();
+    let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
+    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (5, 5, 0));
+    let receipts: Vec<(i64, i64)> = h
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            StoreEvent::Receipt(r) if r.user_id == b => Some((r.delivered_seq, r.read_seq)),
+            _ => None,
+        })
+        .collect();
+    assert!(!receipts.is_empty());
+    assert_eq!(*receipts.last().unwrap(), (5, 5));
+    assert!(receipts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "pointers only grow: {receipts:?}");
+}
+
+pub async fn receipts_count_from_pointers(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let m = h.store.send(text(conv, a, Some(dev), "c", "x")).await.unwrap().message;
+    let r = h.store.receipts(b, conv, m.seq).await.unwrap();
+    // The author counts as having delivered and read their own message.
+    assert_eq!((r.members_count, r.delivered_count, r.read_count), (2, 1, 1));
+    h.store.ack(9, b, conv, m.seq).await.unwrap();
+    let r = h.store.receipts(a, conv, m.seq).await.unwrap();
+    assert_eq!((r.delivered_count, r.read_count), (2, 1));
+    h.store.read(b, conv, m.seq).await.unwrap();
+    let r = h.store.receipts(a, conv, m.seq).await.unwrap();
+    assert_eq!((r.delivered_count, r.read_count), (2, 2));
+    assert_eq!(r.members.unwrap().len(), 2);
+    assert_eq!(h.store.receipts(a, conv, 999).await.unwrap_err(), StoreError::NotFound);
+}
+
+pub async fn concurrent_sends_stay_gap_free(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = h.store.clone();
+        let sender = if t % 2 == 0 { a } else { b };
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let m = store.send(text(conv, sender, Some(dev), &format!("t{t}-{i}"), "x")).await.unwrap();
+                seqs.push(m.message.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (2..=401).collect::<Vec<i64>>());
+}
+
+pub async fn everything_survives_a_reopen(h: Harness) {
+    let (a, b, conv, dev) = pair(&h).await;
+    let sent = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap().message;
+    h.store.ack(5, b, conv, sent.seq).await.unwrap();
+    let h = h.reopen().await;
+    let again = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, sent);
+    let next = h.store.send(text(conv, a, Some(dev), "new", "after")).await.unwrap().message;
+    assert_eq!(next.seq, sent.seq + 1);
+    assert!(next.message_id > sent.message_id, "ids keep growing across restarts");
+    assert_eq!(h.store.backlog(5, b).await.unwrap()[0].after_seq, sent.seq);
+}
+
+fn entry(
+    conv: i64,
+    sender: i64,
+    client_id: &str,
+    kind: MessageKind,
+    target: i64,
+    body: serde_json::Value,
+) -> NewMessage {
+    NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        sender_device_id: None,
+        client_id: Some(client_id.to_owned()),
+        kind,
+        body: body.to_string(),
+        target_seq: Some(target),
+    }
+}
+
+async fn kinds(h: &Harness, user: i64, conv: i64) -> Vec<(i64, MessageKind)> {
+    let q = HistoryQuery { limit: 200, ..Default::default() };
+    h.store.history(user, conv, q).await.unwrap().iter().map(|m| (m.seq, m.kind)).collect()
+}
+
+pub async fn groups_follow_membership_windows(h: Harness) {
+    let (a, b, c, d) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await, user(&h, "dan").await);
+    let g = h.store.create_group(a, "team", &[b, b, a]).await.unwrap();
+    let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
+    assert_eq!((view.members_count, view.title.as_deref()), (2, Some("team")));
+    let roles: Vec<(i64, Role)> = view.members.unwrap().iter().map(|m| (m.user_id, m.role)).collect();
+    assert_eq!(roles, vec![(a, Role::Admin), (b, Role::Member)]);
+    // Only admins manage; strangers see nothing.
+    assert!(matches!(h.store.add_members(b, g, &[c]).await, Err(StoreError::Forbidden(_))));
+    assert!(matches!(h.store.set_title(b, g, "x").await, Err(StoreError::Forbidden(_))));
+    assert_eq!(h.store.add_members(d, g, &[c]).await, Err(StoreError::NotFound));
+    assert!(matches!(h.store.add_members(a, g, &[424242]).await, Err(StoreError::Invalid(_))));
+    h.store.send(text(g, b, None, "b1", "before c")).await.unwrap(); // seq 2
+    h.store.add_members(a, g, &[c, b]).await.unwrap(); // seq 3: only c is new
+    h.store.send(text(g, a, None, "a1", "hi c")).await.unwrap(); // seq 4
+    assert_eq!(kinds(&h, c, g).await, vec![(3, MessageKind::MembersAdded), (4, MessageKind::Text)]);
+    h.store.remove_member(a, g, c).await.unwrap(); // seq 5
+    h.store.send(text(g, a, None, "a2", "c is gone")).await.unwrap(); // seq 6
+    // c keeps receiving up to the removal entry, and no longer reads or sends.
+    let bl = h.store.backlog(99, c).await.unwrap();
+    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 5));
+    let q = HistoryQuery { limit: 10, ..Default::default() };
+    assert_eq!(h.store.history(c, g, q).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.send(text(g, c, None, "c1", "let me in")).await.unwrap_err(), StoreError::NotMember);
+    let windows = h.store.member_windows(g).await.unwrap();
+    let wc = windows.iter().find(|w| w.user_id == c).unwrap();
+    assert_eq!((wc.joined_seq, wc.left_seq), (3, Some(5)));
+    // Re-added later, c sees from the new join only.
+    h.store.add_members(a, g, &[c]).await.unwrap(); // seq 7
+    assert_eq!(kinds(&h, c, g).await, vec![(7, MessageKind::MembersAdded)]);
+    // The last admin leaving promotes the longest-standing member (b, who joined at seq 1).
+    h.store.remove_member(a, g, a).await.unwrap(); // seq 8 member_left, seq 9 role_changed
+    let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
+    let admins: Vec<i64> = view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
+    assert_eq!(admins, vec![b]);
+    let tail: Vec<MessageKind> = kinds(&h, b, g).await.iter().rev().take(2).map(|k| k.1).collect();
+    assert_eq!(tail, vec![MessageKind::RoleChanged, MessageKind::MemberLeft]);
+    assert!(matches!(h.store.set_role(b, g, b, Role::Member).await, Err(StoreError::Invalid(_))), "one admin stays");
+    h.store.set_role(b, g, c, Role::Admin).await.unwrap();
+    h.store.set_role(b, g, b, Role::Member).await.unwrap();
+    assert!(matches!(h.store.remove_member(b, g, c).await, Err(StoreError::Forbidden(_))));
+}
+
+pub async fn groups_are_capped_at_1024(h: Harness) {
+    let admin = user(&h, "admin").await;
+    let accounts: Vec<NewAccount> = (0..1024)
+        .map(|i| NewAccount {
+            username: format!("m{i}"),
+            display_name: format!("m{i}"),
+            password_hash: "h".into(),
+            device_name: "d".into(),
+            token_hash: {
+                let mut t = [7u8; 32];
+                t[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                t
+            },
+        })
+        .collect();
+    let ids: Vec<i64> = h.store.create_accounts(accounts).await.unwrap().iter().map(|(u, _)| u.id).collect();
+    assert!(matches!(h.store.create_group(admin, "big", &ids).await, Err(StoreError::Invalid(_))), "1,025 in all");
+    let g = h.store.create_group(admin, "big", &ids[..1023]).await.unwrap();
+    assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().members_count, 1024);
+    let before = h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq;
+    assert!(matches!(h.store.add_members(admin, g, &ids[1023..]).await, Err(StoreError::Invalid(_))));
+    assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq, before, "nothing changed");
+    let r = h.store.receipts(admin, g, 1).await.unwrap();
+    assert_eq!((r.members_count, r.members.is_none()), (1024, true));
+}
+
+pub async fn edits_deletes_and_reactions_follow_the_rules(h: Harness) {
+    let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
+    let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
+    let m = h.store.send(text(g, b, None, "b1", "helo")).await.unwrap().message; // seq 2
+    let edit = |s: i64, cid: &str, t: i64| {
+        entry(g, s, cid, MessageKind::Edit, t, serde_json::json!({"target_seq": t, "text": "hello"}))
+    };
+    let del =
+        |s: i64, cid: &str, t: i64| entry(g, s, cid, MessageKind::Delete, t, serde_json::json!({"target_seq": t}));
+    let react = |s: i64, cid: &str, t: i64| {
+        entry(g, s, cid, MessageKind::Reaction, t, serde_json::json!({"target_seq": t, "emoji": "+1"}))
+    };
+    assert!(matches!(h.store.send(edit(c, "c1", m.seq)).await, Err(StoreError::Forbidden(_))));
+    assert_eq!(
+        h.store.send(edit(b, "b2", 1)).await.unwrap_err(),
+        StoreError::NotFound,
+        "system entries are not content"
+    );
+    assert_eq!(h.store.send(react(c, "c2", 99)).await.unwrap_err(), StoreError::NotFound);
+    h.store.send(edit(b, "b3", m.seq)).await.unwrap();
+    h.store.send(react(c, "c3", m.seq)).await.unwrap();
+    let last = h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.unwrap();
+    assert_eq!(last.seq, m.seq);
+    assert!(last.body.contains("hello") && last.body.contains("edited"), "{}", last.body);
+    assert!(matches!(h.store.send(del(c, "c4", m.seq)).await, Err(StoreError::Forbidden(_))));
+    h.store.send(del(a, "a1", m.seq)).await.unwrap(); // a group admin may delete
+    assert_eq!(h.store.send(edit(b, "b4", m.seq)).await.unwrap_err(), StoreError::NotFound, "deleted");
+    assert!(h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.is_none());
+}
+
+pub async fn bulk_accounts_are_all_or_nothing(h: Harness) {
+    user(&h, "taken").await;
+    let acct = |name: &str, t: u8| NewAccount {
+        username: name.into(),
+        display_name: name.into(),
+        password_hash: "h".into(),
+        device_name: "d".into(),
+        token_hash: [t; 32],
+    };
+    let r = h.store.create_accounts(vec![acct("fresh", 1), acct("taken", 2)]).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))));
+    assert!(h.store.user_by_username("fresh").await.unwrap().is_none());
+    let made = h.store.create_accounts(vec![acct("fresh", 1), acct("fresh2", 2)]).await.unwrap();
+    assert_eq!(h.store.device_by_token([2; 32]).await.unwrap().unwrap().id, made[1].1.id);
+}
