@@ -201,7 +201,7 @@ fn script(body: &str) -> Script {
 }
 
 impl Directory {
-    pub fn new(conn: ConnectionManager, prefix: String, node: String, ttl: Duration, grace: Duration) -> Self {
+    pub(crate) fn new(conn: ConnectionManager, prefix: String, node: String, ttl: Duration, grace: Duration) -> Self {
         Directory {
             conn,
             prefix,
@@ -218,12 +218,12 @@ impl Directory {
         }
     }
 
-    pub fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
     /// Applies `ops` in order in one round trip.
-    pub async fn write(&self, ops: &[Op], check_marker: bool) -> redis::RedisResult<Written> {
+    pub(crate) async fn write(&self, ops: &[Op], check_marker: bool) -> redis::RedisResult<Written> {
         let mut inv = self.scripts.write.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(&self.node)
@@ -254,7 +254,7 @@ impl Directory {
     }
 
     /// The nodes (other than lingering ones) where each of `users` has connections.
-    pub async fn lookup(&self, users: &[UserId]) -> redis::RedisResult<HashMap<UserId, Vec<String>>> {
+    pub(crate) async fn lookup(&self, users: &[UserId]) -> redis::RedisResult<HashMap<UserId, Vec<String>>> {
         let mut inv = self.scripts.lookup.prepare_invoke();
         inv.arg(&self.prefix);
         for &u in users {
@@ -275,7 +275,7 @@ impl Directory {
 
     /// This node's grace period for `user` (last seen `at`) is over: the change if they are now
     /// offline everywhere.
-    pub async fn offline(&self, user: UserId, at: i64) -> redis::RedisResult<Option<PresenceState>> {
+    pub(crate) async fn offline(&self, user: UserId, at: i64) -> redis::RedisResult<Option<PresenceState>> {
         let out: Vec<String> = self
             .scripts
             .offline
@@ -299,7 +299,7 @@ impl Directory {
     }
 
     /// Marks offline up to `limit` users whose every entry expired (their node is gone).
-    pub async fn sweep(&self, limit: usize) -> redis::RedisResult<Vec<PresenceState>> {
+    pub(crate) async fn sweep(&self, limit: usize) -> redis::RedisResult<Vec<PresenceState>> {
         let out: Vec<String> = self
             .scripts
             .sweep
@@ -323,7 +323,7 @@ impl Directory {
             .collect())
     }
 
-    pub async fn states(&self, users: &[UserId]) -> redis::RedisResult<Vec<PresenceState>> {
+    pub(crate) async fn states(&self, users: &[UserId]) -> redis::RedisResult<Vec<PresenceState>> {
         let mut inv = self.scripts.states.prepare_invoke();
         inv.arg(&self.prefix);
         for &u in users {
@@ -343,14 +343,14 @@ impl Directory {
     }
 
     /// Round trip of a `PING`.
-    pub async fn ping(&self) -> redis::RedisResult<Duration> {
+    pub(crate) async fn ping(&self) -> redis::RedisResult<Duration> {
         let started = Instant::now();
         let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
         Ok(started.elapsed())
     }
 
     /// Deletes every key of this cluster (tests; a cluster being decommissioned).
-    pub async fn purge(&self) -> redis::RedisResult<()> {
+    pub(crate) async fn purge(&self) -> redis::RedisResult<()> {
         delete_matching(&mut self.conn.clone(), &format!("{}:*", self.prefix)).await
     }
 }

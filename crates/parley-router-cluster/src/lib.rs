@@ -139,15 +139,15 @@ impl Subjects {
         }
     }
 
-    pub fn node(&self, node: &str) -> String {
+    pub(crate) fn node(&self, node: &str) -> String {
         format!("{}.node.{node}", self.prefix)
     }
 
-    pub fn job(&self, shard: usize) -> String {
+    pub(crate) fn job(&self, shard: usize) -> String {
         format!("{}.jobs.{shard}", self.prefix)
     }
 
-    pub fn jobs(&self) -> String {
+    pub(crate) fn jobs(&self) -> String {
         format!("{}.jobs.>", self.prefix)
     }
 }
@@ -183,14 +183,14 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Hands an event to the server; drops it (logged) if the server is not keeping up.
-    pub fn event(&self, e: ClusterEvent) {
+    pub(crate) fn event(&self, e: ClusterEvent) {
         if self.events.try_send(e).is_err() {
             tracing::warn!("cluster event queue full: dropping an event");
         }
     }
 
     /// Queues a message for a broadcast subject.
-    pub fn broadcast(&self, subject: &str, payload: bytes::Bytes) {
+    pub(crate) fn broadcast(&self, subject: &str, payload: bytes::Bytes) {
         let item = Outgoing::Broadcast { subject: subject.to_owned(), payload };
         if self.out.try_send(item).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +200,7 @@ impl Inner {
     /// A request and its answer on our NATS connection (a stream lookup, which also shows that
     /// JetStream answers). The server handles a connection's messages in order, so everything
     /// this node sent before (subscriptions included) has been taken in when it returns.
-    pub async fn round_trip(&self) -> Result<Duration, String> {
+    pub(crate) async fn round_trip(&self) -> Result<Duration, String> {
         let started = Instant::now();
         match tokio::time::timeout(PROBE_TIMEOUT, self.js.get_stream(jobs::stream_name(&self.config.cluster))).await {
             Ok(Ok(_)) => Ok(started.elapsed()),
@@ -210,7 +210,7 @@ impl Inner {
     }
 
     /// Local connections directly; the rest through the publishing task.
-    pub fn deliver(&self, users: &[UserId], frame: &Outbound) {
+    pub(crate) fn deliver(&self, users: &[UserId], frame: &Outbound) {
         Router::deliver(&self.local, users, frame);
         if users.is_empty() {
             return;
@@ -219,7 +219,7 @@ impl Inner {
     }
 
     /// Every recipient through NATS, this node's too (see [`Outgoing::Frames`]).
-    pub fn deliver_in_nats_order(&self, users: &[UserId], frame: &Outbound) {
+    pub(crate) fn deliver_in_nats_order(&self, users: &[UserId], frame: &Outbound) {
         self.queue_frames(users, frame, true);
     }
 
@@ -231,7 +231,7 @@ impl Inner {
     }
 
     /// A marker behind everything queued so far; see [`Router::flush`].
-    pub fn flush(&self) -> RouteAck {
+    pub(crate) fn flush(&self) -> RouteAck {
         let (tx, rx) = oneshot::channel();
         let drops = self.stats.dropped.load(Ordering::SeqCst);
         if self.out.try_send(Outgoing::Flush { drops, done: tx }).is_err() {

@@ -20,7 +20,7 @@ pub(crate) struct FrameBatch {
 }
 
 impl FrameBatch {
-    pub fn new(origin: &str) -> Self {
+    pub(crate) fn new(origin: &str) -> Self {
         let mut buf = BytesMut::with_capacity(256);
         buf.put_u8(VERSION);
         put_str(&mut buf, origin);
@@ -29,7 +29,7 @@ impl FrameBatch {
         FrameBatch { buf, count: 0, count_at }
     }
 
-    pub fn push(&mut self, users: &[UserId], frame: &Outbound) {
+    pub(crate) fn push(&mut self, users: &[UserId], frame: &Outbound) {
         self.buf.reserve(16 + users.len() * 8 + frame.json.len());
         self.buf.put_u32_le(users.len() as u32);
         for &u in users {
@@ -41,15 +41,15 @@ impl FrameBatch {
         self.count += 1;
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
-    pub fn finish(mut self) -> Bytes {
+    pub(crate) fn finish(mut self) -> Bytes {
         let at = self.count_at;
         self.buf[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
         self.buf.freeze()

@@ -196,22 +196,22 @@ impl<'c> Ctx<'c> {
         }
     }
 
-    pub fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
+    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
         let e = self.cursors.entry((device, conv)).or_insert(seq);
         *e = (*e).max(seq);
     }
 
-    pub fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
         let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
         *e = (e.0.max(delivered), e.1.max(read));
     }
 
-    pub fn touch_device(&mut self, device: DeviceId, at: i64) {
+    pub(crate) fn touch_device(&mut self, device: DeviceId, at: i64) {
         let e = self.touches.entry(device).or_insert(at);
         *e = (*e).max(at);
     }
 
-    pub fn set_last_seen(&mut self, user: UserId, at: i64) {
+    pub(crate) fn set_last_seen(&mut self, user: UserId, at: i64) {
         let e = self.last_seen.entry(user).or_insert(at);
         *e = (*e).max(at);
     }

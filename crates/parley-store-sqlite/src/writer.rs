@@ -17,8 +17,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use parley_store::{EventSender, StoreError, StoreEvent, WriterStats};
 
-use crate::SqlResult as Result;
-
 /// Largest number of jobs in one transaction.
 const MAX_BATCH: usize = 2048;
 
@@ -53,12 +51,12 @@ pub(crate) struct WriteCtx<'c> {
 }
 
 impl WriteCtx<'_> {
-    pub fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
+    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
         let e = self.cursors.entry((device, conv)).or_insert(seq);
         *e = (*e).max(seq);
     }
 
-    pub fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
         let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
         *e = (e.0.max(delivered), e.1.max(read));
     }

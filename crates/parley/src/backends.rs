@@ -14,7 +14,7 @@ use parley_store_postgres::{ConnectError, PgStore};
 use parley_store_sqlite::SqliteStore;
 
 /// The store and router the settings ask for.
-pub async fn connect(config: &Config) -> anyhow::Result<Backends> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backends> {
     let (events_tx, events) = parley_server::event_channel();
     let store: Arc<dyn Store> = match &config.store {
         Some(url) => Arc::new(connect_postgres(config, url, events_tx).await?),

@@ -6,13 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(name = "parley", version, about = "Parley: a self-hostable messaging server", propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server (embedded SQLite storage under --data-dir, or PostgreSQL with --store).
     Serve(Box<ServeArgs>),
     /// Apply the PostgreSQL schema migrations this build has and the database lacks (versioned,
@@ -33,7 +33,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Durable sends per second: N connections, each with a window of sends in flight.
     Sends {
         #[arg(long, default_value_t = 1)]
@@ -169,7 +169,7 @@ pub enum BenchCommand {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line, for log collectors.
@@ -180,7 +180,7 @@ pub enum LogFormat {
 /// names, with `_` for `-`) or as a `PARLEY_*` environment variable; flags win over the
 /// environment, which wins over the file, which wins over the defaults.
 #[derive(Args, Debug, Default)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML file with settings.
     #[arg(long, env = "PARLEY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -266,14 +266,14 @@ pub struct ServeArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// PostgreSQL URL (postgres://user@host/db).
     #[arg(long, env = "PARLEY_STORE", hide_env_values = true)]
     pub store: String,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ServerArg {
+pub(crate) struct ServerArg {
     /// Server address.
     #[arg(long, env = "PARLEY_SERVER", default_value = "http://127.0.0.1:7700")]
     pub server: String,
@@ -282,7 +282,7 @@ pub struct ServerArg {
 /// A running server and its admin token (load scenarios make their accounts through the admin
 /// API).
 #[derive(Args, Debug, Clone)]
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// The server's admin token.
     #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
@@ -291,7 +291,7 @@ pub struct AdminTarget {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum AccountCommand {
+pub(crate) enum AccountCommand {
     /// Create an account (prompts for the password unless --password is given).
     Create {
         username: String,
@@ -306,7 +306,7 @@ pub enum AccountCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     pub username: String,
     #[arg(long, env = "PARLEY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
@@ -318,7 +318,7 @@ pub struct LoginArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// Username of the recipient.
     pub to: String,
     /// The message text.
@@ -326,7 +326,7 @@ pub struct SendArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Stop after this many messages (default: run until interrupted).
     #[arg(long)]
     pub count: Option<usize>,

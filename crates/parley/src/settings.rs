@@ -6,7 +6,7 @@ use parley_server::Config;
 
 use crate::cli::ServeArgs;
 
-pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -12,25 +12,25 @@ use parley_router_cluster::{ClusterConfig, ClusterRouter};
 use tokio::sync::mpsc;
 
 /// How long a test waits for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 /// How long a test watches for something that should not happen.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
-pub fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("PARLEY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("PARLEY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A cluster name no other test run uses.
-pub fn cluster_name() -> String {
+pub(crate) fn cluster_name() -> String {
     format!("t{:016x}", rand::random::<u64>())
 }
 
 /// Settings for a test node: short timers so expiry is quick.
-pub fn config(cluster: &str, node: &str) -> ClusterConfig {
+pub(crate) fn config(cluster: &str, node: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(&nats_url(), &redis_url(), cluster, node);
     c.presence_grace = Duration::ZERO;
     c.directory_ttl = Duration::from_millis(1500);
@@ -41,7 +41,7 @@ pub fn config(cluster: &str, node: &str) -> ClusterConfig {
 }
 
 /// Three nodes of one cluster.
-pub struct Nodes {
+pub(crate) struct Nodes {
     pub a: Arc<dyn Router>,
     pub b: Arc<dyn Router>,
     pub c: Arc<dyn Router>,
@@ -50,12 +50,12 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    pub async fn local() -> Nodes {
+    pub(crate) async fn local() -> Nodes {
         let r: Arc<dyn Router> = Arc::new(LocalRouter::new());
         Nodes { a: r.clone(), b: r.clone(), c: r, cluster: None }
     }
 
-    pub async fn cluster() -> Nodes {
+    pub(crate) async fn cluster() -> Nodes {
         let name = cluster_name();
         let mut routers = Vec::new();
         for node in ["a", "b", "c"] {
@@ -65,11 +65,11 @@ impl Nodes {
         Nodes { a: routers[0].clone(), b: routers[1].clone(), c: routers[2].clone(), cluster: Some((name, routers)) }
     }
 
-    pub fn distributed(&self) -> bool {
+    pub(crate) fn distributed(&self) -> bool {
         self.cluster.is_some()
     }
 
-    pub async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         if let Some((name, routers)) = self.cluster {
             stop_and_purge(&name, &routers, &nats_url(), &redis_url()).await;
         }
@@ -77,7 +77,7 @@ impl Nodes {
 }
 
 /// Stops the nodes and waits for their tasks to end, then deletes the cluster's keys and stream.
-pub async fn stop_and_purge(name: &str, routers: &[Arc<ClusterRouter>], nats: &str, redis: &str) {
+pub(crate) async fn stop_and_purge(name: &str, routers: &[Arc<ClusterRouter>], nats: &str, redis: &str) {
     for r in routers {
         r.halt_and_wait().await;
     }
@@ -87,14 +87,14 @@ pub async fn stop_and_purge(name: &str, routers: &[Arc<ClusterRouter>], nats: &s
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// A fake connection: its handle and what reaches it.
-pub struct Conn {
+pub(crate) struct Conn {
     pub handle: ConnHandle,
     pub frames: mpsc::Receiver<Outbound>,
     pub kicks: mpsc::Receiver<Kick>,
 }
 
 impl Conn {
-    pub fn new(user: UserId, device: DeviceId, queue: usize) -> Conn {
+    pub(crate) fn new(user: UserId, device: DeviceId, queue: usize) -> Conn {
         let (frames_tx, frames) = mpsc::channel(queue);
         let (kicks_tx, kicks) = mpsc::channel(8);
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -106,28 +106,28 @@ impl Conn {
     }
 
     /// Registers on `router` and waits until every node can reach it.
-    pub async fn on(router: &Arc<dyn Router>, user: UserId, device: DeviceId) -> Conn {
+    pub(crate) async fn on(router: &Arc<dyn Router>, user: UserId, device: DeviceId) -> Conn {
         let c = Conn::new(user, device, 1024);
         router.register(c.handle.clone()).await;
         c
     }
 
-    pub async fn next(&mut self) -> Outbound {
+    pub(crate) async fn next(&mut self) -> Outbound {
         tokio::time::timeout(WAIT, self.frames.recv()).await.expect("a frame in time").expect("open")
     }
 
-    pub async fn nothing(&mut self) {
+    pub(crate) async fn nothing(&mut self) {
         if let Ok(Some(f)) = tokio::time::timeout(QUIET, self.frames.recv()).await {
             panic!("unexpected frame {:?}", f.json);
         }
     }
 
-    pub async fn kick(&mut self) -> Kick {
+    pub(crate) async fn kick(&mut self) -> Kick {
         tokio::time::timeout(WAIT, self.kicks.recv()).await.expect("a kick in time").expect("open")
     }
 
     /// Waits for a kick of this kind, skipping others (resyncs after reconnects, say).
-    pub async fn kick_of(&mut self, want: Kick) {
+    pub(crate) async fn kick_of(&mut self, want: Kick) {
         loop {
             if self.kick().await == want {
                 return;
@@ -135,18 +135,18 @@ impl Conn {
         }
     }
 
-    pub async fn no_kick(&mut self) {
+    pub(crate) async fn no_kick(&mut self) {
         if let Ok(Some(k)) = tokio::time::timeout(QUIET, self.kicks.recv()).await {
             panic!("unexpected kick {k:?}");
         }
     }
 }
 
-pub fn frame(text: &str) -> Outbound {
+pub(crate) fn frame(text: &str) -> Outbound {
     Outbound { json: Bytes::from(text.to_owned()), position: None }
 }
 
-pub fn message(conv: ConversationId, seq: i64) -> Outbound {
+pub(crate) fn message(conv: ConversationId, seq: i64) -> Outbound {
     Outbound {
         json: Bytes::from(format!("{{\"conversation_id\":\"{conv}\",\"seq\":{seq}}}")),
         position: Some(LogPosition { conversation_id: conv, seq, sender_device_id: None }),
@@ -154,10 +154,10 @@ pub fn message(conv: ConversationId, seq: i64) -> Outbound {
 }
 
 /// Polls `check` until it holds or the wait runs out.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {

@@ -26,14 +26,14 @@ async fn admin() -> tokio_postgres::Client {
 }
 
 /// A database made for one test and dropped with it.
-pub struct TestDatabase {
+pub(crate) struct TestDatabase {
     pub name: String,
     pub url: String,
 }
 
 impl TestDatabase {
     /// `parley_test_<pid>_<counter>_<random>`: unique among concurrent test processes.
-    pub async fn create() -> TestDatabase {
+    pub(crate) async fn create() -> TestDatabase {
         use std::hash::{BuildHasher, Hasher};
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish() as u32;
@@ -44,14 +44,14 @@ impl TestDatabase {
     }
 
     /// The first column of the first row of `sql`, run in this database.
-    pub async fn query_i64(&self, sql: &str) -> i64 {
+    pub(crate) async fn query_i64(&self, sql: &str) -> i64 {
         let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
         client.query_one(sql, &[]).await.expect(sql).get(0)
     }
 
     /// Ends every session on this database, as a server restart would.
-    pub async fn terminate_connections(&self) {
+    pub(crate) async fn terminate_connections(&self) {
         admin()
             .await
             .execute(
@@ -81,7 +81,7 @@ impl Drop for TestDatabase {
 
 /// A TCP forwarder between a store and the server that a test can cut and restore, as a
 /// network failure or a server restart would.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -90,7 +90,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Forwards to the server of `PARLEY_TEST_POSTGRES`.
-    pub async fn start() -> Proxy {
+    pub(crate) async fn start() -> Proxy {
         let config: tokio_postgres::Config = admin_url().parse().expect("a postgres URL");
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
@@ -120,7 +120,7 @@ impl Proxy {
     }
 
     /// `url` (a database on the proxied server) reached through this proxy.
-    pub fn url(&self, url: &str) -> String {
+    pub(crate) fn url(&self, url: &str) -> String {
         let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let creds = authority.rsplit_once('@').map_or(String::new(), |(c, _)| format!("{c}@"));
@@ -128,14 +128,14 @@ impl Proxy {
     }
 
     /// Cuts every open connection and refuses new ones.
-    pub fn down(&self) {
+    pub(crate) fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
             c.abort();
         }
     }
 
-    pub fn up(&self) {
+    pub(crate) fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

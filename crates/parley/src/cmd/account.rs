@@ -5,7 +5,7 @@ use parley_client::Client;
 use super::session;
 use crate::cli::AccountCommand;
 
-pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
+pub(super) async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
     match cmd {
         AccountCommand::Create { username, display_name, password, server } => {
             let password = session::password(password)?;

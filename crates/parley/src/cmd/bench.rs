@@ -10,7 +10,7 @@ use crate::cli::{AdminTarget, BenchCommand};
 
 /// Runs the scenario with a progress bar on standard error, then reads the server's `/metrics`
 /// to explain the run, and prints the report with the server's side added.
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+pub(super) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let server = server_url(&cmd);
     let before = Reading::fetch(&server).await;
     if let Err(e) = &before {

@@ -5,7 +5,7 @@ use parley_client::Client;
 use super::session::{self, Saved};
 use crate::cli::LoginArgs;
 
-pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: LoginArgs) -> anyhow::Result<()> {
     let password = session::password(args.password)?;
     let client = Client::new(&args.server.server);
     let s = client.login(&args.username, &password, Some(&args.device_name)).await?;

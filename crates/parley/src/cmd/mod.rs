@@ -10,7 +10,7 @@ mod watch;
 
 use crate::cli::{Cli, Command};
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => {

@@ -5,7 +5,7 @@ use parley_client::{Client, new_client_id};
 use super::session;
 use crate::cli::SendArgs;
 
-pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: SendArgs) -> anyhow::Result<()> {
     let s = session::load()?;
     let client = Client::new(&s.server).with_token(&s.token);
     let to = client.user_by_name(&args.to).await?;

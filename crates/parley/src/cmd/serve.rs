@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{LogFormat, ServeArgs};
 use crate::settings;
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = settings::load(&args)?;
     let filter = EnvFilter::try_new(args.log.as_deref().unwrap_or("info")).context("invalid --log filter")?;
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
-pub struct Saved {
+pub(super) struct Saved {
     pub server: String,
     pub username: String,
     pub user_id: String,
@@ -26,7 +26,7 @@ fn dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".config").join("parley"))
 }
 
-pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
+pub(super) fn save(s: &Saved) -> anyhow::Result<PathBuf> {
     let dir = dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("session.json");
@@ -40,7 +40,7 @@ pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-pub fn load() -> anyhow::Result<Saved> {
+pub(super) fn load() -> anyhow::Result<Saved> {
     let path = dir()?.join("session.json");
     let bytes =
         std::fs::read(&path).with_context(|| format!("not signed in (no {}); run `parley login`", path.display()))?;
@@ -48,7 +48,7 @@ pub fn load() -> anyhow::Result<Saved> {
 }
 
 /// The password from the flag/environment, else one line of standard input.
-pub fn password(given: Option<String>) -> anyhow::Result<String> {
+pub(super) fn password(given: Option<String>) -> anyhow::Result<String> {
     if let Some(p) = given {
         return Ok(p);
     }

@@ -8,7 +8,7 @@ use parley_proto::Id;
 use super::session;
 use crate::cli::WatchArgs;
 
-pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let s = session::load()?;
     let client = Client::new(&s.server).with_token(&s.token);
     let (conn, mut events) = Connection::connect(&s.server, &s.token, ConnectOptions::default()).await?;

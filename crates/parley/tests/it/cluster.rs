@@ -398,7 +398,7 @@ impl Progress {
     }
 }
 
-async fn send_under_fault<F: std::future::Future<Output = ()>>(
+async fn send_under_fault<F: Future<Output = ()>>(
     urls: &[String],
     pairs: &[(Device, Device, String)],
     per_sender: usize,

@@ -25,35 +25,35 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The default bound of a wait for one event.
-pub const T: Duration = Duration::from_secs(10);
+pub(crate) const T: Duration = Duration::from_secs(10);
 /// A longer bound, for waits on bulk work (a thousand-message replay, a restart).
-pub const LONG: Duration = Duration::from_secs(30);
+pub(crate) const LONG: Duration = Duration::from_secs(30);
 /// How long a server gets to answer `/healthz` after it is spawned.
 const STARTUP: Duration = Duration::from_secs(20);
 /// How long a graceful stop may take before the harness gives up and kills the process.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
-pub const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// The admin token of servers started with `&["--admin-token", ADMIN_TOKEN]` (for
 /// [`TestServer::bulk_logins`]).
-pub const ADMIN_TOKEN: &str = "it-admin-token-not-secret";
+pub(crate) const ADMIN_TOKEN: &str = "it-admin-token-not-secret";
 
 /// A name no other call in this process returns: `prefix` plus hex of pid, clock and a counter.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}{:x}{nanos:x}{n:x}", std::process::id())
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
 
 /// A string field of a JSON object, or a panic naming it.
-pub fn s(v: &Value, field: &str) -> String {
+pub(crate) fn s(v: &Value, field: &str) -> String {
     match v.get(field) {
         Some(Value::String(x)) => x.clone(),
         other => panic!("expected string field `{field}`, got {other:?} in {v}"),
@@ -61,7 +61,7 @@ pub fn s(v: &Value, field: &str) -> String {
 }
 
 /// An integer field of a JSON object, or a panic naming it.
-pub fn i(v: &Value, field: &str) -> i64 {
+pub(crate) fn i(v: &Value, field: &str) -> i64 {
     v.get(field).and_then(Value::as_i64).unwrap_or_else(|| panic!("expected integer field `{field}` in {v}"))
 }
 
@@ -83,7 +83,7 @@ fn short(v: &Value) -> String {
 // ------------------------------------------------------------------------------------------
 
 /// One `parley serve` process with its own data directory (deleted on drop) and port.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
@@ -92,12 +92,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         Self::start_with(&[]).await
     }
 
     /// Starts the server with extra `parley serve` flags, e.g. `&["--auth-timeout-ms", "300"]`.
-    pub async fn start_with(extra: &[&str]) -> TestServer {
+    pub(crate) async fn start_with(extra: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new().prefix("parley-it-").tempdir().expect("temp dir");
         let port = free_port();
         let mut srv = TestServer {
@@ -124,30 +124,30 @@ impl TestServer {
         }
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
 
     /// The last `n` lines of the server's log, for failure messages.
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }
 
-    pub fn api(&self) -> &Api {
+    pub(crate) fn api(&self) -> &Api {
         &self.api
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         self.api.ws_url()
     }
 
@@ -198,7 +198,7 @@ impl TestServer {
     }
 
     /// SIGKILL, and reap the process.
-    pub async fn kill9(&mut self) {
+    pub(crate) async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
             tokio::time::timeout(T, child.wait())
@@ -210,7 +210,7 @@ impl TestServer {
 
     /// SIGTERM (graceful drain), then wait for the exit with a deadline; returns the exit
     /// status. Past the deadline the process is killed and this panics.
-    pub async fn stop(&mut self) -> ExitStatus {
+    pub(crate) async fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the server is not running");
         let pid = child.id().expect("a running child has a pid");
         let ok = std::process::Command::new("kill")
@@ -231,7 +231,7 @@ impl TestServer {
 
     /// Starts the server again on the same port and data directory (stopping it gracefully
     /// first if it still runs).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.stop().await;
             assert!(status.success(), "graceful stop exited with {status}");
@@ -253,44 +253,44 @@ impl TestServer {
 
     // --- REST shortcuts ---
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.api.get(path, token).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
         self.api.post(path, body, token).await
     }
 
-    pub async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
         self.api.post_raw(path, body, token).await
     }
 
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.api.delete(path, token).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+    pub(crate) async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
         self.api.patch(path, body, token).await
     }
 
     /// A new account with a random name.
-    pub async fn user(&self) -> User {
+    pub(crate) async fn user(&self) -> User {
         self.api.user().await
     }
 
     /// A new account with a random name, signed in on one device.
-    pub async fn login(&self) -> Device {
+    pub(crate) async fn login(&self) -> Device {
         self.user().await.login().await
     }
 
     /// `n` new accounts, each signed in on one device (created concurrently).
-    pub async fn logins(&self, n: usize) -> Vec<Device> {
+    pub(crate) async fn logins(&self, n: usize) -> Vec<Device> {
         futures_util::future::join_all((0..n).map(|_| self.login())).await
     }
 
     /// `n` new accounts made in one call of the admin API, each with its one provisioned device.
     /// The server must run with `--admin-token ADMIN_TOKEN`.
-    pub async fn bulk_logins(&self, n: usize) -> Vec<Device> {
+    pub(crate) async fn bulk_logins(&self, n: usize) -> Vec<Device> {
         self.api.bulk_logins(ADMIN_TOKEN, n).await
     }
 }
@@ -317,7 +317,7 @@ impl Drop for TestServer {
 /// A REST answer: the status, the JSON body (`Null` when empty, a JSON string when not JSON)
 /// and the headers.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub body: Value,
     pub headers: reqwest::header::HeaderMap,
@@ -327,18 +327,18 @@ pub struct Resp {
 
 impl Resp {
     /// The `error.code` of an error answer.
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("<no error code>")
     }
 
     /// Asserts the status and returns the body.
-    pub fn expect(self, status: u16) -> Value {
+    pub(crate) fn expect(self, status: u16) -> Value {
         assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
         self.body
     }
 
     /// Asserts an error answer: the status and a JSON `{"error": {"code", "message"}}` body.
-    pub fn expect_error(&self, status: u16, code: &str) {
+    pub(crate) fn expect_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
         assert!(self.is_json, "error bodies are JSON; got {:?}", self.body);
         assert_eq!(self.code(), code, "wrong error code; body: {}", self.body);
@@ -348,7 +348,7 @@ impl Resp {
 
 /// The server's HTTP address and a client; cheap to clone.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub http: reqwest::Client,
 }
@@ -361,11 +361,11 @@ impl Api {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("{}/v1/ws", self.base.replacen("http://", "ws://", 1))
     }
 
@@ -385,37 +385,37 @@ impl Api {
         Resp { status, body, headers, is_json }
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.run(self.http.get(self.url(path)), token).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
         self.run(self.http.post(self.url(path)).json(body), token).await
     }
 
     /// POST with a body sent as is (to test malformed bodies), labelled as JSON.
-    pub async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
         let req = self.http.post(self.url(path)).header("content-type", "application/json").body(body.to_owned());
         self.run(req, token).await
     }
 
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+    pub(crate) async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.run(self.http.delete(self.url(path)), token).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+    pub(crate) async fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
         self.run(self.http.patch(self.url(path)).json(body), token).await
     }
 
     /// `POST /v1/admin/accounts`: `count` accounts `{prefix}{n}` with `password`, in one call.
-    pub async fn bulk_accounts(&self, admin_token: &str, prefix: &str, count: usize, password: &str) -> Resp {
+    pub(crate) async fn bulk_accounts(&self, admin_token: &str, prefix: &str, count: usize, password: &str) -> Resp {
         let body = json!({"prefix": prefix, "count": count, "password": password});
         self.post("/v1/admin/accounts", &body, Some(admin_token)).await
     }
 
     /// `n` new accounts (password [`PASSWORD`]) made by the admin API, each signed in on the one
     /// device the call provisions.
-    pub async fn bulk_logins(&self, admin_token: &str, n: usize) -> Vec<Device> {
+    pub(crate) async fn bulk_logins(&self, admin_token: &str, n: usize) -> Vec<Device> {
         let prefix = format!("{}-", unique("b"));
         let body = self.bulk_accounts(admin_token, &prefix, n, PASSWORD).await.expect(201);
         let accounts = body["accounts"].as_array().expect("accounts array");
@@ -436,7 +436,7 @@ impl Api {
             .collect()
     }
 
-    pub async fn user(&self) -> User {
+    pub(crate) async fn user(&self) -> User {
         let name = unique("u");
         let r = self.post("/v1/accounts", &json!({"username": name, "password": PASSWORD}), None).await;
         let body = r.expect(201);
@@ -447,7 +447,7 @@ impl Api {
 
 /// An account.
 #[derive(Clone)]
-pub struct User {
+pub(crate) struct User {
     pub api: Api,
     pub username: String,
     pub password: String,
@@ -456,11 +456,11 @@ pub struct User {
 
 impl User {
     /// Signs in: a new device.
-    pub async fn login(&self) -> Device {
+    pub(crate) async fn login(&self) -> Device {
         self.login_as("test device").await
     }
 
-    pub async fn login_as(&self, device_name: &str) -> Device {
+    pub(crate) async fn login_as(&self, device_name: &str) -> Device {
         let r = self
             .api
             .post(
@@ -477,59 +477,59 @@ impl User {
 
 /// A signed-in device of a user: its token for REST and the WebSocket.
 #[derive(Clone)]
-pub struct Device {
+pub(crate) struct Device {
     pub user: User,
     pub device_id: String,
     pub token: String,
 }
 
 impl Device {
-    pub fn user_id(&self) -> &str {
+    pub(crate) fn user_id(&self) -> &str {
         &self.user.user_id
     }
 
-    pub fn api(&self) -> &Api {
+    pub(crate) fn api(&self) -> &Api {
         &self.user.api
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.api().get(path, Some(&self.token)).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Resp {
         self.api().post(path, body, Some(&self.token)).await
     }
 
-    pub async fn delete(&self, path: &str) -> Resp {
+    pub(crate) async fn delete(&self, path: &str) -> Resp {
         self.api().delete(path, Some(&self.token)).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) async fn patch(&self, path: &str, body: &Value) -> Resp {
         self.api().patch(path, body, Some(&self.token)).await
     }
 
     /// A new group with this user as its admin and `member_ids` as members; its id.
-    pub async fn group(&self, title: &str, member_ids: &[&str]) -> String {
+    pub(crate) async fn group(&self, title: &str, member_ids: &[&str]) -> String {
         let r =
             self.post("/v1/conversations", &json!({"kind": "group", "title": title, "member_ids": member_ids})).await;
         s(&r.expect(201)["conversation"], "conversation_id")
     }
 
     /// The direct conversation with `other_user_id` (created if needed); its id.
-    pub async fn direct(&self, other_user_id: &str) -> String {
+    pub(crate) async fn direct(&self, other_user_id: &str) -> String {
         let r = self.post("/v1/conversations", &json!({"kind": "direct", "user_id": other_user_id})).await;
         assert!(r.status == 200 || r.status == 201, "create direct: {} {}", r.status, r.body);
         s(&r.body["conversation"], "conversation_id")
     }
 
     /// The conversation as this user sees it.
-    pub async fn conversation(&self, conv: &str) -> Value {
+    pub(crate) async fn conversation(&self, conv: &str) -> Value {
         let r = self.get(&format!("/v1/conversations/{conv}")).await;
         r.expect(200)["conversation"].clone()
     }
 
     /// The whole history this user may read, oldest first, read page by page.
-    pub async fn history(&self, conv: &str) -> Vec<Value> {
+    pub(crate) async fn history(&self, conv: &str) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();
         let mut after = 0;
         loop {
@@ -547,7 +547,7 @@ impl Device {
     }
 
     /// Posts a text message over REST; returns the status and the message.
-    pub async fn post_text(&self, conv: &str, client_id: &str, text: &str) -> (u16, Value) {
+    pub(crate) async fn post_text(&self, conv: &str, client_id: &str, text: &str) -> (u16, Value) {
         let r = self
             .post(
                 &format!("/v1/conversations/{conv}/messages"),
@@ -559,13 +559,13 @@ impl Device {
     }
 
     /// A WebSocket for this device, authenticated (`ready` checked).
-    pub async fn connect(&self) -> Ws {
+    pub(crate) async fn connect(&self) -> Ws {
         self.authenticate(Ws::connect(&self.api().ws_url()).await).await
     }
 
     /// Like [`Device::connect_synced`], on a socket with small buffers, for tests that hold a
     /// thousand connections at once.
-    pub async fn connect_lean(&self) -> Ws {
+    pub(crate) async fn connect_lean(&self) -> Ws {
         let ws = self.authenticate(Ws::connect_lean(&self.api().ws_url()).await).await;
         ws.wait_synced(LONG).await;
         ws
@@ -582,7 +582,7 @@ impl Device {
     }
 
     /// A WebSocket for this device whose backlog replay has finished (`synced` seen).
-    pub async fn connect_synced(&self) -> Ws {
+    pub(crate) async fn connect_synced(&self) -> Ws {
         let ws = self.connect().await;
         ws.wait_synced(LONG).await;
         ws
@@ -598,7 +598,7 @@ type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How a connection ended: the close code the server sent (`None` when the socket ended
 /// without a close frame) and a description.
 #[derive(Clone, Debug)]
-pub struct Closed {
+pub(crate) struct Closed {
     pub code: Option<u16>,
     pub reason: String,
 }
@@ -618,7 +618,7 @@ impl Shared {
 
 /// One raw WebSocket connection. A background task collects every server frame in order (text
 /// frames parsed as JSON; a binary frame is recorded as `{"type": "<binary>"}`).
-pub struct Ws {
+pub(crate) struct Ws {
     sink: tokio::sync::Mutex<SplitSink<Stream, WsMsg>>,
     shared: Arc<Shared>,
     paused: watch::Sender<bool>,
@@ -633,13 +633,13 @@ impl Drop for Ws {
 
 impl Ws {
     /// Connects without authenticating.
-    pub async fn connect(url: &str) -> Ws {
+    pub(crate) async fn connect(url: &str) -> Ws {
         Self::connect_with(url, None).await
     }
 
     /// Connects without authenticating, with a 4 KiB read buffer instead of a 128 KiB one (it
     /// grows when a frame needs it), so a thousand connections stay cheap.
-    pub async fn connect_lean(url: &str) -> Ws {
+    pub(crate) async fn connect_lean(url: &str) -> Ws {
         let config = WebSocketConfig::default().read_buffer_size(4096);
         Self::connect_with(url, Some(config)).await
     }
@@ -657,7 +657,7 @@ impl Ws {
         Ws { sink: tokio::sync::Mutex::new(sink), shared, paused, reader }
     }
 
-    pub async fn try_send(&self, msg: WsMsg) -> Result<(), String> {
+    pub(crate) async fn try_send(&self, msg: WsMsg) -> Result<(), String> {
         let mut sink = self.sink.lock().await;
         tokio::time::timeout(LONG, sink.send(msg))
             .await
@@ -665,17 +665,17 @@ impl Ws {
             .map_err(|e| format!("send failed: {e}"))
     }
 
-    pub async fn try_send_json(&self, frame: &Value) -> Result<(), String> {
+    pub(crate) async fn try_send_json(&self, frame: &Value) -> Result<(), String> {
         self.try_send(WsMsg::text(frame.to_string())).await
     }
 
-    pub async fn send_json(&self, frame: &Value) {
+    pub(crate) async fn send_json(&self, frame: &Value) {
         self.try_send_json(frame).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Writes `frames` back to back and flushes once, so they reach the server in as few TCP
     /// segments as the socket allows.
-    pub async fn send_all(&self, frames: &[Value]) -> Result<(), String> {
+    pub(crate) async fn send_all(&self, frames: &[Value]) -> Result<(), String> {
         let mut sink = self.sink.lock().await;
         let writing = async {
             for f in frames {
@@ -690,42 +690,42 @@ impl Ws {
     }
 
     /// Sends a text frame exactly as given (malformed JSON, say).
-    pub async fn send_text_raw(&self, text: impl Into<String>) {
+    pub(crate) async fn send_text_raw(&self, text: impl Into<String>) {
         let text: String = text.into();
         self.try_send(WsMsg::text(text)).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
-    pub async fn send_binary(&self, bytes: Vec<u8>) {
+    pub(crate) async fn send_binary(&self, bytes: Vec<u8>) {
         self.try_send(WsMsg::binary(bytes)).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Sends a close frame and waits (bounded) for the server to finish the close.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.try_send(WsMsg::Close(None)).await;
         let _ = self.wait_closed(T).await;
     }
 
     /// Every server frame so far, in order.
-    pub fn frames(&self) -> Vec<Value> {
+    pub(crate) fn frames(&self) -> Vec<Value> {
         self.shared.frames.lock().unwrap().clone()
     }
 
     /// How many server frames arrived so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shared.frames.lock().unwrap().len()
     }
 
-    pub fn closed(&self) -> Option<Closed> {
+    pub(crate) fn closed(&self) -> Option<Closed> {
         self.shared.closed.lock().unwrap().clone()
     }
 
     /// Stops reading from the socket (after at most the frame being read), so what the server
     /// sends piles up in its queue; `resume_reading` reads on.
-    pub fn pause_reading(&self) {
+    pub(crate) fn pause_reading(&self) {
         self.paused.send_replace(true);
     }
 
-    pub fn resume_reading(&self) {
+    pub(crate) fn resume_reading(&self) {
         self.paused.send_replace(false);
     }
 
@@ -768,7 +768,7 @@ impl Ws {
     }
 
     /// The first frame at index `start` or later that matches `pred`.
-    pub async fn try_wait_for_from(
+    pub(crate) async fn try_wait_for_from(
         &self,
         start: usize,
         pred: impl Fn(&Value) -> bool,
@@ -787,17 +787,17 @@ impl Ws {
         .await
     }
 
-    pub async fn wait_for_from(&self, start: usize, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    pub(crate) async fn wait_for_from(&self, start: usize, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
         self.try_wait_for_from(start, pred, timeout).await.unwrap_or_else(|e| panic!("wait_for: {e}"))
     }
 
     /// The first frame (of all so far or to come) that matches `pred`.
-    pub async fn wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    pub(crate) async fn wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
         self.wait_for_from(0, pred, timeout).await
     }
 
     /// Waits until `n` frames match `pred`; returns them (all matches so far, at least `n`).
-    pub async fn try_wait_count(
+    pub(crate) async fn try_wait_count(
         &self,
         pred: impl Fn(&Value) -> bool,
         n: usize,
@@ -817,19 +817,19 @@ impl Ws {
         .await
     }
 
-    pub async fn wait_count(&self, pred: impl Fn(&Value) -> bool, n: usize, timeout: Duration) -> Vec<Value> {
+    pub(crate) async fn wait_count(&self, pred: impl Fn(&Value) -> bool, n: usize, timeout: Duration) -> Vec<Value> {
         self.try_wait_count(pred, n, timeout).await.unwrap_or_else(|e| panic!("wait_count({n}): {e}"))
     }
 
     /// Waits for `synced`; returns its index among the frames.
-    pub async fn wait_synced(&self, timeout: Duration) -> usize {
+    pub(crate) async fn wait_synced(&self, timeout: Duration) -> usize {
         self.wait_until(timeout, |frames| frames.iter().position(|f| f["type"] == "synced"))
             .await
             .unwrap_or_else(|e| panic!("waiting for synced: {e}"))
     }
 
     /// The `message` frames of `conv`, in arrival order.
-    pub fn messages(&self, conv: &str) -> Vec<Value> {
+    pub(crate) fn messages(&self, conv: &str) -> Vec<Value> {
         self.shared
             .frames
             .lock()
@@ -841,13 +841,13 @@ impl Ws {
     }
 
     /// The `message` frames of `conv` of kind `text`, in arrival order.
-    pub fn texts(&self, conv: &str) -> Vec<Value> {
+    pub(crate) fn texts(&self, conv: &str) -> Vec<Value> {
         self.messages(conv).into_iter().filter(|m| m["kind"] == "text").collect()
     }
 
     /// Sends `frame` with a fresh `ref` (unless it has one) and returns the server's answer
     /// to it (the first later frame carrying that `ref`).
-    pub async fn request(&self, mut frame: Value) -> Value {
+    pub(crate) async fn request(&self, mut frame: Value) -> Value {
         if frame.get("ref").is_none() {
             frame["ref"] = Value::String(unique("r"));
         }
@@ -858,7 +858,7 @@ impl Ws {
     }
 
     /// Like [`Ws::request`], and asserts the answer is an `error` with `code`.
-    pub async fn expect_error(&self, frame: Value, code: &str) -> Value {
+    pub(crate) async fn expect_error(&self, frame: Value, code: &str) -> Value {
         let shown = short(&frame);
         let reply = self.request(frame).await;
         assert_eq!(reply["type"], "error", "expected an error for {shown}: {reply}");
@@ -868,7 +868,7 @@ impl Ws {
     }
 
     /// A `send` frame of a text message.
-    pub fn text_frame(conv: &str, client_id: &str, text: &str) -> Value {
+    pub(crate) fn text_frame(conv: &str, client_id: &str, text: &str) -> Value {
         json!({
             "type": "send",
             "ref": unique("s"),
@@ -880,12 +880,12 @@ impl Ws {
     }
 
     /// Sends a text message with a fresh client id and returns the `sent` answer.
-    pub async fn send_text(&self, conv: &str, text: &str) -> Value {
+    pub(crate) async fn send_text(&self, conv: &str, text: &str) -> Value {
         self.send_text_with(conv, &unique("c"), text).await
     }
 
     /// Sends a text message with `client_id` and returns the `sent` answer.
-    pub async fn send_text_with(&self, conv: &str, client_id: &str, text: &str) -> Value {
+    pub(crate) async fn send_text_with(&self, conv: &str, client_id: &str, text: &str) -> Value {
         let reply = self.request(Self::text_frame(conv, client_id, text)).await;
         assert_eq!(reply["type"], "sent", "send was refused: {reply}");
         reply
@@ -893,7 +893,7 @@ impl Ws {
 
     /// Sends `frames` back to back (each gets a fresh `ref` unless it has one) without waiting,
     /// then waits for every answer; returns the answers in the order of `frames`.
-    pub async fn pipeline(&self, frames: Vec<Value>) -> Vec<Value> {
+    pub(crate) async fn pipeline(&self, frames: Vec<Value>) -> Vec<Value> {
         let start = self.len();
         let mut index = std::collections::HashMap::new();
         let mut batch = Vec::with_capacity(frames.len());
@@ -927,7 +927,7 @@ impl Ws {
     }
 
     /// Sends `n` text messages `"{prefix}{k}"` pipelined; returns the `sent` answers in order.
-    pub async fn send_texts(&self, conv: &str, prefix: &str, n: usize) -> Vec<Value> {
+    pub(crate) async fn send_texts(&self, conv: &str, prefix: &str, n: usize) -> Vec<Value> {
         let frames = (0..n).map(|k| Self::text_frame(conv, &unique("c"), &format!("{prefix}{k}"))).collect();
         let answers = self.pipeline(frames).await;
         for a in &answers {
@@ -937,13 +937,13 @@ impl Ws {
     }
 
     /// A ping whose pong proves every earlier frame of this connection has taken effect.
-    pub async fn barrier(&self) {
+    pub(crate) async fn barrier(&self) {
         let reply = self.request(json!({"type": "ping"})).await;
         assert_eq!(reply["type"], "pong", "ping answered with {reply}");
     }
 
     /// Waits for the connection to end; returns how.
-    pub async fn wait_closed(&self, timeout: Duration) -> Result<Closed, String> {
+    pub(crate) async fn wait_closed(&self, timeout: Duration) -> Result<Closed, String> {
         let mut rx = self.shared.tick.subscribe();
         let waiting = async {
             loop {
@@ -962,7 +962,7 @@ impl Ws {
     }
 
     /// Waits (bounded) for the connection to end and returns the server's close code.
-    pub async fn closed_with(&self) -> Option<u16> {
+    pub(crate) async fn closed_with(&self) -> Option<u16> {
         self.wait_closed(T).await.unwrap_or_else(|e| panic!("expected a close: {e}")).code
     }
 }
@@ -1010,12 +1010,12 @@ async fn read_loop(mut stream: SplitStream<Stream>, shared: Arc<Shared>, mut pau
 }
 
 /// The `seq` of each message (frame or history entry).
-pub fn seqs(messages: &[Value]) -> Vec<i64> {
+pub(crate) fn seqs(messages: &[Value]) -> Vec<i64> {
     messages.iter().map(|m| i(m, "seq")).collect()
 }
 
 /// The `message` frames of `conv` that arrived before `synced` (at index `synced_at`).
-pub fn replayed(ws: &Ws, conv: &str, synced_at: usize) -> Vec<Value> {
+pub(crate) fn replayed(ws: &Ws, conv: &str, synced_at: usize) -> Vec<Value> {
     ws.frames()[..synced_at]
         .iter()
         .filter(|f| f["type"] == "message" && f["conversation_id"] == conv)
