@@ -22,6 +22,116 @@
 //! connections are told to resync (frames sent to it meanwhile were lost). When Redis comes back
 //! (or turns out to have lost our entries), the node re-registers every local user and its
 //! connections resync likewise. While a dependency is down, local delivery goes on.
+//!
+//! # In depth
+//!
+//! In cluster mode (`--nats` and `--redis` set) every node runs the same server over one
+//! PostgreSQL database; a client may connect to any node. `ClusterRouter` keeps the node's own
+//! connections in a `LocalRouter` and carries everything else. A process's name in the cluster is
+//! its `node_id` plus a random suffix (`gw-1-3f9a0c21`), so two processes never share subjects or
+//! directory entries, not even a node restarted before its old entries expired.
+//!
+//! **The session directory** (Redis, all keys under `parley:<cluster>:`). `dir:<user>` is a sorted
+//! set of the nodes that have a connection of that user, each scored by when its entry expires, on
+//! Redis's clock. A node writes its entry when a user's connection registers, and rewrites every
+//! local user's entries in batches of 1,024 every `refresh_interval` (5 s; entries live 15 s), so
+//! the entries of a node that died simply run out. When a node's last connection of a user closes,
+//! its member `node` becomes `~node`, scored to expire after the presence grace period: the user
+//! still counts as online, but no frame goes there any more. Every directory operation is one Lua
+//! script (one round trip, atomic, on one clock). A connection's registration must be in Redis
+//! before it reads its backlog (`Router::register` returns a future the connection awaits), the
+//! cluster version of "register before replay": whatever commits after the backlog read finds the
+//! entry.
+//!
+//! **Delivery.** `deliver(users, frame)` pushes to local connections at once, then queues the frame
+//! for the node's one publishing task, so every destination gets this node's frames in queue
+//! order. The publisher takes whatever is queued (up to 1,024 items), looks up every recipient of
+//! all of them in one Redis call, and publishes one NATS message per destination node on
+//! `parley.<cluster>.node.<node>`: that node's frames of the batch, each with its log position and
+//! its recipients there (a binary format of our own, so the frame's JSON travels as is). Never one
+//! message per recipient: a 1,000-member delivery over three nodes is three NATS messages. Each node
+//! subscribes to its own subject and hands the frames to its `LocalRouter`. If the lookup fails,
+//! the batch goes once to `parley.<cluster>.all` and every node picks its own recipients (and for a
+//! second the directory is not asked). Kicks (`parley.<cluster>.kick`), membership invalidations
+//! and presence changes are broadcast subjects every node hears; a node ignores its own.
+//!
+//! **Acknowledged ⇒ delivered.** The promise: once a sender has `sent`, every recipient device
+//! that is online gets the message live, or through resync if its own node dies. The store's
+//! "publish events, then answer" contract is not enough in a cluster, because fanout runs after
+//! the answer and the sender's node could die in between, leaving recipients on other nodes
+//! connected and unaware. So in a cluster a send waits for routing too (`routed.rs`):
+//! - `service::enqueue` records interest in the conversation *before* queueing the send (so the
+//!   outcome cannot be missed); after each commit batch, fanout calls `Router::flush`, a marker
+//!   behind everything it handed to the router, which resolves once the publisher has published all
+//!   of it and NATS has flushed on a connection that did not drop meanwhile, and with no frame
+//!   dropped since the previous marker. Large conversations' acks are JetStream's "stored". A task
+//!   awaits each batch's acks in commit order and reports (conversation, seq) → outcome; the send
+//!   resolves when its seq is reported.
+//! - A failure (NATS down, a flush that spanned a reconnect) or no outcome within 10 s answers
+//!   `unavailable`: the message is stored, and a retry with the same `client_id` returns it and
+//!   *routes it again*, so that retry's `sent` keeps the promise.
+//! - Why this and not the store waiting for the router: the writer must not stall group commit on
+//!   a network flush, and the store should not know about routing. Why not the connection: REST
+//!   sends need it too, and `service::finish` is the one place both pass. The cost is one NATS
+//!   flush per commit batch (not per message) on the way to `sent`. In embedded mode none of this
+//!   runs: there is no other node, and if the process dies every connection resyncs.
+//!
+//! **Order and repeats.** NATS keeps one publisher's order per subscriber, so a node's frames reach
+//! each other node in order; messages of one conversation committed on different nodes may still
+//! cross, which connections repair (a gap is filled from the log, a repeat dropped), as they
+//! always could.
+//!
+//! **Large conversations** (more than `fanout_worker_threshold` recipients) become a job on a
+//! JetStream work-queue stream (`PARLEY_FANOUT_<cluster>`, file storage): the frame and its
+//! recipients, computed by the committing node. Jobs are sharded over 8 durable pull consumers by
+//! conversation, each with one job in flight cluster-wide, and every node pulls from all of them. A
+//! node delivers a job through NATS (even to its own connections), waits for the flush, then acks;
+//! the next job of the shard is handed out only after that, so NATS gives every node a
+//! conversation's jobs in order. If the node dies first, JetStream redelivers the job after
+//! `job_ack_wait` (30 s) to another node: repeats are possible (dropped by seq), loss is not. The
+//! sender's `sent` waits for JetStream to store the job. (Push jobs do not exist yet; they would use
+//! the same stream.)
+//!
+//! **Member caches.** Fanout only sees its own node's commits, so a membership change committed on
+//! another node reaches this node's `MemberCache` as a broadcast invalidation. That broadcast can
+//! lose a race with a message this node commits right after, so in a cluster fanout also checks the
+//! cache against the log: each cached list knows up to which seq it is exact, and when entries by
+//! other nodes lie between that and the entry being routed, it reads them (up to 64, else reloads)
+//! and reloads on a membership change. A 1:1 conversation whose two users write from different
+//! nodes costs one small log read per message.
+//!
+//! **Presence** spans nodes. Redis's `ps:<user>` holds the cluster's view (`on`, `ls` last seen,
+//! `v` a version that only grows, at least Redis's clock in µs so it survives Redis losing its
+//! data). A registration that finds the user offline marks them online and emits the change; when
+//! a node's grace period for a user ends without them coming back there, it asks Redis
+//! (`went_offline`), which marks them offline only if no other node has a live entry; every node
+//! sweeps for users whose entries all expired (their node died) and marks them offline with an
+//! estimated last seen. Changes are broadcast; each node keeps the newest version of each user its
+//! connections watch and tells those watchers. `presence.rs` is unchanged in embedded mode; in a
+//! cluster it leaves "online" to these events and adds the cluster's view to what it knows.
+//! Privacy changes are broadcast too.
+//!
+//! **Recovery.** async-nats reconnects and resubscribes by itself; after it does (and a round trip
+//! shows the subscriptions are back), every local connection gets `Kick::Resync` and re-reads the
+//! log past its high-water marks in place, since frames sent to the node meanwhile are gone; the
+//! same happens when the client reports that it dropped messages of a subscription that fell
+//! behind. While
+//! NATS is down the publisher drops what it cannot send at once (flush markers fail, so senders get
+//! `unavailable`), and local delivery goes on. Redis: a failed write marks the directory dirty, and
+//! each refresh checks a per-node marker key; after a failure, or when Redis lost our entries (it
+//! keeps nothing on disk), the node rewrites every local user's entry and its connections resync.
+//! Scripts reload themselves after a Redis restart (`NOSCRIPT`).
+//!
+//! **Health.** `Router::probe` measures a JetStream request (so NATS and JetStream answer) and a
+//! Redis `PING`; `/readyz` is 503 when either fails, and `/metrics` shows each dependency's last
+//! round trip and the router's counters (`parley_cluster_*`: node messages published and received,
+//! frames dropped, directory lookups, jobs).
+//!
+//! **Limits.** Presence changes are broadcast to every node, which is fine for tens of nodes and
+//! would want per-shard subjects beyond. Scripts build keys from the prefix, so Redis Cluster is
+//! not supported (one Redis, with replicas if wanted). A NATS flush means written to the server's
+//! socket, not processed by the receiving node; a node that dies with frames in its inbound buffer
+//! is covered by its clients' resync on reconnect.
 
 mod directory;
 mod inbound;

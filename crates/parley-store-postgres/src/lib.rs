@@ -5,6 +5,52 @@
 //! them in one transaction, sends and pointer moves as a few multi-row statements per batch
 //! rather than a round trip each. Reads go through a small `deadpool-postgres` pool. The log is
 //! hash-partitioned by conversation; see [`schema`].
+//!
+//! `PgStore` keeps every promise of the `Store` trait with the same
+//! semantics and events as SQLite, and lets several nodes share one database.
+//!
+//! - **Schema** (`schema.rs`): the SQLite tables in PostgreSQL terms. `messages` is partitioned by
+//!   `HASH (conversation_id)` into 16 partitions, primary key `(conversation_id, seq)`, with indexes
+//!   on `(conversation_id, target_seq)` and `message_id` (a starting node reads the largest id from
+//!   it). A unique index on a partitioned table must contain the partition key, and a repeated
+//!   `(sender, client_id)` must find its original whatever conversation it names, so idempotency
+//!   keys live in their own table `idempotency (sender_id, client_id) → (conversation_id, seq)`,
+//!   written in the transaction that writes the entry. Rows updated in place all the time
+//!   (`conversations`, `members`, `device_cursors`) have `fillfactor = 80` and no index on the
+//!   updated columns, so those updates are HOT.
+//! - **Seq**: `conversations.last_seq` is the counter, bumped in the transaction that inserts the
+//!   entries, under the row's lock. Every write that appends to a conversation or changes its
+//!   members locks that row first (`SELECT … FOR UPDATE`, in id order when there are several),
+//!   so membership and `last_seq` cannot change under a node before it commits, and logs stay
+//!   gap-free across nodes.
+//! - **Group commit** (`writer.rs`): jobs are data (`Op`), queued to one writer task per node that
+//!   drains up to 2,048 into one transaction, like the SQLite writer (lazy-only batches wait up to
+//!   4 ms for a durable job; busy writers gather a little longer). A run of plain sends and pointer
+//!   moves costs two pipelined round trips whatever its length (`messages::segment`): one locks the
+//!   conversations, finds repeats and reads the senders' windows; seqs are then counted in memory;
+//!   one writes the counters, the rows (`unnest` arrays) and the idempotency keys. Other jobs
+//!   (groups, accounts, edits/deletes/reactions) run one by one, each in a savepoint. Cursor,
+//!   pointer and activity updates are coalesced per batch and written at its end. Durable means
+//!   `COMMIT` returned with the server's `synchronous_commit` (on, or stronger); batches holding
+//!   only lazy jobs use `SET LOCAL synchronous_commit = off`. Events are published after the
+//!   commit, before callers are answered.
+//! - **Retries**: because jobs are data, a batch can run again: after a deadlock or serialization
+//!   failure, a connection lost before `COMMIT`, or two nodes storing the same key (the rerun finds
+//!   the original). If a multi-row statement fails for any other reason, the batch reruns job by
+//!   job, so the error stays with its job. A connection lost during `COMMIT` leaves the outcome
+//!   unknown: callers get `Unavailable` and may retry (sends are idempotent).
+//! - **Connections**: the writer reconnects with a backoff (100 ms doubling to 5 s); while it cannot,
+//!   its jobs are answered `Unavailable` at once, never left waiting. Reads use a
+//!   `deadpool-postgres` pool of 8, which drops closed connections. TCP keepalives and a 10 s
+//!   `tcp_user_timeout` notice a vanished server.
+//! - **Nodes**: ids are Snowflakes from `parley-core` with the node's `node_id` (0–1023), which must
+//!   differ per node sharing a database. The writer holds a session advisory lock on its node id, so
+//!   a second live node with the same id is refused at start; a stale session of the same process
+//!   (after a network failure) is taken over.
+//! - **Migrations**: versioned and forward-only in `schema_migrations`, each in its own transaction
+//!   under `pg_advisory_xact_lock`, so nodes starting at once apply each exactly once.
+//!   `PgStore::migrate(url)` runs them (for `parley migrate`); `PgStore::connect(url, node_id,
+//!   run_migrations, events)` runs them first or, told not to, refuses a database that is behind.
 
 mod accounts;
 mod conversations;

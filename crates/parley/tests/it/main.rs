@@ -13,4 +13,5 @@ mod presence;
 mod rest;
 mod sdk;
 mod sync;
+mod tidy;
 mod web;
