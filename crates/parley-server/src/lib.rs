@@ -9,6 +9,7 @@ mod convert;
 pub mod error;
 mod fanout;
 mod json;
+mod members;
 pub mod metrics;
 mod presence;
 mod ratelimit;

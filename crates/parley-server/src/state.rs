@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Passwords;
 use crate::config::Config;
-use crate::fanout::MemberCache;
+use crate::members::MemberCache;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -48,7 +48,7 @@ impl App {
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,
             rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
-            members: MemberCache::default(),
+            members: MemberCache::new(store.clone()),
             metrics: Metrics::default(),
             presence: Arc::new(Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),

@@ -296,13 +296,7 @@ impl Conn {
             let known = match self.seen.get(&p.conversation_id) {
                 Some(&last) => Some(last),
                 // Joined after this connection synced: its stream starts at the join entry.
-                None => self
-                    .app
-                    .members
-                    .get(&self.app, p.conversation_id)
-                    .await
-                    .and_then(|m| m.window(self.user))
-                    .map(|w| w.joined_seq - 1),
+                None => self.app.members.window(p.conversation_id, self.user).await.map(|w| w.joined_seq - 1),
             };
             if let Some(last) = known {
                 if p.seq <= last {
@@ -326,7 +320,7 @@ impl Conn {
     /// Routing reordered or dropped something (possible across nodes): read the gap from the log,
     /// within this user's membership window (a re-added member never sees the time they were out).
     async fn fill_gap(&mut self, conv: parley_core::ids::ConversationId, after: i64, upto: i64) -> Result<(), End> {
-        let Some(w) = self.app.members.get(&self.app, conv).await.and_then(|m| m.window(self.user)) else {
+        let Some(w) = self.app.members.window(conv, self.user).await else {
             return Ok(());
         };
         let mut after = after.max(w.joined_seq - 1);
@@ -410,13 +404,7 @@ impl Conn {
         r#ref: Option<String>,
         pending: &mut FuturesOrdered<Reply>,
     ) {
-        let member = self
-            .app
-            .members
-            .get(&self.app, conv)
-            .await
-            .and_then(|m| m.window(self.user))
-            .is_some_and(|w| w.left_seq.is_none());
+        let member = self.app.members.get(conv).await.is_some_and(|m| m.is_current(self.user));
         if !member {
             let e = ApiError::new(ErrorCode::NotMember, "not a member of this conversation");
             self.reply_now(pending, e, r#ref);
@@ -548,7 +536,7 @@ impl Conn {
 
 /// Sends `user`'s typing state in `conv` to the other current members who are online.
 async fn forward_typing(app: &App, user: UserId, conv: ConversationId, active: bool) {
-    let Some(members) = app.members.get(app, conv).await else { return };
+    let Some(members) = app.members.get(conv).await else { return };
     let others: Vec<UserId> = members.current().filter(|&u| u != user).collect();
     let json = ServerFrame::Typing(Typing { conversation_id: Id(conv), user_id: Id(user), active }).to_json();
     app.router.deliver(&others, &Outbound { json: bytes::Bytes::from(json), position: None });
