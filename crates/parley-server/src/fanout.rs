@@ -199,8 +199,8 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Ro
     }
     if let Some(user) = removed {
         // Presence and typing follow shared membership: recheck who may still watch whom.
-        let app = app.clone();
-        tokio::spawn(async move { app.presence.revalidate(&app, user).await });
+        let presence = app.presence.clone();
+        app.tasks.spawn(async move { presence.revalidate(user).await });
     }
 }
 

@@ -89,7 +89,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("connections did not close within the shutdown timeout");
     }
-    app.presence.flush_last_seen(&app).await;
+    app.presence.flush_last_seen().await;
     // In-flight writes finish here: the writer commits what is queued, then stops.
     if tokio::time::timeout(deadline, store.shutdown()).await.is_err() {
         tracing::warn!("the store did not stop within the shutdown timeout");

@@ -1,4 +1,8 @@
 //! The state every handler shares, passed down explicitly (no globals).
+//!
+//! `App` only assembles: each service in it (member cache, presence, rate limiter, ...) is built
+//! here with the store, router, settings and task tracker it needs, and never sees `App` itself,
+//! so the services do not depend on one another through it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -33,6 +37,14 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
     pub connections: TaskTracker,
+    /// Every background task the server's services start (presence grace timers, fanout's
+    /// workers and routing reports, conversation frames, cluster follow-ups, device activity
+    /// writes), kept apart from `connections` so shutdown can first drain the connections (which
+    /// start more of these tasks as they close) and then wait here with a deadline: close it,
+    /// then `wait()`. Fanout's long-lived tasks end once `fanout::run` is stopped (their queues
+    /// close); a presence grace timer may sleep up to `presence_grace_ms` first, which the
+    /// deadline bounds and `Presence::flush_last_seen` makes harmless.
+    pub tasks: TaskTracker,
     pub next_conn_id: AtomicU64,
 }
 
@@ -45,6 +57,7 @@ impl App {
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
+        let tasks = TaskTracker::new();
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,
             rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
@@ -53,6 +66,8 @@ impl App {
             presence: Arc::new(Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),
                 cluster.clone(),
+                store.clone(),
+                tasks.clone(),
             )),
             routed: cluster.as_ref().map(|_| Arc::new(Routed::default())),
             cluster,
@@ -61,6 +76,7 @@ impl App {
             router,
             shutdown,
             connections,
+            tasks,
             next_conn_id: AtomicU64::new(1),
         })
     }

@@ -86,7 +86,7 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
     let end = conn.run(frames_rx, kicks_rx).await;
     app.router.unregister(conn.user, conn_id);
     app.presence.connection_closed(conn_id);
-    app.presence.disconnected(&app, conn.user);
+    app.presence.disconnected(conn.user);
     // Whoever saw this connection typing sees it stop.
     for conv in std::mem::take(&mut conn.typing).into_keys() {
         forward_typing(&app, conn.user, conv, false).await;
@@ -520,7 +520,7 @@ impl Conn {
                     kicks: self.handle.kicks.clone(),
                 };
                 pending.push_back(Box::pin(async move {
-                    match app.presence.subscribe(&app, watcher, &user_ids).await {
+                    match app.presence.subscribe(watcher, &user_ids).await {
                         Ok(frames) => frames.into_iter().map(|f| ServerFrame::Presence(f).to_json()).collect(),
                         Err(e) => error_reply(&app, e, r#ref),
                     }
