@@ -97,7 +97,7 @@ pub async fn device_for_token(app: &App, token: &str) -> ApiResult<Option<Device
         if now - d.last_active_at > 60_000 {
             let store = app.store.clone();
             let id = d.id;
-            tokio::spawn(async move {
+            app.tasks.spawn(async move {
                 let _ = store.touch_device(id, now).await;
             });
         }

@@ -28,7 +28,7 @@ use parley_proto::Id;
 use parley_proto::frames::{Receipt, ServerFrame};
 use parley_router::{LogPosition, Outbound, RouteAck, RouteError};
 use parley_store::StoreEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::convert;
 use crate::members::{Members, changes_members};
@@ -41,6 +41,8 @@ const WORKER_BATCH: usize = 128;
 const WORKER_QUEUE: usize = 1024;
 /// `conversation` frames carry the member list up to this many members.
 const CONVERSATION_FRAME_MEMBERS_MAX: i64 = 64;
+/// Membership changes whose `conversation` frames are built at once (see `conversation_frames`).
+const CONVERSATION_FRAME_JOBS: usize = 4;
 /// Commit batches whose routing outcome is awaited at once.
 const ACK_QUEUE: usize = 4096;
 /// The longest one routing outcome is awaited.
@@ -48,10 +50,11 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
     let workers = Workers::start(&app);
+    let views = Arc::new(Semaphore::new(CONVERSATION_FRAME_JOBS));
     // In a cluster: each commit batch's routing outcome, awaited in order beside this loop.
     let acks = app.routed.as_ref().map(|_| {
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
-        tokio::spawn(report_routing(app.clone(), rx));
+        app.tasks.spawn(report_routing(app.clone(), rx));
         tx
     });
     let interval = Duration::from_millis(app.config.receipt_interval_ms.max(1));
@@ -65,7 +68,7 @@ pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
                 let mut routing = Routing::default();
                 for event in batch {
                     match event {
-                        StoreEvent::Message(m) => message(&app, &workers, m, &mut routing).await,
+                        StoreEvent::Message(m) => message(&app, &workers, &views, m, &mut routing).await,
                         StoreEvent::Receipt(r) => {
                             if let Some(now) = receipts.offer(r) {
                                 send_receipts(&app, r.conversation_id, &[now]).await;
@@ -155,7 +158,7 @@ fn removed_user(m: &Message) -> Option<UserId> {
         .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0))
 }
 
-async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Routing) {
+async fn message(app: &Arc<App>, workers: &Workers, views: &Arc<Semaphore>, m: Message, routing: &mut Routing) {
     Metrics::inc(&app.metrics.messages_persisted);
     let changes = changes_members(m.kind);
     let removed = removed_user(&m);
@@ -195,7 +198,7 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Ro
         app.metrics.fanout.observe(started.elapsed().as_micros() as u64);
     }
     if changes || m.kind == MessageKind::TitleChanged {
-        conversation_frames(app, m.conversation_id, members).await;
+        conversation_frames(app, views, m.conversation_id, members);
     }
     if let Some(user) = removed {
         // Presence and typing follow shared membership: recheck who may still watch whom.
@@ -206,9 +209,17 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Ro
 
 /// Sends each current member their own view of the conversation (pointers and unread count
 /// differ per member), off the fanout task so a large group does not hold up the others.
-async fn conversation_frames(app: &Arc<App>, conv: ConversationId, members: Arc<Members>) {
+///
+/// This is the one place a membership or title change turns into `conversation` frames. It reads
+/// the store once per member (up to 1,024 reads); at most `CONVERSATION_FRAME_JOBS` changes are
+/// worked on at once (`views`), later ones wait their turn in their own tracked task, so a burst
+/// of changes cannot become a burst of thousands of concurrent reads.
+fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: ConversationId, members: Arc<Members>) {
     let app = app.clone();
-    tokio::spawn(async move {
+    let views = views.clone();
+    app.tasks.clone().spawn(async move {
+        // The semaphore is never closed, so acquiring fails only if it were.
+        let Ok(_turn) = views.acquire_owned().await else { return };
         let users: Vec<UserId> = members.current().collect();
         let with_members = users.len() as i64 <= CONVERSATION_FRAME_MEMBERS_MAX;
         for user in users {
@@ -295,7 +306,7 @@ impl Workers {
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<(Outbound, Vec<UserId>)>(WORKER_QUEUE);
                 let app = app.clone();
-                tokio::spawn(async move {
+                app.tasks.clone().spawn(async move {
                     while let Some((frame, users)) = rx.recv().await {
                         let started = std::time::Instant::now();
                         for batch in users.chunks(WORKER_BATCH) {
