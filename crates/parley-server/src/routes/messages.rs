@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use parley_core::limits::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use parley_proto::Id;
+use parley_proto::frames::SendFrame;
 use parley_proto::rest::{MemberReceipt, MessageEnvelope, Messages, PostMessage, Receipts};
 use parley_store::HistoryQuery;
 
@@ -16,7 +17,7 @@ use crate::auth::Authed;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
-use crate::service::{self, SendRequest};
+use crate::service;
 use crate::state::App;
 
 fn seq_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
@@ -59,7 +60,7 @@ pub async fn post(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageEnvelope>)> {
-    let req = SendRequest { conversation_id: path_id(&id), client_id: req.client_id, kind: req.kind, body: req.body };
+    let req = SendFrame { conversation_id: Id(path_id(&id)), client_id: req.client_id, kind: req.kind, body: req.body };
     let outcome = async {
         let queued = service::enqueue(&app, me.user_id, me.device_id, req).await?;
         service::finish(&app, queued).await

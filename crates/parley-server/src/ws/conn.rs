@@ -29,7 +29,7 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::presence::Watcher;
-use crate::service::{self, SendRequest};
+use crate::service;
 use crate::state::App;
 
 /// What a frame is answered with, in order: usually zero or one frame.
@@ -473,13 +473,7 @@ impl Conn {
                 }
                 // Queued here, in frame order, so pipelined sends keep their order in the log;
                 // only the wait for durability is deferred into `pending`.
-                let req = SendRequest {
-                    conversation_id: s.conversation_id.0,
-                    client_id: s.client_id,
-                    kind: s.kind,
-                    body: s.body,
-                };
-                match service::enqueue(&app, user, device, req).await {
+                match service::enqueue(&app, user, device, s).await {
                     Ok(ticket) => pending.push_back(Box::pin(async move {
                         match service::finish(&app, ticket).await {
                             Ok(o) => vec![
