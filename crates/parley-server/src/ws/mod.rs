@@ -1,7 +1,16 @@
 //! The WebSocket gateway at `/v1/ws`: upgrade, authenticate, sync, then serve frames.
+//!
+//! `conn` owns the socket loop and the one `match` over client frames; each frame family has its
+//! own module: `auth`, `send`, `pointers` (`ack`, `read`), `typing`, `presence`
+//! (`presence_subscribe`, `presence_unsubscribe`) and `sync` (replay, resync, gap filling).
 
+mod auth;
 mod conn;
+mod pointers;
+mod presence;
+mod send;
 mod sync;
+mod typing;
 
 use std::sync::Arc;
 
