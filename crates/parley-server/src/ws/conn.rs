@@ -287,9 +287,10 @@ pub(super) fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Vec<
 }
 
 /// Whether a socket error is tungstenite refusing a message or frame over the configured size.
+/// axum wraps tungstenite's error in its own; it is recovered by type, never by its text.
 fn too_big(e: axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("too long") || text.contains("Space limit") || text.contains("size")
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
 
 enum Step {
@@ -298,4 +299,17 @@ enum Step {
     In(Option<Result<WsMessage, axum::Error>>),
     Tick,
     Resync,
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+
+    #[test]
+    fn only_an_oversized_message_is_too_big() {
+        let long = Error::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 });
+        assert!(super::too_big(axum::Error::new(long)));
+        assert!(!super::too_big(axum::Error::new(Error::ConnectionClosed)));
+        assert!(!super::too_big(axum::Error::new(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))));
+    }
 }
