@@ -215,9 +215,8 @@ async fn message(app: &Arc<App>, workers: &Workers, views: &Arc<Semaphore>, m: M
 /// worked on at once (`views`), later ones wait their turn in their own tracked task, so a burst
 /// of changes cannot become a burst of thousands of concurrent reads.
 fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: ConversationId, members: Arc<Members>) {
-    let app = app.clone();
-    let views = views.clone();
-    app.tasks.clone().spawn(async move {
+    let (tasks, app, views) = (&app.tasks, app.clone(), views.clone());
+    tasks.spawn(async move {
         // The semaphore is never closed, so acquiring fails only if it were.
         let Ok(_turn) = views.acquire_owned().await else { return };
         let users: Vec<UserId> = members.current().collect();
@@ -305,8 +304,8 @@ impl Workers {
         let queues = (0..app.config.fanout_workers.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<(Outbound, Vec<UserId>)>(WORKER_QUEUE);
-                let app = app.clone();
-                app.tasks.clone().spawn(async move {
+                let (tasks, app) = (&app.tasks, app.clone());
+                tasks.spawn(async move {
                     while let Some((frame, users)) = rx.recv().await {
                         let started = std::time::Instant::now();
                         for batch in users.chunks(WORKER_BATCH) {
