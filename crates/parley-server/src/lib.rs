@@ -11,6 +11,7 @@ mod fanout;
 mod json;
 mod members;
 pub mod metrics;
+mod passwords;
 mod presence;
 mod ratelimit;
 mod routed;

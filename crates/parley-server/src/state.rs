@@ -12,10 +12,10 @@ use parley_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Passwords;
 use crate::config::Config;
 use crate::members::MemberCache;
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::routed::Routed;
