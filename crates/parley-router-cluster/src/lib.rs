@@ -55,26 +55,8 @@
 //! second the directory is not asked). Kicks (`parley.<cluster>.kick`), membership invalidations
 //! and presence changes are broadcast subjects every node hears; a node ignores its own.
 //!
-//! **Acknowledged ⇒ delivered.** The promise: once a sender has `sent`, every recipient device
-//! that is online gets the message live, or through resync if its own node dies. The store's
-//! "publish events, then answer" contract is not enough in a cluster, because fanout runs after
-//! the answer and the sender's node could die in between, leaving recipients on other nodes
-//! connected and unaware. So in a cluster a send waits for routing too (`routed.rs`):
-//! - `service::enqueue` records interest in the conversation *before* queueing the send (so the
-//!   outcome cannot be missed); after each commit batch, fanout calls `Router::flush`, a marker
-//!   behind everything it handed to the router, which resolves once the publisher has published all
-//!   of it and NATS has flushed on a connection that did not drop meanwhile, and with no frame
-//!   dropped since the previous marker. Large conversations' acks are JetStream's "stored". A task
-//!   awaits each batch's acks in commit order and reports (conversation, seq) → outcome; the send
-//!   resolves when its seq is reported.
-//! - A failure (NATS down, a flush that spanned a reconnect) or no outcome within 10 s answers
-//!   `unavailable`: the message is stored, and a retry with the same `client_id` returns it and
-//!   *routes it again*, so that retry's `sent` keeps the promise.
-//! - Why this and not the store waiting for the router: the writer must not stall group commit on
-//!   a network flush, and the store should not know about routing. Why not the connection: REST
-//!   sends need it too, and `service::finish` is the one place both pass. The cost is one NATS
-//!   flush per commit batch (not per message) on the way to `sent`. In embedded mode none of this
-//!   runs: there is no other node, and if the process dies every connection resyncs.
+//! **Acknowledged ⇒ delivered** is the server's part (its `routed` module): a send's `sent` waits
+//! for [`Router::flush`] after the commit.
 //!
 //! **Order and repeats.** NATS keeps one publisher's order per subscriber, so a node's frames reach
 //! each other node in order; messages of one conversation committed on different nodes may still
@@ -91,14 +73,6 @@
 //! `job_ack_wait` (30 s) to another node: repeats are possible (dropped by seq), loss is not. The
 //! sender's `sent` waits for JetStream to store the job. (Push jobs do not exist yet; they would use
 //! the same stream.)
-//!
-//! **Member caches.** Fanout only sees its own node's commits, so a membership change committed on
-//! another node reaches this node's `MemberCache` as a broadcast invalidation. That broadcast can
-//! lose a race with a message this node commits right after, so in a cluster fanout also checks the
-//! cache against the log: each cached list knows up to which seq it is exact, and when entries by
-//! other nodes lie between that and the entry being routed, it reads them (up to 64, else reloads)
-//! and reloads on a membership change. A 1:1 conversation whose two users write from different
-//! nodes costs one small log read per message.
 //!
 //! **Presence** spans nodes. Redis's `ps:<user>` holds the cluster's view (`on`, `ls` last seen,
 //! `v` a version that only grows, at least Redis's clock in µs so it survives Redis losing its

@@ -1,78 +1,24 @@
 //! Passwords, tokens and the bearer-token extractor.
 //!
-//! Passwords are hashed with argon2id off the async threads, a few at a time, because each hash
-//! costs ~50 ms of CPU. Tokens are 256 random bits shown to the client once; the server keeps
-//! only their SHA-256, so checking one is an index lookup, never an argon2 run.
+//! Passwords are hashed with argon2id off the async threads (see [`Passwords`]). Tokens are 256
+//! random bits shown to the client once; the server keeps only their SHA-256, so checking one is
+//! an index lookup, never an argon2 run.
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use parley_core::ids::{DeviceId, UserId};
 use parley_core::model::Device;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::App;
 
-pub struct Passwords {
-    permits: Arc<Semaphore>,
-    /// Verified against when a username does not exist, so a wrong username costs as much time
-    /// as a wrong password and logins do not reveal which accounts exist.
-    dummy_hash: String,
-}
-
-impl Passwords {
-    pub async fn new(concurrency: usize) -> Passwords {
-        let dummy_hash = tokio::task::spawn_blocking(|| hash_blocking("parley-dummy-password"))
-            .await
-            .expect("hashing task")
-            .expect("hashing a constant cannot fail");
-        Passwords { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash }
-    }
-
-    pub async fn hash(&self, password: &str) -> ApiResult<String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down"))?;
-        let pw = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_blocking(&pw)).await.map_err(|_| internal())?.map_err(|_| internal())
-    }
-
-    /// Checks `password` against `hash`, or against the dummy hash when there is no account.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> ApiResult<bool> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(parley_proto::ErrorCode::Unavailable, "shutting down"))?;
-        let exists = hash.is_some();
-        let (pw, h) = (password.to_owned(), hash.unwrap_or(&self.dummy_hash).to_owned());
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&h).is_ok_and(|parsed| Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(|_| internal())?;
-        Ok(ok && exists)
-    }
-}
-
-fn internal() -> ApiError {
-    ApiError::new(parley_proto::ErrorCode::Internal, "internal error")
-}
-
-fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt)?;
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
-}
+// The hasher is a service `App` owns, so it lives apart from this handler-side code (which needs
+// `App`); re-exported so `parley_server::auth::Passwords` keeps its path.
+pub use crate::passwords::Passwords;
 
 /// A new session token: 256 random bits, hex-encoded.
 pub fn new_token() -> String {
@@ -97,7 +43,7 @@ pub async fn device_for_token(app: &App, token: &str) -> ApiResult<Option<Device
         if now - d.last_active_at > 60_000 {
             let store = app.store.clone();
             let id = d.id;
-            tokio::spawn(async move {
+            app.tasks.spawn(async move {
                 let _ = store.touch_device(id, now).await;
             });
         }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::state::App;
 
 /// Acts on what the cluster says, until the router stops.
-pub async fn listen(app: Arc<App>, mut events: mpsc::Receiver<ClusterEvent>) {
+pub(crate) async fn listen(app: Arc<App>, mut events: mpsc::Receiver<ClusterEvent>) {
     while let Some(event) = events.recv().await {
         match event {
             ClusterEvent::Presence { state, from_here } => {
@@ -19,9 +19,9 @@ pub async fn listen(app: Arc<App>, mut events: mpsc::Receiver<ClusterEvent>) {
                     && !state.online
                     && let Some(at) = state.last_seen
                 {
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = app.store.set_last_seen(state.user_id, at).await {
+                    let store = app.store.clone();
+                    app.tasks.spawn(async move {
+                        if let Err(e) = store.set_last_seen(state.user_id, at).await {
                             tracing::warn!(error = %e, user = state.user_id, "cannot record last seen");
                         }
                     });
@@ -31,8 +31,8 @@ pub async fn listen(app: Arc<App>, mut events: mpsc::Receiver<ClusterEvent>) {
             ClusterEvent::MembersChanged { conversation_id, removed } => {
                 app.members.invalidate(conversation_id);
                 if let Some(user) = removed {
-                    let app = app.clone();
-                    tokio::spawn(async move { app.presence.revalidate(&app, user).await });
+                    let presence = app.presence.clone();
+                    app.tasks.spawn(async move { presence.revalidate(user).await });
                 }
             }
         }

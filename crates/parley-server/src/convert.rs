@@ -5,7 +5,7 @@ use parley_proto as wire;
 use parley_proto::Id;
 use serde_json::value::RawValue;
 
-pub fn message(m: &model::Message) -> wire::Message {
+pub(crate) fn message(m: &model::Message) -> wire::Message {
     wire::Message {
         conversation_id: Id(m.conversation_id),
         seq: m.seq,
@@ -21,7 +21,7 @@ pub fn message(m: &model::Message) -> wire::Message {
     }
 }
 
-pub fn conversation(c: &model::ConversationView) -> wire::Conversation {
+pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
     wire::Conversation {
         conversation_id: Id(c.id),
         kind: c.kind.as_str().to_owned(),
@@ -48,7 +48,7 @@ pub fn conversation(c: &model::ConversationView) -> wire::Conversation {
     }
 }
 
-pub fn user(u: &model::User) -> wire::rest::User {
+pub(crate) fn user(u: &model::User) -> wire::rest::User {
     wire::rest::User {
         user_id: Id(u.id),
         username: u.username.clone(),
@@ -57,7 +57,7 @@ pub fn user(u: &model::User) -> wire::rest::User {
     }
 }
 
-pub fn device(d: &model::Device) -> wire::rest::Device {
+pub(crate) fn device(d: &model::Device) -> wire::rest::Device {
     wire::rest::Device {
         device_id: Id(d.id),
         name: d.name.clone(),

@@ -1,9 +1,9 @@
 //! Fanout: turns the store's committed events into frames for the router, in commit order.
 //!
 //! Each message is encoded once and the same bytes are queued for every recipient connection.
-//! Recipients come from an in-memory cache of member windows (who may see which seqs), filled on
-//! first use and dropped when a membership entry passes through, so a send never reads the
-//! member list from disk and a member sees exactly the seqs of their membership. Conversations
+//! Recipients come from the member cache ([`crate::members`]), which fanout invalidates when a
+//! membership entry passes through, so a send never reads the member list from disk and a member
+//! sees exactly the seqs of their membership. Conversations
 //! above a size threshold fan out on a pool of workers in batches, so one 1,024-member send does
 //! not hold up other conversations. Receipts are coalesced per conversation.
 //!
@@ -11,140 +11,67 @@
 //! the router's durable job queue instead of the local workers; a membership change is broadcast
 //! so the other nodes drop their cached members; and since another node may have committed a
 //! membership change between two entries this node commits, the cache is checked against the log
-//! whenever entries by other nodes came in between (`MemberCache::for_seq`). After each commit
+//! whenever entries by other nodes came in between ([`crate::members::MemberCache::for_seq`]). After each commit
 //! batch, fanout asks the router to flush and reports the outcome to [`crate::routed`], which
 //! holds the senders' `sent` until then.
+//!
+//! # In depth
+//!
+//! A message is encoded once into `Bytes`; every recipient's queue gets a reference. Up to
+//! `fanout_worker_threshold` (64) recipients are delivered inline by the fanout task; larger
+//! conversations go to one of `fanout_workers` tasks (always the same one for a conversation, so
+//! its messages stay in order), which delivers in batches of 128 and yields between them, so a
+//! 1,024-member send never holds up other conversations. The sender's `sent` does not wait for any
+//! of this: it is answered when the commit is done.
+//!
+//! Receipts are pointers on the member row (`delivered_seq`, `read_seq`), updated from coalesced
+//! acks and reads; the receipts endpoint counts members with `delivered_seq >= seq` through the
+//! `(conversation_id, delivered_seq)` and `(conversation_id, read_seq)` indexes. Live `receipt`
+//! frames go to conversations of up to 32 members, at most one push per conversation per 250 ms.
+//!
+//! Edits, deletes and reactions are log entries with a `target_seq` column (indexed), so "is this
+//! deleted?" and "its latest edit" are index lookups and the log stays write-once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parley_core::MessageKind;
 use parley_core::ids::{ConversationId, UserId};
 use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
-use parley_core::model::{MemberWindow, Message, ReceiptChange};
+use parley_core::model::{Message, ReceiptChange};
 use parley_proto::Id;
 use parley_proto::frames::{Receipt, ServerFrame};
 use parley_router::{LogPosition, Outbound, RouteAck, RouteError};
 use parley_store::StoreEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::convert;
+use crate::members::{Members, changes_members};
 use crate::metrics::Metrics;
 use crate::state::App;
 
-/// Most conversations whose members are cached; past it the cache starts over.
-const MEMBER_CACHE_MAX: usize = 100_000;
 /// Recipients a worker hands to the router before yielding to other tasks.
 const WORKER_BATCH: usize = 128;
 /// Jobs queued per fanout worker before the fanout task waits.
 const WORKER_QUEUE: usize = 1024;
 /// `conversation` frames carry the member list up to this many members.
 const CONVERSATION_FRAME_MEMBERS_MAX: i64 = 64;
-/// Entries committed elsewhere that are read to check a cached member list, at most; past it the
-/// list is simply reloaded.
-const GAP_CHECK_MAX: i64 = 64;
+/// Membership changes whose `conversation` frames are built at once (see `conversation_frames`).
+const CONVERSATION_FRAME_JOBS: usize = 4;
 /// Commit batches whose routing outcome is awaited at once.
 const ACK_QUEUE: usize = 4096;
 /// The longest one routing outcome is awaited.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
-/// The member windows of one conversation.
-pub struct Members {
-    windows: Vec<MemberWindow>,
-    /// The highest seq up to which these windows are known to be exact: every membership change
-    /// at or below it is in them. Fanout moves it along with the entries it routes.
-    upto: AtomicI64,
-}
-
-impl Members {
-    fn new(windows: Vec<MemberWindow>, upto: i64) -> Self {
-        // A list loaded from storage holds every change committed before the load, so at least
-        // everything up to its latest boundary.
-        let boundary = windows.iter().map(|w| w.left_seq.unwrap_or(w.joined_seq)).max().unwrap_or(0);
-        Members { windows, upto: AtomicI64::new(upto.max(boundary)) }
-    }
-
-    /// Who may see `seq`.
-    pub fn recipients(&self, seq: i64) -> Vec<UserId> {
-        self.windows.iter().filter(|w| w.sees(seq)).map(|w| w.user_id).collect()
-    }
-
-    pub fn current(&self) -> impl Iterator<Item = UserId> + '_ {
-        self.windows.iter().filter(|w| w.left_seq.is_none()).map(|w| w.user_id)
-    }
-
-    pub fn window(&self, user: UserId) -> Option<MemberWindow> {
-        self.windows.iter().find(|w| w.user_id == user).copied()
-    }
-}
-
-#[derive(Default)]
-pub struct MemberCache {
-    map: Mutex<HashMap<ConversationId, Arc<Members>>>,
-}
-
-impl MemberCache {
-    pub async fn get(&self, app: &App, conv: ConversationId) -> Option<Arc<Members>> {
-        if let Some(m) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv) {
-            return Some(m.clone());
-        }
-        self.load(app, conv, 0).await
-    }
-
-    /// Loads `conv`'s members from storage (exact for every seq committed so far, `at` included).
-    async fn load(&self, app: &App, conv: ConversationId, at: i64) -> Option<Arc<Members>> {
-        let members = match app.store.member_windows(conv).await {
-            Ok(windows) => Arc::new(Members::new(windows, at)),
-            Err(e) => {
-                tracing::error!(error = %e, conv, "cannot load members for fanout");
-                return None;
-            }
-        };
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MEMBER_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(conv, members.clone());
-        Some(members)
-    }
-
-    /// The members exactly as of committed entry `seq`, in a cluster, where other nodes commit
-    /// to the same conversation. If entries this node did not route lie between what the cached
-    /// list is known to cover and `seq`, they are read from the log (or, past a few, the list is
-    /// reloaded): a membership change among them means a reload. The broadcast invalidation
-    /// usually gets here first; this closes the race with it.
-    pub async fn for_seq(&self, app: &App, conv: ConversationId, seq: i64) -> Option<Arc<Members>> {
-        let cached = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&conv).cloned();
-        let Some(m) = cached else { return self.load(app, conv, seq).await };
-        let upto = m.upto.load(Ordering::Acquire);
-        if upto >= seq - 1 {
-            m.upto.fetch_max(seq, Ordering::AcqRel);
-            return Some(m);
-        }
-        if seq - 1 - upto <= GAP_CHECK_MAX
-            && let Ok(between) = app.store.log_range(conv, upto, seq - 1, GAP_CHECK_MAX as u32).await
-            && !between.iter().any(|e| changes_members(e.kind))
-        {
-            m.upto.fetch_max(seq, Ordering::AcqRel);
-            return Some(m);
-        }
-        self.load(app, conv, seq).await
-    }
-
-    pub fn invalidate(&self, conv: ConversationId) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&conv);
-    }
-}
-
-pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
+pub(crate) async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
     let workers = Workers::start(&app);
+    let views = Arc::new(Semaphore::new(CONVERSATION_FRAME_JOBS));
     // In a cluster: each commit batch's routing outcome, awaited in order beside this loop.
     let acks = app.routed.as_ref().map(|_| {
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
-        tokio::spawn(report_routing(app.clone(), rx));
+        app.tasks.spawn(report_routing(app.clone(), rx));
         tx
     });
     let interval = Duration::from_millis(app.config.receipt_interval_ms.max(1));
@@ -158,7 +85,7 @@ pub async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
                 let mut routing = Routing::default();
                 for event in batch {
                     match event {
-                        StoreEvent::Message(m) => message(&app, &workers, m, &mut routing).await,
+                        StoreEvent::Message(m) => message(&app, &workers, &views, m, &mut routing).await,
                         StoreEvent::Receipt(r) => {
                             if let Some(now) = receipts.offer(r) {
                                 send_receipts(&app, r.conversation_id, &[now]).await;
@@ -223,8 +150,8 @@ fn encode(m: &Message) -> Outbound {
 
 /// Routes a message again (a repeated send in a cluster, so the repeat's `sent` also means
 /// routed) and resolves when it has left this node.
-pub async fn route_again(app: &App, m: &Message) -> Result<(), RouteError> {
-    let Some(members) = app.members.for_seq(app, m.conversation_id, m.seq).await else {
+pub(crate) async fn route_again(app: &App, m: &Message) -> Result<(), RouteError> {
+    let Some(members) = app.members.for_seq(m.conversation_id, m.seq).await else {
         return Err(RouteError::Unavailable("cannot load the members".into()));
     };
     let recipients = members.recipients(m.seq);
@@ -248,18 +175,7 @@ fn removed_user(m: &Message) -> Option<UserId> {
         .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0))
 }
 
-fn changes_members(kind: MessageKind) -> bool {
-    matches!(
-        kind,
-        MessageKind::ConversationCreated
-            | MessageKind::MembersAdded
-            | MessageKind::MemberRemoved
-            | MessageKind::MemberLeft
-            | MessageKind::RoleChanged
-    )
-}
-
-async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Routing) {
+async fn message(app: &Arc<App>, workers: &Workers, views: &Arc<Semaphore>, m: Message, routing: &mut Routing) {
     Metrics::inc(&app.metrics.messages_persisted);
     let changes = changes_members(m.kind);
     let removed = removed_user(&m);
@@ -272,8 +188,8 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Ro
         }
     }
     let members = match app.cluster {
-        Some(_) => app.members.for_seq(app, m.conversation_id, m.seq).await,
-        None => app.members.get(app, m.conversation_id).await,
+        Some(_) => app.members.for_seq(m.conversation_id, m.seq).await,
+        None => app.members.get(m.conversation_id).await,
     };
     // The message is committed whatever happens here; a sender waits for this entry either way.
     routing.messages.push((m.conversation_id, m.seq));
@@ -294,25 +210,32 @@ async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Ro
             None => workers.submit(m.conversation_id, frame, recipients).await,
         }
     } else {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         app.router.deliver(&recipients, &frame);
         app.metrics.fanout.observe(started.elapsed().as_micros() as u64);
     }
     if changes || m.kind == MessageKind::TitleChanged {
-        conversation_frames(app, m.conversation_id, members).await;
+        conversation_frames(app, views, m.conversation_id, members);
     }
     if let Some(user) = removed {
         // Presence and typing follow shared membership: recheck who may still watch whom.
-        let app = app.clone();
-        tokio::spawn(async move { app.presence.revalidate(&app, user).await });
+        let presence = app.presence.clone();
+        app.tasks.spawn(async move { presence.revalidate(user).await });
     }
 }
 
 /// Sends each current member their own view of the conversation (pointers and unread count
 /// differ per member), off the fanout task so a large group does not hold up the others.
-async fn conversation_frames(app: &Arc<App>, conv: ConversationId, members: Arc<Members>) {
-    let app = app.clone();
-    tokio::spawn(async move {
+///
+/// This is the one place a membership or title change turns into `conversation` frames. It reads
+/// the store once per member (up to 1,024 reads); at most `CONVERSATION_FRAME_JOBS` changes are
+/// worked on at once (`views`), later ones wait their turn in their own tracked task, so a burst
+/// of changes cannot become a burst of thousands of concurrent reads.
+fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: ConversationId, members: Arc<Members>) {
+    let (tasks, app, views) = (&app.tasks, app.clone(), views.clone());
+    tasks.spawn(async move {
+        // The semaphore is never closed, so acquiring fails only if it were.
+        let Ok(_turn) = views.acquire_owned().await else { return };
         let users: Vec<UserId> = members.current().collect();
         let with_members = users.len() as i64 <= CONVERSATION_FRAME_MEMBERS_MAX;
         for user in users {
@@ -329,7 +252,7 @@ async fn conversation_frames(app: &Arc<App>, conv: ConversationId, members: Arc<
 }
 
 async fn send_receipts(app: &Arc<App>, conv: ConversationId, changes: &[ReceiptChange]) {
-    let Some(members) = app.members.get(app, conv).await else { return };
+    let Some(members) = app.members.get(conv).await else { return };
     let current: Vec<UserId> = members.current().collect();
     // Larger groups read the aggregate from the receipts endpoint instead.
     if current.len() as i64 > RECEIPTS_LIVE_MAX_MEMBERS {
@@ -398,10 +321,10 @@ impl Workers {
         let queues = (0..app.config.fanout_workers.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<(Outbound, Vec<UserId>)>(WORKER_QUEUE);
-                let app = app.clone();
-                tokio::spawn(async move {
+                let (tasks, app) = (&app.tasks, app.clone());
+                tasks.spawn(async move {
                     while let Some((frame, users)) = rx.recv().await {
-                        let started = std::time::Instant::now();
+                        let started = Instant::now();
                         for batch in users.chunks(WORKER_BATCH) {
                             app.router.deliver(batch, &frame);
                             tokio::task::yield_now().await;
@@ -443,22 +366,5 @@ mod tests {
         let mut got: Vec<(UserId, i64)> = due[0].1.iter().map(|r| (r.user_id, r.delivered_seq)).collect();
         got.sort_unstable();
         assert_eq!(got, vec![(7, 3), (8, 3)], "the latest per member");
-    }
-
-    #[test]
-    fn windows_pick_recipients() {
-        let m = Members::new(
-            vec![
-                MemberWindow { user_id: 1, joined_seq: 1, left_seq: None },
-                MemberWindow { user_id: 2, joined_seq: 1, left_seq: Some(5) },
-                MemberWindow { user_id: 3, joined_seq: 8, left_seq: None },
-            ],
-            0,
-        );
-        assert_eq!(m.upto.load(Ordering::Relaxed), 8, "exact up to its latest boundary");
-        assert_eq!(m.recipients(5), vec![1, 2]);
-        assert_eq!(m.recipients(6), vec![1]);
-        assert_eq!(m.recipients(8), vec![1, 3]);
-        assert_eq!(m.current().collect::<Vec<_>>(), vec![1, 3]);
     }
 }

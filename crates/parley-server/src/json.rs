@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Largest REST body accepted.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 /// An oversized body is still read (and dropped) up to this size before answering 413, so the
 /// client sees the answer instead of a connection reset in the middle of its upload.
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;

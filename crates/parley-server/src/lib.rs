@@ -9,7 +9,9 @@ mod convert;
 pub mod error;
 mod fanout;
 mod json;
+mod members;
 pub mod metrics;
+mod passwords;
 mod presence;
 mod ratelimit;
 mod routed;
@@ -71,14 +73,18 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let app = App::new(config, store.clone(), router.clone(), cluster.clone(), shutdown.clone(), tracker.clone()).await;
 
-    let cluster_events =
-        cluster.as_ref().and_then(|c| c.take_events()).map(|events| tokio::spawn(cluster::listen(app.clone(), events)));
-    let fanout = tokio::spawn(fanout::run(app.clone(), events));
-    let sweeper = tokio::spawn(ratelimit::sweep(app.clone()));
+    // The server's long-lived loops; stopped (aborted, then awaited) last in the drain. Shorter
+    // tasks they start run on `app.tasks`.
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(events) = cluster.as_ref().and_then(|c| c.take_events()) {
+        background.spawn(cluster::listen(app.clone(), events));
+    }
+    background.spawn(fanout::run(app.clone(), events));
+    background.spawn(ratelimit::sweep(app.clone()));
     // The first probes are taken before the first request, so `/metrics` always has every
     // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).
     probe_once(&app).await;
-    let probes = tokio::spawn(health_probes(app.clone()));
+    background.spawn(health_probes(app.clone()));
     match (&app.config.store, app.config.clustered()) {
         (Some(_), true) => tracing::info!(addr = %listener.local_addr()?, node = %app.config.node_id,
             cluster = %app.config.cluster, "parley is listening (PostgreSQL, NATS, Redis)"),
@@ -104,7 +110,7 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("connections did not close within the shutdown timeout");
     }
-    if tokio::time::timeout_at(deadline, app.presence.flush_last_seen(&app)).await.is_err() {
+    if tokio::time::timeout_at(deadline, app.presence.flush_last_seen()).await.is_err() {
         tracing::warn!("last-seen times were not all written within the shutdown timeout");
     }
     // In-flight writes finish here: the writer commits what is queued, then stops.
@@ -115,11 +121,12 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, router.shutdown()).await.is_err() {
         tracing::warn!("the router did not stop within the shutdown timeout");
     }
-    sweeper.abort();
-    probes.abort();
-    fanout.abort();
-    if let Some(t) = cluster_events {
-        t.abort();
+    background.shutdown().await;
+    // What those loops started (routing reports, fanout workers, conversation frames, presence
+    // rechecks) ends on its own once its inputs are gone; grace timers end at the drain's start.
+    app.tasks.close();
+    if tokio::time::timeout_at(deadline, app.tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish within the shutdown timeout");
     }
     tracing::info!("stopped");
     Ok(())

@@ -14,6 +14,18 @@
 //! offline when the last node's grace period ends ([`ClusterBus::went_offline`]) or a dead node's
 //! entries expire (an event from the sweeper). Changes carry a version, so a watcher's node keeps
 //! the newest whatever order they arrive in. Only watched users' cluster states are kept here.
+//!
+//! # In depth
+//!
+//! Presence never touches the disk on connect or disconnect. `Presence` counts each user's open
+//! connections; the first one publishes `online: true` to the connections that watch the user, and
+//! when the last one closes the user's `last_seen` is stamped in memory and a timer publishes
+//! `online: false` after the grace period unless a connection came back first (so a reconnecting
+//! phone does not flap). Only the published offline writes `last_seen` to SQLite, as a non-durable
+//! (no fsync, coalesced) write. Watching is per connection: `presence_subscribe` checks, in one
+//! query per id, that the two users share a conversation; a membership entry that removes someone
+//! makes fanout recheck that user's subscriptions. Typing is checked against the in-memory member
+//! windows and forwarded through the router like any frame.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,10 +36,13 @@ use parley_core::ids::UserId;
 use parley_proto::Id;
 use parley_proto::frames::{Presence as PresenceFrame, ServerFrame};
 use parley_router::{ClusterBus, Kick, Outbound, PresenceState};
+use parley_store::Store;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::state::App;
+use crate::error::ApiError;
 
 /// In a cluster, the longest pause between tries to record a user going offline (about a minute
 /// of tries in all).
@@ -138,11 +153,26 @@ pub struct Presence {
     grace: Duration,
     /// The cluster's presence; `None` in embedded mode, where this node knows everything.
     cluster: Option<Arc<dyn ClusterBus>>,
+    /// Where last seen and privacy are stored, and contacts are checked.
+    store: Arc<dyn Store>,
+    /// The app's background tasks: each grace timer runs on it, so shutdown can wait for the
+    /// last-seen writes they end with.
+    tasks: TaskTracker,
+    /// Cancelled when the server drains: grace timers stop waiting then (the drain writes last
+    /// seen times itself, and in a cluster the node's directory entries expire, so another
+    /// node's sweep marks its users offline unless they reconnected elsewhere).
+    shutdown: CancellationToken,
 }
 
 impl Presence {
-    pub fn new(grace: Duration, cluster: Option<Arc<dyn ClusterBus>>) -> Self {
-        Presence { state: Mutex::new(State::default()), grace, cluster }
+    pub fn new(
+        grace: Duration,
+        cluster: Option<Arc<dyn ClusterBus>>,
+        store: Arc<dyn Store>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Presence { state: Mutex::new(State::default()), grace, cluster, store, tasks, shutdown }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -168,7 +198,7 @@ impl Presence {
 
     /// A connection of `user` closed. When it was the last, the user goes offline after the
     /// grace period unless a device comes back first.
-    pub fn disconnected(&self, app: &Arc<App>, user: UserId) {
+    pub fn disconnected(self: &Arc<Self>, user: UserId) {
         let now = parley_core::now_ms();
         let generation = {
             let mut st = self.lock();
@@ -184,54 +214,60 @@ impl Presence {
             st.going_offline.insert(user, g);
             g
         };
-        let app = app.clone();
-        let grace = self.grace;
-        tokio::spawn(async move {
-            if !grace.is_zero() {
-                tokio::time::sleep(grace).await;
+        let this = self.clone();
+        self.tasks.spawn(async move { this.offline_after_grace(user, generation, now).await });
+    }
+
+    /// The grace timer of `user`'s last disconnection (at `now`, numbered `generation`): unless
+    /// a device came back meanwhile, publishes the user offline and records their last seen.
+    async fn offline_after_grace(&self, user: UserId, generation: u64, now: i64) {
+        if !self.grace.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(self.grace) => {}
+                () = self.shutdown.cancelled() => return,
             }
-            let published = {
-                let mut st = app.presence.lock();
-                if st.going_offline.get(&user) == Some(&generation) {
-                    st.going_offline.remove(&user);
-                    if app.presence.cluster.is_none() {
-                        st.publish(user);
+        }
+        let published = {
+            let mut st = self.lock();
+            if st.going_offline.get(&user) == Some(&generation) {
+                st.going_offline.remove(&user);
+                if self.cluster.is_none() {
+                    st.publish(user);
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if !published {
+            return;
+        }
+        let mut at = now;
+        if let Some(cluster) = &self.cluster {
+            // Offline only if no other node has the user. While Redis cannot be reached this
+            // is tried again for a while (a Redis that lost its data then still learns it).
+            let mut wait = Duration::from_millis(500);
+            let change = loop {
+                match cluster.went_offline(user, now).await {
+                    Ok(change) => break change,
+                    Err(e) if wait <= OFFLINE_RETRY_MAX => {
+                        tracing::debug!(error = %e, user, "cannot record going offline yet");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
                     }
-                    true
-                } else {
-                    false
+                    Err(e) => {
+                        tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
+                        return;
+                    }
                 }
             };
-            if !published {
-                return;
-            }
-            let mut at = now;
-            if let Some(cluster) = &app.presence.cluster {
-                // Offline only if no other node has the user. While Redis cannot be reached this
-                // is tried again for a while (a Redis that lost its data then still learns it).
-                let mut wait = Duration::from_millis(500);
-                let change = loop {
-                    match cluster.went_offline(user, now).await {
-                        Ok(change) => break change,
-                        Err(e) if wait <= OFFLINE_RETRY_MAX => {
-                            tracing::debug!(error = %e, user, "cannot record going offline yet");
-                            tokio::time::sleep(wait).await;
-                            wait *= 2;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
-                            return;
-                        }
-                    }
-                };
-                let Some(change) = change else { return };
-                at = change.last_seen.unwrap_or(now);
-                app.presence.apply(change);
-            }
-            if let Err(e) = app.store.set_last_seen(user, at).await {
-                tracing::warn!(error = %e, user, "cannot record last seen");
-            }
-        });
+            let Some(change) = change else { return };
+            at = change.last_seen.unwrap_or(now);
+            self.apply(change);
+        }
+        if let Err(e) = self.store.set_last_seen(user, at).await {
+            tracing::warn!(error = %e, user, "cannot record last seen");
+        }
     }
 
     /// In a cluster: a change of a user's cluster-wide presence (from any node, in any order).
@@ -272,7 +308,7 @@ impl Presence {
     }
 
     /// Loads what storage knows (last seen, privacy) about users not yet in memory.
-    async fn load(&self, app: &App, users: &[UserId]) {
+    async fn load(&self, users: &[UserId]) {
         let missing: Vec<UserId> = {
             let st = self.lock();
             users.iter().copied().filter(|u| !st.loaded.contains(u)).collect()
@@ -280,7 +316,7 @@ impl Presence {
         if missing.is_empty() {
             return;
         }
-        match app.store.presence_records(&missing).await {
+        match self.store.presence_records(&missing).await {
             Ok(records) => {
                 let mut st = self.lock();
                 for r in records {
@@ -297,28 +333,18 @@ impl Presence {
     }
 
     /// Contacts among `users`, with their storage records loaded.
-    async fn contacts(
-        &self,
-        app: &App,
-        viewer: UserId,
-        users: &[UserId],
-    ) -> Result<HashSet<UserId>, crate::error::ApiError> {
-        let contacts: HashSet<UserId> = app.store.contacts_among(viewer, users).await?.into_iter().collect();
+    async fn contacts(&self, viewer: UserId, users: &[UserId]) -> Result<HashSet<UserId>, ApiError> {
+        let contacts: HashSet<UserId> = self.store.contacts_among(viewer, users).await?.into_iter().collect();
         let known: Vec<UserId> = contacts.iter().copied().chain([viewer]).collect();
-        self.load(app, &known).await;
+        self.load(&known).await;
         Ok(contacts)
     }
 
     /// The presence `viewer` may see of each id in `raw` (as the client wrote them): real for
     /// contacts, uninformative for everyone else (strangers, unknown ids and non-ids alike).
-    pub async fn snapshot(
-        &self,
-        app: &App,
-        viewer: UserId,
-        raw: &[String],
-    ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
+    pub async fn snapshot(&self, viewer: UserId, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
         let ids = parse(raw);
-        let contacts = self.contacts(app, viewer, &ids).await?;
+        let contacts = self.contacts(viewer, &ids).await?;
         let fetched = self.cluster_states(&contacts.iter().copied().collect::<Vec<_>>()).await;
         let st = self.lock();
         let newest = |u: UserId| match (st.views.get(&u), fetched.get(&u)) {
@@ -334,14 +360,9 @@ impl Presence {
 
     /// `presence_subscribe`: watches the contacts among the ids and returns the one frame per id
     /// to answer with (the caller sends them as the reply, ahead of any later change).
-    pub async fn subscribe(
-        &self,
-        app: &App,
-        watcher: Watcher,
-        raw: &[String],
-    ) -> Result<Vec<PresenceFrame>, crate::error::ApiError> {
+    pub async fn subscribe(&self, watcher: Watcher, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
         let ids = parse(raw);
-        let contacts = self.contacts(app, watcher.user_id, &ids).await?;
+        let contacts = self.contacts(watcher.user_id, &ids).await?;
         if self.cluster.is_some() {
             // Watch first, then read the cluster: a change after the read arrives as an event,
             // and one before it is in the read; versions sort out the overlap.
@@ -402,7 +423,7 @@ impl Presence {
 
     /// `user` left or was removed from a conversation: end every subscription between them and
     /// someone they no longer share a conversation with.
-    pub async fn revalidate(&self, app: &App, user: UserId) {
+    pub async fn revalidate(&self, user: UserId) {
         // Pairs involving `user`: (watcher connection, watcher user, watched user).
         let pairs: Vec<(u64, UserId, UserId)> = {
             let st = self.lock();
@@ -425,7 +446,7 @@ impl Presence {
             return;
         }
         let others: Vec<UserId> = pairs.iter().map(|&(_, a, b)| if a == user { b } else { a }).collect();
-        let still: HashSet<UserId> = match app.store.contacts_among(user, &others).await {
+        let still: HashSet<UserId> = match self.store.contacts_among(user, &others).await {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
                 tracing::warn!(error = %e, user, "cannot recheck presence subscriptions");
@@ -450,13 +471,13 @@ impl Presence {
 
     /// On shutdown: writes the last seen of everyone whose offline is still pending, so users
     /// online at a graceful stop keep an accurate last seen after the restart.
-    pub async fn flush_last_seen(&self, app: &App) {
+    pub async fn flush_last_seen(&self) {
         let pending: Vec<(UserId, i64)> = {
             let st = self.lock();
             st.going_offline.keys().filter_map(|u| st.last_seen.get(u).map(|&at| (*u, at))).collect()
         };
         for (user, at) in pending {
-            if let Err(e) = app.store.set_last_seen(user, at).await {
+            if let Err(e) = self.store.set_last_seen(user, at).await {
                 tracing::warn!(error = %e, user, "cannot record last seen at shutdown");
             }
         }

@@ -58,7 +58,7 @@ impl RateLimiter {
 }
 
 /// Keeps the bucket maps small for the life of the server.
-pub async fn sweep(app: Arc<App>) {
+pub(crate) async fn sweep(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;

@@ -10,6 +10,29 @@
 //! stays as small as the number of concurrent sends. In embedded mode there is no other node to
 //! reach and this is not used: fanout runs in the same process, and if the process dies every
 //! connection resyncs from the log.
+//!
+//! # In depth
+//!
+//! **Acknowledged ⇒ delivered.** The promise: once a sender has `sent`, every recipient device
+//! that is online gets the message live, or through resync if its own node dies. The store's
+//! "publish events, then answer" contract is not enough in a cluster, because fanout runs after
+//! the answer and the sender's node could die in between, leaving recipients on other nodes
+//! connected and unaware. So in a cluster a send waits for routing too (`routed.rs`):
+//! - `service::enqueue` records interest in the conversation *before* queueing the send (so the
+//!   outcome cannot be missed); after each commit batch, fanout calls `Router::flush`, a marker
+//!   behind everything it handed to the router, which resolves once the publisher has published all
+//!   of it and NATS has flushed on a connection that did not drop meanwhile, and with no frame
+//!   dropped since the previous marker. Large conversations' acks are JetStream's "stored". A task
+//!   awaits each batch's acks in commit order and reports (conversation, seq) → outcome; the send
+//!   resolves when its seq is reported.
+//! - A failure (NATS down, a flush that spanned a reconnect) or no outcome within 10 s answers
+//!   `unavailable`: the message is stored, and a retry with the same `client_id` returns it and
+//!   *routes it again*, so that retry's `sent` keeps the promise.
+//! - Why this and not the store waiting for the router: the writer must not stall group commit on
+//!   a network flush, and the store should not know about routing. Why not the connection: REST
+//!   sends need it too, and `service::finish` is the one place both pass. The cost is one NATS
+//!   flush per commit batch (not per message) on the way to `sent`. In embedded mode none of this
+//!   runs: there is no other node, and if the process dies every connection resyncs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

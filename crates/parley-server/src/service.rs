@@ -6,24 +6,19 @@ use parley_core::validate;
 use std::time::Instant;
 
 use parley_proto::ErrorCode;
+use parley_proto::frames::SendFrame;
 use parley_store::{NewMessage, SendOutcome, Ticket};
-use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::routed::Interest;
 use crate::state::App;
 
-pub struct SendRequest {
-    pub conversation_id: ConversationId,
-    pub client_id: String,
-    pub kind: String,
-    pub body: Value,
-}
-
 /// Checks and queues a send; the ticket resolves when the message is durable. A connection calls
-/// this in frame order, so its pipelined sends keep their order in the log.
-pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest) -> ApiResult<Queued> {
+/// this in frame order, so its pipelined sends keep their order in the log. REST builds the same
+/// `SendFrame` from its path and body, so both ways in are checked alike.
+pub(crate) async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendFrame) -> ApiResult<Queued> {
+    let conversation_id: ConversationId = req.conversation_id.0;
     if let Err(ms) = app.rate.check(device) {
         Metrics::inc(&app.metrics.rate_limited);
         return Err(ApiError::rate_limited(ms));
@@ -32,11 +27,11 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
     let body = validate::message_body(&req.kind, &req.body)?;
     Metrics::inc(&app.metrics.sends);
     // In a cluster, routing progress is tracked from before the send exists (see `routed`).
-    let interest = app.routed.as_ref().map(|r| r.expect(req.conversation_id));
+    let interest = app.routed.as_ref().map(|r| r.expect(conversation_id));
     let ticket = app
         .store
         .enqueue_send(NewMessage {
-            conversation_id: req.conversation_id,
+            conversation_id,
             sender_id: user,
             sender_device_id: Some(device),
             client_id: Some(req.client_id),
@@ -49,7 +44,7 @@ pub async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendRequest
 }
 
 /// A send in the store's queue.
-pub struct Queued {
+pub(crate) struct Queued {
     ticket: Ticket<SendOutcome>,
     at: Instant,
     interest: Option<Interest>,
@@ -58,7 +53,7 @@ pub struct Queued {
 /// Waits for a queued send to be durable and, in a cluster, routed: handed to every node that
 /// has a recipient's connection (flushed to NATS) or stored as a durable fanout job. A repeat is
 /// routed again, so a retry after `unavailable` still reaches everyone.
-pub async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> {
+pub(crate) async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> {
     let outcome = queued.ticket.wait().await?;
     app.metrics.send_to_persist.observe(queued.at.elapsed().as_micros() as u64);
     if outcome.duplicate {

@@ -1,4 +1,8 @@
 //! The state every handler shares, passed down explicitly (no globals).
+//!
+//! `App` only assembles: each service in it (member cache, presence, rate limiter, ...) is built
+//! here with the store, router, settings and task tracker it needs, and never sees `App` itself,
+//! so the services do not depend on one another through it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,10 +12,10 @@ use parley_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Passwords;
 use crate::config::Config;
-use crate::fanout::MemberCache;
+use crate::members::MemberCache;
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::routed::Routed;
@@ -33,6 +37,14 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
     pub connections: TaskTracker,
+    /// Every background task the server's services start (presence grace timers, fanout's
+    /// workers and routing reports, conversation frames, cluster follow-ups, device activity
+    /// writes), kept apart from `connections` so shutdown can first drain the connections (which
+    /// start more of these tasks as they close) and then wait here with a deadline: close it,
+    /// then `wait()`. Fanout's long-lived tasks end once `fanout::run` is stopped (their queues
+    /// close); a presence grace timer may sleep up to `presence_grace_ms` first, which the
+    /// deadline bounds and `Presence::flush_last_seen` makes harmless.
+    pub tasks: TaskTracker,
     pub next_conn_id: AtomicU64,
 }
 
@@ -45,14 +57,18 @@ impl App {
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
+        let tasks = TaskTracker::new();
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,
             rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
-            members: MemberCache::default(),
+            members: MemberCache::new(store.clone()),
             metrics: Metrics::default(),
             presence: Arc::new(Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),
                 cluster.clone(),
+                store.clone(),
+                tasks.clone(),
+                shutdown.clone(),
             )),
             routed: cluster.as_ref().map(|_| Arc::new(Routed::default())),
             cluster,
@@ -61,6 +77,7 @@ impl App {
             router,
             shutdown,
             connections,
+            tasks,
             next_conn_id: AtomicU64::new(1),
         })
     }

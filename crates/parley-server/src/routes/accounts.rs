@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
 use crate::state::App;
 
-pub async fn create(
+pub(super) async fn create(
     State(app): State<Arc<App>>,
     JsonBody(req): JsonBody<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
@@ -37,7 +37,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(convert::user(&user))))
 }
 
-pub async fn login(
+pub(super) async fn login(
     State(app): State<Arc<App>>,
     JsonBody(req): JsonBody<CreateSession>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
@@ -60,20 +60,20 @@ pub async fn login(
     Ok((StatusCode::CREATED, Json(Session { user_id: Id(user.id), device_id: Id(device.id), token })))
 }
 
-pub async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult<StatusCode> {
+pub(super) async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult<StatusCode> {
     app.store.delete_device(me.user_id, me.device_id).await?;
     app.router.kick_device(me.user_id, me.device_id, Kick::Revoked);
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn me(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<User>> {
+pub(super) async fn me(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<User>> {
     let user = app.store.user(me.user_id).await?.ok_or_else(ApiError::unauthorized)?;
     let visible = app.store.presence_records(&[me.user_id]).await?.first().is_none_or(|r| r.last_seen_visible);
     Ok(Json(User { last_seen_visible: Some(visible), ..convert::user(&user) }))
 }
 
 /// `PATCH /v1/me`: privacy settings. Hiding last seen also hides everyone else's from you.
-pub async fn patch_me(
+pub(super) async fn patch_me(
     State(app): State<Arc<App>>,
     me: Authed,
     JsonBody(req): JsonBody<PatchMe>,
@@ -85,7 +85,11 @@ pub async fn patch_me(
     self::me(State(app), me).await
 }
 
-pub async fn lookup(State(app): State<Arc<App>>, _me: Authed, Path(username): Path<String>) -> ApiResult<Json<User>> {
+pub(super) async fn lookup(
+    State(app): State<Arc<App>>,
+    _me: Authed,
+    Path(username): Path<String>,
+) -> ApiResult<Json<User>> {
     let name = validate::username(&username).map_err(|_| ApiError::not_found())?;
     let user = app.store.user_by_username(&name).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(convert::user(&user)))

@@ -35,7 +35,7 @@ fn check_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
 
 /// `POST /v1/admin/accounts`: the password is hashed once (argon2id, like any account) and that
 /// hash is shared by the batch, so provisioning 10,000 accounts costs one hash, not 10,000.
-pub async fn bulk_accounts(
+pub(super) async fn bulk_accounts(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<BulkAccounts>,

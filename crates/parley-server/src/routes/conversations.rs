@@ -26,7 +26,7 @@ async fn envelope(app: &App, user: i64, id: i64) -> ApiResult<Json<ConversationE
     Ok(Json(ConversationEnvelope { conversation: convert::conversation(&view) }))
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(app): State<Arc<App>>,
     me: Authed,
     JsonBody(req): JsonBody<CreateConversation>,
@@ -47,12 +47,12 @@ pub async fn create(
     Ok((status, envelope(&app, me.user_id, id).await?))
 }
 
-pub async fn list(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<Conversations>> {
+pub(super) async fn list(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<Conversations>> {
     let views = app.store.conversations(me.user_id).await?;
     Ok(Json(Conversations { conversations: views.iter().map(convert::conversation).collect() }))
 }
 
-pub async fn get_one(
+pub(super) async fn get_one(
     State(app): State<Arc<App>>,
     me: Authed,
     Path(id): Path<String>,
@@ -60,7 +60,7 @@ pub async fn get_one(
     envelope(&app, me.user_id, path_id(&id)).await
 }
 
-pub async fn patch(
+pub(super) async fn patch(
     State(app): State<Arc<App>>,
     me: Authed,
     Path(id): Path<String>,
@@ -72,7 +72,7 @@ pub async fn patch(
     envelope(&app, me.user_id, id).await
 }
 
-pub async fn add_members(
+pub(super) async fn add_members(
     State(app): State<Arc<App>>,
     me: Authed,
     Path(id): Path<String>,
@@ -87,7 +87,7 @@ pub async fn add_members(
     envelope(&app, me.user_id, id).await
 }
 
-pub async fn remove_member(
+pub(super) async fn remove_member(
     State(app): State<Arc<App>>,
     me: Authed,
     Path((id, user)): Path<(String, String)>,
@@ -96,7 +96,7 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn patch_member(
+pub(super) async fn patch_member(
     State(app): State<Arc<App>>,
     me: Authed,
     Path((id, user)): Path<(String, String)>,

@@ -14,12 +14,12 @@ use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::state::App;
 
-pub async fn list(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<Devices>> {
+pub(super) async fn list(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<Devices>> {
     let devices = app.store.devices(me.user_id).await?;
     Ok(Json(Devices { devices: devices.iter().map(convert::device).collect() }))
 }
 
-pub async fn remove(State(app): State<Arc<App>>, me: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub(super) async fn remove(State(app): State<Arc<App>>, me: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = path_id(&id);
     // Another user's device is indistinguishable from a missing one.
     if !app.store.delete_device(me.user_id, id).await? {

@@ -11,11 +11,11 @@ use parley_proto::rest::Health;
 
 use crate::state::App;
 
-pub async fn healthz() -> Json<Health> {
+pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
-pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "draining".into() }));
     }
@@ -42,7 +42,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     (StatusCode::OK, Json(Health { status: "ready".into() }))
 }
 
-pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut out = app.metrics.render(app.router.connection_count(), &app.store.writer_stats());
     if app.cluster.is_some() {
         crate::metrics::render_router(&mut out, &app.router.stats());

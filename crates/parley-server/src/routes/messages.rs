@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use parley_core::limits::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use parley_proto::Id;
+use parley_proto::frames::SendFrame;
 use parley_proto::rest::{MemberReceipt, MessageEnvelope, Messages, PostMessage, Receipts};
 use parley_store::HistoryQuery;
 
@@ -16,7 +17,7 @@ use crate::auth::Authed;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
-use crate::service::{self, SendRequest};
+use crate::service;
 use crate::state::App;
 
 fn seq_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
@@ -29,7 +30,7 @@ fn seq_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<i
     }
 }
 
-pub async fn history(
+pub(super) async fn history(
     State(app): State<Arc<App>>,
     me: Authed,
     Path(id): Path<String>,
@@ -53,13 +54,13 @@ pub async fn history(
     Ok(Json(Messages { messages: messages.iter().map(convert::message).collect() }))
 }
 
-pub async fn post(
+pub(super) async fn post(
     State(app): State<Arc<App>>,
     me: Authed,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageEnvelope>)> {
-    let req = SendRequest { conversation_id: path_id(&id), client_id: req.client_id, kind: req.kind, body: req.body };
+    let req = SendFrame { conversation_id: Id(path_id(&id)), client_id: req.client_id, kind: req.kind, body: req.body };
     let outcome = async {
         let queued = service::enqueue(&app, me.user_id, me.device_id, req).await?;
         service::finish(&app, queued).await
@@ -73,7 +74,7 @@ pub async fn post(
     Ok((status, Json(MessageEnvelope { message: convert::message(&outcome.message) })))
 }
 
-pub async fn receipts(
+pub(super) async fn receipts(
     State(app): State<Arc<App>>,
     me: Authed,
     Path((id, seq)): Path<(String, String)>,

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::json::MAX_BODY_BYTES;
 use crate::state::App;
 
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

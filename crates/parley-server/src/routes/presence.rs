@@ -14,7 +14,7 @@ use crate::state::App;
 /// Most ids one request may ask about.
 const MAX_IDS: usize = 256;
 
-pub async fn list(
+pub(super) async fn list(
     State(app): State<Arc<App>>,
     me: Authed,
     Query(params): Query<HashMap<String, String>>,
@@ -24,6 +24,6 @@ pub async fn list(
     if ids.is_empty() || ids.len() > MAX_IDS {
         return Err(ApiError::bad_request(format!("user_ids must list 1 to {MAX_IDS} comma-separated ids")));
     }
-    let presence = app.presence.snapshot(&app, me.user_id, &ids).await?;
+    let presence = app.presence.snapshot(me.user_id, &ids).await?;
     Ok(Json(PresenceList { presence }))
 }

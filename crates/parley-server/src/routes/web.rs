@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 /// Scripts, styles, images and connections from this origin only; no inline script or style, no
 /// plugins, no framing, no `<base>`, and DOM sinks such as `innerHTML` refuse strings (Trusted
 /// Types with no policy), so user text can only ever reach the page as text.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
      object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; \
      require-trusted-types-for 'script'; trusted-types 'none'";
@@ -69,7 +69,7 @@ static ASSETS: &[Asset] = &[
 ];
 
 /// Adds a `GET` (and so `HEAD`) route for every embedded file, and `/` for `index.html`.
-pub fn mount<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router<S> {
+pub(super) fn mount<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router<S> {
     for asset in ASSETS {
         let etag = etag(asset.body);
         let handler = move |headers: HeaderMap| std::future::ready(serve(asset, &etag, &headers));

@@ -1,6 +1,7 @@
 //! One WebSocket connection: a single task that owns the socket and `select!`s over the
 //! shutdown token, its kick channel, replies that became ready, its outbound queue, incoming
-//! frames and a keepalive tick.
+//! frames and a keepalive tick; and [`Conn::dispatch`], the one `match` over client frames, which
+//! hands each frame family to its own module (`send`, `pointers`, `typing`, `presence`).
 //!
 //! Frames from the client are handled in order: each one that needs the store becomes a future
 //! in `pending`, a `FuturesOrdered`, which yields replies in the order the frames came even
@@ -19,47 +20,50 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::limits::MAX_FRAME_BYTES;
-use parley_proto::frames::{self, ClientFrame, Pong, Ready, Sent, ServerFrame, Synced, Typing, close};
-use parley_proto::{ErrorCode, Id};
+use parley_proto::ErrorCode;
+use parley_proto::frames::{self, ClientFrame, Pong, ServerFrame, close};
 use parley_router::{ConnHandle, Kick, Outbound};
 use tokio::sync::mpsc;
 
-use super::sync::{self, Seen};
-use crate::auth;
+use super::sync::Seen;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::presence::Watcher;
-use crate::service::{self, SendRequest};
 use crate::state::App;
 
 /// What a frame is answered with, in order: usually zero or one frame.
-type Reply = Pin<Box<dyn Future<Output = Vec<String>> + Send>>;
+pub(super) type Reply = Pin<Box<dyn Future<Output = Vec<String>> + Send>>;
+
+/// Replies not yet written, in the order of the frames they answer.
+pub(super) type Pending = FuturesOrdered<Reply>;
 
 /// Queued frames written per flush at most, so one busy connection yields to others.
 const WRITE_BATCH: usize = 256;
 
 /// Why the loop ended and how to close.
-enum End {
+pub(super) enum End {
     Close(u16, &'static str),
     /// The peer went away or the socket failed: nothing to send.
     Gone,
 }
 
-struct Conn {
-    app: Arc<App>,
-    socket: WebSocket,
-    user: UserId,
-    device: DeviceId,
-    seen: Seen,
+/// One authenticated connection's state, owned by its task.
+pub(super) struct Conn {
+    pub(super) app: Arc<App>,
+    pub(super) socket: WebSocket,
+    pub(super) user: UserId,
+    pub(super) device: DeviceId,
+    /// Per conversation, the highest seq written (or skipped as this device's own); see `sync`.
+    pub(super) seen: Seen,
+    /// When the client last sent anything, for the idle timeout.
     last_heard: Instant,
     /// This connection's registration (for presence subscriptions).
-    handle: ConnHandle,
+    pub(super) handle: ConnHandle,
     /// Conversations this connection is typing in, with when `active: true` was last forwarded.
-    typing: HashMap<ConversationId, Instant>,
+    pub(super) typing: HashMap<ConversationId, Instant>,
 }
 
-pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
-    let device = match authenticate(&app, &mut socket).await {
+pub(super) async fn serve(app: Arc<App>, mut socket: WebSocket) {
+    let device = match super::auth::authenticate(&app, &mut socket).await {
         Ok(d) => d,
         Err(End::Close(code, reason)) => return close(&mut socket, code, reason).await,
         Err(End::Gone) => return,
@@ -86,11 +90,8 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket) {
     let end = conn.run(frames_rx, kicks_rx).await;
     app.router.unregister(conn.user, conn_id);
     app.presence.connection_closed(conn_id);
-    app.presence.disconnected(&app, conn.user);
-    // Whoever saw this connection typing sees it stop.
-    for conv in std::mem::take(&mut conn.typing).into_keys() {
-        forward_typing(&app, conn.user, conv, false).await;
-    }
+    app.presence.disconnected(conn.user);
+    conn.stop_typing_everywhere().await;
     if let End::Close(code, reason) = end {
         close(&mut conn.socket, code, reason).await;
     }
@@ -101,48 +102,6 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(WsMessage::Close(Some(frame)))).await;
 }
 
-/// Waits for the `auth` frame and resolves its token to a device.
-async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<parley_core::model::Device, End> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.auth_timeout_ms);
-    let text = loop {
-        match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Err(_) => return Err(End::Close(close::AUTH_TIMEOUT, "auth timeout")),
-            Ok(None | Some(Err(_)) | Some(Ok(WsMessage::Close(_)))) => return Err(End::Gone),
-            Ok(Some(Ok(WsMessage::Text(t)))) => break t,
-            Ok(Some(Ok(WsMessage::Binary(_)))) => break Utf8Bytes::from_static("{}"),
-            Ok(Some(Ok(_))) => continue,
-        }
-    };
-    let (token, r#ref) = match frames::decode_client_frame(&text) {
-        Ok((ClientFrame::Auth { token }, r)) => (token, r),
-        Ok((_, r)) | Err(frames::DecodeError { r#ref: r, .. }) => {
-            let msg = ApiError::new(ErrorCode::Unauthorized, "the first frame must be auth").to_frame(r);
-            let _ = socket.send(WsMessage::Text(msg.into())).await;
-            return Err(End::Close(close::UNAUTHORIZED, "unauthorized"));
-        }
-    };
-    match auth::device_for_token(app, &token).await {
-        Ok(Some(device)) => {
-            let ready = ServerFrame::Ready(Ready {
-                user_id: Id(device.user_id),
-                device_id: Id(device.id),
-                server_time: parley_core::now_ms(),
-            })
-            .to_json();
-            socket.send(WsMessage::Text(ready.into())).await.map_err(|_| End::Gone)?;
-            Ok(device)
-        }
-        Ok(None) => {
-            let _ = socket.send(WsMessage::Text(ApiError::unauthorized().to_frame(r#ref).into())).await;
-            Err(End::Close(close::UNAUTHORIZED, "unauthorized"))
-        }
-        Err(e) => {
-            let _ = socket.send(WsMessage::Text(e.to_frame(r#ref).into())).await;
-            Err(End::Close(close::GOING_AWAY, "try again"))
-        }
-    }
-}
-
 impl Conn {
     async fn run(&mut self, mut frames: mpsc::Receiver<Outbound>, mut kicks: mpsc::Receiver<Kick>) -> End {
         let shutdown = self.app.shutdown.clone();
@@ -151,7 +110,7 @@ impl Conn {
             _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server going away"),
             r = self.replay() => if let Err(end) = r { return end },
         }
-        let mut pending: FuturesOrdered<Reply> = FuturesOrdered::new();
+        let mut pending = Pending::new();
         let ping_every = Duration::from_millis(self.app.config.ping_interval_ms.max(10));
         let idle_limit = Duration::from_millis(self.app.config.idle_timeout_ms.max(20));
         let mut tick = tokio::time::interval(ping_every);
@@ -202,70 +161,21 @@ impl Conn {
                 End::Close(close::TOO_SLOW, "too slow: reconnect and resync")
             }
             Kick::Revoked => End::Close(close::DEVICE_REVOKED, "device revoked"),
-            // Handled in place (see `resync`); closing is the fallback a client also recovers from.
+            // Handled in place (see `sync`); closing is the fallback a client also recovers from.
             Kick::Resync => End::Close(close::GOING_AWAY, "reconnect and resync"),
         }
     }
 
-    /// Frames routed to this node may have been lost (its link to the other nodes broke): write
-    /// what the log has past this connection's high-water marks, as a reconnect's replay would,
-    /// without closing. Live frames queued meanwhile are then dropped as repeats.
-    async fn resync(&mut self) -> Result<(), End> {
-        let plan = sync::plan(&self.app, self.device, self.user)
-            .await
-            .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
-        for (conv, cursor, upto) in plan {
-            let mut after = self.seen.get(&conv).copied().unwrap_or(cursor).max(cursor);
-            while after < upto {
-                let (texts, last, full) = sync::page(&self.app, self.device, conv, after, upto)
-                    .await
-                    .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
-                for text in texts {
-                    Metrics::inc(&self.app.metrics.replayed);
-                    self.feed(text.into()).await?;
-                }
-                after = last;
-                if !full {
-                    break;
-                }
-            }
-            self.seen.insert(conv, after);
-        }
-        self.socket.flush().await.map_err(|_| End::Gone)
-    }
-
-    async fn replay(&mut self) -> Result<(), End> {
-        let plan = sync::plan(&self.app, self.device, self.user)
-            .await
-            .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
-        for (conv, mut after, upto) in plan {
-            while after < upto {
-                let (texts, last, full) = sync::page(&self.app, self.device, conv, after, upto)
-                    .await
-                    .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
-                for text in texts {
-                    Metrics::inc(&self.app.metrics.replayed);
-                    self.feed(text.into()).await?;
-                }
-                self.socket.flush().await.map_err(|_| End::Gone)?;
-                after = last;
-                if !full {
-                    break;
-                }
-            }
-            // Every conversation gets a high-water mark, up to date or not, so a live entry that
-            // arrives ahead of an earlier one is seen as a gap and filled, never as the start.
-            self.seen.insert(conv, after);
-        }
-        self.feed(ServerFrame::Synced(Synced {}).to_json().into()).await?;
-        self.socket.flush().await.map_err(|_| End::Gone)
-    }
-
-    async fn feed(&mut self, text: Utf8Bytes) -> Result<(), End> {
+    /// Buffers one frame for the socket; written on the next flush (or when the buffer fills).
+    pub(super) async fn feed(&mut self, text: Utf8Bytes) -> Result<(), End> {
         self.socket.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)
     }
 
-    async fn write_replies(&mut self, first: Vec<String>, pending: &mut FuturesOrdered<Reply>) -> Result<(), End> {
+    pub(super) async fn flush(&mut self) -> Result<(), End> {
+        self.socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn write_replies(&mut self, first: Vec<String>, pending: &mut Pending) -> Result<(), End> {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(replies) = next {
@@ -275,7 +185,7 @@ impl Conn {
             n += 1;
             next = if n < WRITE_BATCH { pending.next().now_or_never().flatten() } else { None };
         }
-        self.socket.flush().await.map_err(|_| End::Gone)
+        self.flush().await
     }
 
     async fn write_outbound(&mut self, first: Outbound, frames: &mut mpsc::Receiver<Outbound>) -> Result<(), End> {
@@ -287,63 +197,7 @@ impl Conn {
                 Err(_) => break,
             }
         }
-        self.socket.flush().await.map_err(|_| End::Gone)
-    }
-
-    /// Writes one routed frame, keeping each conversation gap-free and free of repeats.
-    async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
-        if let Some(p) = out.position {
-            let known = match self.seen.get(&p.conversation_id) {
-                Some(&last) => Some(last),
-                // Joined after this connection synced: its stream starts at the join entry.
-                None => self
-                    .app
-                    .members
-                    .get(&self.app, p.conversation_id)
-                    .await
-                    .and_then(|m| m.window(self.user))
-                    .map(|w| w.joined_seq - 1),
-            };
-            if let Some(last) = known {
-                if p.seq <= last {
-                    return Ok(());
-                }
-                if p.seq > last + 1 {
-                    self.fill_gap(p.conversation_id, last, p.seq - 1).await?;
-                }
-            }
-            self.seen.insert(p.conversation_id, p.seq);
-            if p.sender_device_id == Some(self.device) {
-                return Ok(());
-            }
-        }
-        Metrics::inc(&self.app.metrics.deliveries);
-        // Routed frames are built from `String`s, so they are valid UTF-8.
-        let text = Utf8Bytes::try_from(out.json).map_err(|_| End::Close(close::GOING_AWAY, "internal error"))?;
-        self.feed(text).await
-    }
-
-    /// Routing reordered or dropped something (possible across nodes): read the gap from the log,
-    /// within this user's membership window (a re-added member never sees the time they were out).
-    async fn fill_gap(&mut self, conv: parley_core::ids::ConversationId, after: i64, upto: i64) -> Result<(), End> {
-        let Some(w) = self.app.members.get(&self.app, conv).await.and_then(|m| m.window(self.user)) else {
-            return Ok(());
-        };
-        let mut after = after.max(w.joined_seq - 1);
-        let upto = w.left_seq.map_or(upto, |l| upto.min(l));
-        while after < upto {
-            let (texts, last, _) = sync::page(&self.app, self.device, conv, after, upto)
-                .await
-                .map_err(|_| End::Close(close::GOING_AWAY, "sync failed"))?;
-            for text in texts {
-                self.feed(text.into()).await?;
-            }
-            if last == after {
-                break;
-            }
-            after = last;
-        }
-        Ok(())
+        self.flush().await
     }
 
     async fn keepalive(&mut self, idle_limit: Duration, ping_every: Duration) -> Result<(), End> {
@@ -360,17 +214,14 @@ impl Conn {
     async fn incoming(
         &mut self,
         incoming: Option<Result<WsMessage, axum::Error>>,
-        pending: &mut FuturesOrdered<Reply>,
+        pending: &mut Pending,
     ) -> Result<(), End> {
         let msg = match incoming {
             None => return Err(End::Gone),
             Some(Err(e)) => {
-                // tungstenite refuses messages past max_message_size: say so with 1009.
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                    return Err(End::Close(close::TOO_BIG, "frame too large"));
-                }
-                return Err(End::Gone);
+                // The socket refuses messages past max_message_size (and frames past
+                // max_frame_size): say so with 1009.
+                return Err(if too_big(e) { End::Close(close::TOO_BIG, "frame too large") } else { End::Gone });
             }
             Some(Ok(m)) => m,
         };
@@ -400,163 +251,46 @@ impl Conn {
         Ok(())
     }
 
-    /// `typing`: forwarded to the other members who are online, never stored. `active: true` is
-    /// thinned to one per `typing_interval_ms` per conversation (receivers keep showing it for
-    /// 6 s); `active: false` goes out only if `active: true` did.
-    async fn typing(
-        &mut self,
-        conv: ConversationId,
-        active: bool,
-        r#ref: Option<String>,
-        pending: &mut FuturesOrdered<Reply>,
-    ) {
-        let member = self
-            .app
-            .members
-            .get(&self.app, conv)
-            .await
-            .and_then(|m| m.window(self.user))
-            .is_some_and(|w| w.left_seq.is_none());
-        if !member {
-            let e = ApiError::new(ErrorCode::NotMember, "not a member of this conversation");
-            self.reply_now(pending, e, r#ref);
-            return;
-        }
-        let now = Instant::now();
-        let interval = Duration::from_millis(self.app.config.typing_interval_ms);
-        let forward = if active {
-            match self.typing.get(&conv) {
-                Some(at) if now.duration_since(*at) < interval => false,
-                _ => {
-                    self.typing.insert(conv, now);
-                    true
-                }
+    /// The one place client frames are told apart: each family is handled in its own module.
+    async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut Pending) {
+        match frame {
+            // `auth` is only the first frame (see `auth`).
+            ClientFrame::Auth { .. } => {
+                self.reply_now(pending, ApiError::bad_request("already authenticated"), r#ref);
             }
-        } else {
-            self.typing.remove(&conv).is_some()
-        };
-        if forward {
-            forward_typing(&self.app, self.user, conv, active).await;
+            // Queued behind every earlier reply, so the `pong` proves they have taken effect.
+            ClientFrame::Ping => {
+                pending.push_back(Box::pin(std::future::ready(vec![ServerFrame::Pong(Pong { r#ref }).to_json()])));
+            }
+            ClientFrame::Send(frame) => self.send(frame, r#ref, pending).await,
+            ClientFrame::Ack { conversation_id, seq } => self.ack(conversation_id.0, seq, r#ref, pending).await,
+            ClientFrame::Read { conversation_id, seq } => self.read(conversation_id.0, seq, r#ref, pending).await,
+            ClientFrame::Typing { conversation_id, active } => {
+                self.typing(conversation_id.0, active, r#ref, pending).await
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => self.presence_subscribe(user_ids, r#ref, pending),
+            ClientFrame::PresenceUnsubscribe { user_ids } => self.presence_unsubscribe(&user_ids),
         }
     }
 
     /// Answers with an error frame, in order with the other replies.
-    fn reply_now(&self, pending: &mut FuturesOrdered<Reply>, e: ApiError, r#ref: Option<String>) {
+    pub(super) fn reply_now(&self, pending: &mut Pending, e: ApiError, r#ref: Option<String>) {
         self.app.metrics.error(e.code);
         pending.push_back(Box::pin(std::future::ready(vec![e.to_frame(r#ref)])));
     }
-
-    /// An `ack` or `read` has no reply of its own; its place in `pending` only holds back later
-    /// replies (a `pong`) until it has taken effect, and carries its error if it fails.
-    fn pointer_reply(
-        &self,
-        pending: &mut FuturesOrdered<Reply>,
-        queued: parley_store::Result<parley_store::Ticket<()>>,
-        r#ref: Option<String>,
-    ) {
-        match queued {
-            Ok(ticket) => {
-                let app = self.app.clone();
-                pending.push_back(Box::pin(async move {
-                    match ticket.wait().await {
-                        Ok(()) => Vec::new(),
-                        Err(e) => error_reply(&app, e.into(), r#ref),
-                    }
-                }))
-            }
-            Err(e) => self.reply_now(pending, e.into(), r#ref),
-        }
-    }
-
-    async fn dispatch(&mut self, frame: ClientFrame, r#ref: Option<String>, pending: &mut FuturesOrdered<Reply>) {
-        let app = self.app.clone();
-        let (user, device) = (self.user, self.device);
-        match frame {
-            ClientFrame::Auth { .. } => {
-                self.reply_now(pending, ApiError::bad_request("already authenticated"), r#ref);
-            }
-            ClientFrame::Ping => {
-                pending.push_back(Box::pin(std::future::ready(vec![ServerFrame::Pong(Pong { r#ref }).to_json()])));
-            }
-            ClientFrame::Send(s) => {
-                // Sending into a conversation ends typing there.
-                if self.typing.remove(&s.conversation_id.0).is_some() {
-                    forward_typing(&self.app, self.user, s.conversation_id.0, false).await;
-                }
-                // Queued here, in frame order, so pipelined sends keep their order in the log;
-                // only the wait for durability is deferred into `pending`.
-                let req = SendRequest {
-                    conversation_id: s.conversation_id.0,
-                    client_id: s.client_id,
-                    kind: s.kind,
-                    body: s.body,
-                };
-                match service::enqueue(&app, user, device, req).await {
-                    Ok(ticket) => pending.push_back(Box::pin(async move {
-                        match service::finish(&app, ticket).await {
-                            Ok(o) => vec![
-                                ServerFrame::Sent(Sent {
-                                    r#ref,
-                                    conversation_id: Id(o.message.conversation_id),
-                                    client_id: o.message.client_id.unwrap_or_default(),
-                                    message_id: Id(o.message.message_id),
-                                    seq: o.message.seq,
-                                    ts: o.message.ts,
-                                })
-                                .to_json(),
-                            ],
-                            Err(e) => error_reply(&app, e, r#ref),
-                        }
-                    })),
-                    Err(e) => self.reply_now(pending, e, r#ref),
-                }
-            }
-            // Pointer moves are queued here, in frame order like sends, so one that precedes a
-            // send rides on that send's commit instead of waiting for a commit of its own.
-            ClientFrame::Ack { conversation_id, seq } => {
-                let queued = app.store.enqueue_ack(device, user, conversation_id.0, seq).await;
-                self.pointer_reply(pending, queued, r#ref)
-            }
-            ClientFrame::Read { conversation_id, seq } => {
-                let queued = app.store.enqueue_read(user, conversation_id.0, seq).await;
-                self.pointer_reply(pending, queued, r#ref)
-            }
-            ClientFrame::Typing { conversation_id, active } => {
-                self.typing(conversation_id.0, active, r#ref, pending).await
-            }
-            ClientFrame::PresenceSubscribe { user_ids } => {
-                let watcher = Watcher {
-                    conn_id: self.handle.id,
-                    user_id: user,
-                    frames: self.handle.frames.clone(),
-                    kicks: self.handle.kicks.clone(),
-                };
-                pending.push_back(Box::pin(async move {
-                    match app.presence.subscribe(&app, watcher, &user_ids).await {
-                        Ok(frames) => frames.into_iter().map(|f| ServerFrame::Presence(f).to_json()).collect(),
-                        Err(e) => error_reply(&app, e, r#ref),
-                    }
-                }));
-            }
-            ClientFrame::PresenceUnsubscribe { user_ids } => {
-                let ids: Vec<i64> = user_ids.iter().map(|i| Id::parse(i).0).collect();
-                self.app.presence.unsubscribe(self.handle.id, &ids);
-            }
-        }
-    }
 }
 
-/// Sends `user`'s typing state in `conv` to the other current members who are online.
-async fn forward_typing(app: &App, user: UserId, conv: ConversationId, active: bool) {
-    let Some(members) = app.members.get(app, conv).await else { return };
-    let others: Vec<UserId> = members.current().filter(|&u| u != user).collect();
-    let json = ServerFrame::Typing(Typing { conversation_id: Id(conv), user_id: Id(user), active }).to_json();
-    app.router.deliver(&others, &Outbound { json: bytes::Bytes::from(json), position: None });
-}
-
-fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Vec<String> {
+/// An error reply built inside a deferred reply (counted like any other error).
+pub(super) fn error_reply(app: &App, e: ApiError, r#ref: Option<String>) -> Vec<String> {
     app.metrics.error(e.code);
     vec![e.to_frame(r#ref)]
+}
+
+/// Whether a socket error is tungstenite refusing a message or frame over the configured size.
+/// axum wraps tungstenite's error in its own; it is recovered by type, never by its text.
+fn too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
 
 enum Step {
@@ -565,4 +299,17 @@ enum Step {
     In(Option<Result<WsMessage, axum::Error>>),
     Tick,
     Resync,
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+
+    #[test]
+    fn only_an_oversized_message_is_too_big() {
+        let long = Error::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 });
+        assert!(super::too_big(axum::Error::new(long)));
+        assert!(!super::too_big(axum::Error::new(Error::ConnectionClosed)));
+        assert!(!super::too_big(axum::Error::new(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))));
+    }
 }

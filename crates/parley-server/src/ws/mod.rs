@@ -1,7 +1,16 @@
 //! The WebSocket gateway at `/v1/ws`: upgrade, authenticate, sync, then serve frames.
+//!
+//! `conn` owns the socket loop and the one `match` over client frames; each frame family has its
+//! own module: `auth`, `send`, `pointers` (`ack`, `read`), `typing`, `presence`
+//! (`presence_subscribe`, `presence_unsubscribe`) and `sync` (replay, resync, gap filling).
 
+mod auth;
 mod conn;
+mod pointers;
+mod presence;
+mod send;
 mod sync;
+mod typing;
 
 use std::sync::Arc;
 
@@ -24,7 +33,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// closes a slow client (4009) long before.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 
-pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
     if app.shutdown.is_cancelled() {
         return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
     }
