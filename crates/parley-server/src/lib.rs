@@ -80,7 +80,7 @@ pub async fn run(
         background.spawn(cluster::listen(app.clone(), events));
     }
     background.spawn(fanout::run(app.clone(), events));
-    background.spawn(ratelimit::sweep(app.clone()));
+    background.spawn(ratelimit::sweep(app.rate.clone()));
     // The first probes are taken before the first request, so `/metrics` always has every
     // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).
     probe_once(&app).await;

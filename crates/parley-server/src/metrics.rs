@@ -53,20 +53,6 @@ impl Default for Metrics {
     }
 }
 
-/// Counts every REST error response by its code, which [`crate::error::ApiError`] leaves in
-/// the response's extensions (the body is already serialized by then).
-pub async fn count_rest_errors(
-    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::state::App>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let resp = next.run(req).await;
-    if let Some(&code) = resp.extensions().get::<ErrorCode>() {
-        app.metrics.rest_error(code);
-    }
-    resp
-}
-
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use parley_core::ids::DeviceId;
 
-use crate::state::App;
-
 const SHARDS: usize = 16;
 
 #[derive(Clone, Copy)]
@@ -58,11 +56,11 @@ impl RateLimiter {
 }
 
 /// Keeps the bucket maps small for the life of the server.
-pub(crate) async fn sweep(app: Arc<App>) {
+pub(crate) async fn sweep(rate: Arc<RateLimiter>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        app.rate.forget_full();
+        rate.forget_full();
     }
 }
 

@@ -29,7 +29,7 @@ pub struct App {
     /// Sends waiting for their message to be routed (cluster only; see `routed`).
     pub routed: Option<Arc<Routed>>,
     pub passwords: Passwords,
-    pub rate: RateLimiter,
+    pub rate: Arc<RateLimiter>,
     pub members: MemberCache,
     pub metrics: Metrics,
     pub presence: Arc<Presence>,
@@ -60,7 +60,7 @@ impl App {
         let tasks = TaskTracker::new();
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,
-            rate: RateLimiter::new(config.send_rate_per_sec, config.send_burst),
+            rate: Arc::new(RateLimiter::new(config.send_rate_per_sec, config.send_burst)),
             members: MemberCache::new(store.clone()),
             metrics: Metrics::default(),
             presence: Arc::new(Presence::new(

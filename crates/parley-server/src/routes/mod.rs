@@ -51,11 +51,25 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             ApiError::new(parley_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::metrics::count_rest_errors))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count_rest_errors))
         .with_state(app)
 }
 
 /// Parses a path id; anything that is not one names nothing.
 fn path_id(raw: &str) -> i64 {
     parley_proto::Id::parse(raw).0
+}
+
+/// Counts every REST error response by its code, which [`crate::error::ApiError`] leaves in
+/// the response's extensions (the body is already serialized by then).
+pub async fn count_rest_errors(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    if let Some(&code) = resp.extensions().get::<parley_proto::ErrorCode>() {
+        app.metrics.rest_error(code);
+    }
+    resp
 }
