@@ -62,7 +62,7 @@ fn path_id(raw: &str) -> i64 {
 
 /// Counts every REST error response by its code, which [`crate::error::ApiError`] leaves in
 /// the response's extensions (the body is already serialized by then).
-pub async fn count_rest_errors(
+async fn count_rest_errors(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
