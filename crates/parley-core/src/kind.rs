@@ -79,9 +79,6 @@ impl MessageKind {
         MessageKind::ALL.into_iter().filter(|k| k.is_visible_content())
     }
 
-    /// The kinds `unread_count` counts, as SQL literals (kept here so the rule has one home).
-    pub const CONTENT_SQL_LIST: &'static str = "('text','media','encrypted')";
-
     /// After an entry of this kind a conversation's members or their roles differ, so what is
     /// kept about them (who receives what, each member's view) must be read again.
     pub fn changes_members(self) -> bool {

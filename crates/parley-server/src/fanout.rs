@@ -240,23 +240,11 @@ pub async fn route_again(app: &App, m: &Message) -> Result<(), RouteError> {
 
 /// The user a `member_removed` or `member_left` entry takes out.
 fn removed_user(m: &Message) -> Option<UserId> {
-    if !matches!(m.kind, MessageKind::MemberRemoved | MessageKind::MemberLeft) {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Value>(&m.body)
-        .ok()
-        .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0))
+    m.system.as_ref().and_then(|s| s.removed_user())
 }
 
 fn changes_members(kind: MessageKind) -> bool {
-    matches!(
-        kind,
-        MessageKind::ConversationCreated
-            | MessageKind::MembersAdded
-            | MessageKind::MemberRemoved
-            | MessageKind::MemberLeft
-            | MessageKind::RoleChanged
-    )
+    kind.changes_members()
 }
 
 async fn message(app: &Arc<App>, workers: &Workers, m: Message, routing: &mut Routing) {
@@ -315,15 +303,16 @@ async fn conversation_frames(app: &Arc<App>, conv: ConversationId, members: Arc<
     tokio::spawn(async move {
         let users: Vec<UserId> = members.current().collect();
         let with_members = users.len() as i64 <= CONVERSATION_FRAME_MEMBERS_MAX;
-        for user in users {
-            match app.store.conversation(user, conv, with_members).await {
-                Ok(Some(view)) => {
-                    let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
-                    app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, conv, user, "cannot build conversation frame"),
+        let views = match app.store.conversation_views(conv, &users, with_members).await {
+            Ok(views) => views,
+            Err(e) => {
+                tracing::warn!(error = %e, conv, "cannot build conversation frames");
+                return;
             }
+        };
+        for (user, view) in views {
+            let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
+            app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
         }
     });
 }
