@@ -191,6 +191,27 @@ pub fn pointer_move(upto: Option<i64>, seq: i64) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The seqs a history page may hold, both bounds exclusive: `above < seq < below`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryBounds {
+    pub above: i64,
+    pub below: i64,
+    /// Read forward from `above` (the oldest first); otherwise the page is the newest entries
+    /// below `below`, still returned oldest first.
+    pub forward: bool,
+}
+
+/// The page bounds for a member who joined at `joined` in a log whose last seq is `last`:
+/// nothing from before they joined, nothing past the end, forward from `after_seq` when given.
+pub fn history_bounds(joined: i64, last: i64, after_seq: Option<i64>, before_seq: Option<i64>) -> HistoryBounds {
+    let above = joined - 1;
+    HistoryBounds {
+        above: after_seq.map_or(above, |a| a.max(above)),
+        below: before_seq.unwrap_or(i64::MAX).min(last + 1),
+        forward: after_seq.is_some(),
+    }
+}
+
 /// A content entry's body with its latest edit folded in, as `last_message` shows it: the edit's
 /// `text` and `"edited": true`. A body that is not a JSON object is left as it is.
 pub fn fold_edit(body: &str, edit: &str) -> String {
@@ -296,6 +317,14 @@ mod tests {
         assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, system), Err(Refusal::NotFound));
         let deleted = Some(Target { seq: 5, author: 2, kind: MessageKind::Text, deleted: true });
         assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, deleted), Err(Refusal::NotFound));
+    }
+
+    #[test]
+    fn history_stays_in_the_window() {
+        let b = |above, below, forward| HistoryBounds { above, below, forward };
+        assert_eq!(history_bounds(3, 20, None, None), b(2, 21, false));
+        assert_eq!(history_bounds(3, 20, Some(0), Some(10)), b(2, 10, true));
+        assert_eq!(history_bounds(3, 20, Some(10), Some(99)), b(10, 21, true));
     }
 
     #[test]

@@ -200,6 +200,26 @@ mod tests {
         assert_eq!(e.encode(), serde_json::json!({"title": title, "by": "9"}).to_string());
     }
 
+    /// docs/PROTOCOL.md shows every body as this encoding writes it.
+    #[test]
+    fn the_protocol_document_shows_these_bytes() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let group = Created::Group { title: "Team".into(), user_ids: vec![11, 12] };
+        for e in [
+            SystemEntry::ConversationCreated(Created::Direct),
+            SystemEntry::ConversationCreated(group),
+            SystemEntry::MembersAdded { user_ids: vec![13], by: 11 },
+            SystemEntry::MemberRemoved { user_id: 13, by: 11 },
+            SystemEntry::MemberLeft { user_id: 13 },
+            SystemEntry::TitleChanged { title: "Team 2".into(), by: 11 },
+            SystemEntry::RoleChanged { user_id: 12, role: Role::Admin, by: 11 },
+        ] {
+            let shown = format!("| `{}` ", e.kind().as_str());
+            let body = format!("`{}`", e.encode());
+            assert!(DOC.lines().any(|l| l.starts_with(&shown) && l.contains(&body)), "PROTOCOL.md lacks {body}");
+        }
+    }
+
     #[test]
     fn decode_refuses_what_is_not_its_kind() {
         assert_eq!(SystemEntry::decode(MessageKind::Text, r#"{"text":"hi"}"#), Ok(None));

@@ -450,25 +450,21 @@ pub(crate) async fn history(
     let Some(Window { joined, last, .. }) = current(db, user, conv).await? else {
         return Err(StoreError::NotFound.into());
     };
-    let lo = joined - 1; // exclusive
+    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
-    let hi = q.before_seq.unwrap_or(i64::MAX).min(last + 1); // exclusive
-    Ok(match q.after_seq {
-        Some(after) => {
-            let sql = format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
-            );
-            messages(&query(db, &sql, &[&conv, &after.max(lo), &hi, &limit]).await?)?
-        }
-        None => {
-            let sql = format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
-                 ORDER BY seq DESC LIMIT $4"
-            );
-            let mut v = messages(&query(db, &sql, &[&conv, &lo, &hi, &limit]).await?)?;
-            v.reverse();
-            v
-        }
+    Ok(if b.forward {
+        let sql = format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
+        );
+        messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?
+    } else {
+        let sql = format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
+             ORDER BY seq DESC LIMIT $4"
+        );
+        let mut v = messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?;
+        v.reverse();
+        v
     })
 }
 

@@ -200,26 +200,21 @@ pub(crate) fn history(c: &Connection, user: UserId, conv: ConversationId, q: His
     let Some(Window { joined, last, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound.into());
     };
-    let lo = joined - 1; // exclusive
+    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
-    let mut out: Vec<Message> = match (q.after_seq, q.before_seq) {
-        (Some(after), before) => {
-            let hi = before.unwrap_or(i64::MAX).min(last + 1); // exclusive
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
-            ))?;
-            st.query_map(params![conv, after.max(lo), hi, limit], row)?.collect::<rusqlite::Result<_>>()?
-        }
-        (None, before) => {
-            let hi = before.unwrap_or(i64::MAX).min(last + 1);
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
-            ))?;
-            let mut v: Vec<Message> =
-                st.query_map(params![conv, lo, hi, limit], row)?.collect::<rusqlite::Result<_>>()?;
-            v.reverse();
-            v
-        }
+    let mut out: Vec<Message> = if b.forward {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
+        ))?;
+        st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?
+    } else {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+        ))?;
+        let mut v: Vec<Message> =
+            st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?;
+        v.reverse();
+        v
     };
     out.shrink_to_fit();
     Ok(out)
