@@ -73,8 +73,24 @@ impl MessageKind {
         matches!(self, MessageKind::Text | MessageKind::Media | MessageKind::Encrypted)
     }
 
-    /// The kinds `unread_count` counts, as SQL literals (kept here so the rule has one home).
-    pub const CONTENT_SQL_LIST: &'static str = "('text','media','encrypted')";
+    /// The kinds for which [`MessageKind::is_visible_content`] holds, for backends that filter
+    /// by kind in their queries.
+    pub fn visible_content() -> impl Iterator<Item = MessageKind> {
+        MessageKind::ALL.into_iter().filter(|k| k.is_visible_content())
+    }
+
+    /// After an entry of this kind a conversation's members or their roles differ, so what is
+    /// kept about them (who receives what, each member's view) must be read again.
+    pub fn changes_members(self) -> bool {
+        matches!(
+            self,
+            MessageKind::ConversationCreated
+                | MessageKind::MembersAdded
+                | MessageKind::MemberRemoved
+                | MessageKind::MemberLeft
+                | MessageKind::RoleChanged
+        )
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +103,11 @@ mod tests {
             assert_eq!(MessageKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(MessageKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn visible_content_is_text_media_encrypted() {
+        let kinds: Vec<&str> = MessageKind::visible_content().map(MessageKind::as_str).collect();
+        assert_eq!(kinds, ["text", "media", "encrypted"]);
     }
 }

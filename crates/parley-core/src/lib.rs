@@ -6,6 +6,8 @@ pub mod ids;
 pub mod kind;
 pub mod limits;
 pub mod model;
+pub mod rules;
+pub mod system;
 pub mod validate;
 
 pub use kind::MessageKind;

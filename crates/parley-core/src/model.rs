@@ -2,6 +2,7 @@
 
 use crate::MessageKind;
 use crate::ids::*;
+use crate::system::SystemEntry;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -82,6 +83,9 @@ pub struct Message {
     pub kind: MessageKind,
     /// Canonical JSON of the body.
     pub body: String,
+    /// The body of a system entry, typed (`None` for the kinds clients send): what the server
+    /// acts on, so nothing above the store parses `body` again.
+    pub system: Option<SystemEntry>,
 }
 
 /// A conversation as one member sees it.

@@ -48,7 +48,7 @@ use parley_store::StoreEvent;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::convert;
-use crate::members::{Members, changes_members};
+use crate::members::Members;
 use crate::metrics::Metrics;
 use crate::state::App;
 
@@ -167,17 +167,12 @@ pub(crate) async fn route_again(app: &App, m: &Message) -> Result<(), RouteError
 
 /// The user a `member_removed` or `member_left` entry takes out.
 fn removed_user(m: &Message) -> Option<UserId> {
-    if !matches!(m.kind, MessageKind::MemberRemoved | MessageKind::MemberLeft) {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Value>(&m.body)
-        .ok()
-        .and_then(|b| b.get("user_id").and_then(|u| u.as_str()).map(|u| Id::parse(u).0))
+    m.system.as_ref().and_then(|s| s.removed_user())
 }
 
 async fn message(app: &Arc<App>, workers: &Workers, views: &Arc<Semaphore>, m: Message, routing: &mut Routing) {
     Metrics::inc(&app.metrics.messages_persisted);
-    let changes = changes_members(m.kind);
+    let changes = m.kind.changes_members();
     let removed = removed_user(&m);
     if changes {
         // The cache may predate this entry; windows make either version exact for older seqs,
@@ -227,8 +222,9 @@ async fn message(app: &Arc<App>, workers: &Workers, views: &Arc<Semaphore>, m: M
 /// Sends each current member their own view of the conversation (pointers and unread count
 /// differ per member), off the fanout task so a large group does not hold up the others.
 ///
-/// This is the one place a membership or title change turns into `conversation` frames. It reads
-/// the store once per member (up to 1,024 reads); at most `CONVERSATION_FRAME_JOBS` changes are
+/// This is the one place a membership or title change turns into `conversation` frames. One
+/// store call reads every member's view (a bounded number of queries, not one per member); at
+/// most `CONVERSATION_FRAME_JOBS` changes are
 /// worked on at once (`views`), later ones wait their turn in their own tracked task, so a burst
 /// of changes cannot become a burst of thousands of concurrent reads.
 fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: ConversationId, members: Arc<Members>) {
@@ -238,15 +234,16 @@ fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: Conversatio
         let Ok(_turn) = views.acquire_owned().await else { return };
         let users: Vec<UserId> = members.current().collect();
         let with_members = users.len() as i64 <= CONVERSATION_FRAME_MEMBERS_MAX;
-        for user in users {
-            match app.store.conversation(user, conv, with_members).await {
-                Ok(Some(view)) => {
-                    let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
-                    app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, conv, user, "cannot build conversation frame"),
+        let views = match app.store.conversation_views(conv, &users, with_members).await {
+            Ok(views) => views,
+            Err(e) => {
+                tracing::warn!(error = %e, conv, "cannot build conversation frames");
+                return;
             }
+        };
+        for (user, view) in views {
+            let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
+            app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
         }
     });
 }

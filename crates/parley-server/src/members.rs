@@ -35,7 +35,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use parley_core::MessageKind;
 use parley_core::ids::{ConversationId, UserId};
 use parley_core::model::MemberWindow;
 use parley_store::Store;
@@ -143,7 +142,7 @@ impl MemberCache {
         }
         if seq - 1 - upto <= GAP_CHECK_MAX
             && let Ok(between) = self.store.log_range(conv, upto, seq - 1, GAP_CHECK_MAX as u32).await
-            && !between.iter().any(|e| changes_members(e.kind))
+            && !between.iter().any(|e| e.kind.changes_members())
         {
             m.upto.fetch_max(seq, Ordering::AcqRel);
             return Some(m);
@@ -155,18 +154,6 @@ impl MemberCache {
     pub fn invalidate(&self, conv: ConversationId) {
         self.lock().remove(&conv);
     }
-}
-
-/// Whether an entry of this kind changes who is a member (or their role).
-pub(crate) fn changes_members(kind: MessageKind) -> bool {
-    matches!(
-        kind,
-        MessageKind::ConversationCreated
-            | MessageKind::MembersAdded
-            | MessageKind::MemberRemoved
-            | MessageKind::MemberLeft
-            | MessageKind::RoleChanged
-    )
 }
 
 #[cfg(test)]

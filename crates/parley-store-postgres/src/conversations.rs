@@ -4,10 +4,11 @@ use std::collections::HashSet;
 
 use deadpool_postgres::ClientWrapper;
 use parley_core::ids::*;
-use parley_core::limits::MAX_GROUP_MEMBERS;
 use parley_core::model::*;
-use parley_core::{MessageKind, now_ms};
-use serde_json::json;
+use parley_core::now_ms;
+use parley_core::rules::{self, GroupAct, RoleChange, Seat};
+use parley_core::system::{Created, SystemEntry};
+use parley_store::entry::content_kinds_sql;
 use tokio_postgres::Row;
 
 use crate::messages::{self, Entry, current, insert_entry, lock};
@@ -76,7 +77,7 @@ async fn direct_by_key(db: &ClientWrapper, key: &str) -> PgResult<Option<Convers
 }
 
 pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> PgResult<(ConversationId, bool)> {
-    let key = format!("{}:{}", a.min(b), a.max(b));
+    let key = rules::direct_key(a, b);
     if let Some(id) = direct_by_key(ctx.db, &key).await? {
         return Ok((id, false));
     }
@@ -92,19 +93,16 @@ pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> Pg
     let (users, roles): (&[UserId], &[&str]) =
         if a == b { (&[a], &["member"]) } else { (&[a, b], &["member", "member"]) };
     join(ctx, id, users, roles, 1, now).await?;
-    insert_entry(ctx, Entry::system(id, a, MessageKind::ConversationCreated, json!({"kind": "direct"}))).await?;
+    insert_entry(ctx, Entry::system(id, a, SystemEntry::ConversationCreated(Created::Direct))).await?;
     Ok((id, true))
 }
 
 /// Distinct ids other than `except`, in the order given, each an existing user.
 async fn existing_users(db: &ClientWrapper, ids: &[UserId], except: Option<UserId>) -> PgResult<Vec<UserId>> {
-    let mut seen = HashSet::new();
-    let wanted: Vec<UserId> = ids.iter().copied().filter(|&id| Some(id) != except && seen.insert(id)).collect();
+    let wanted = rules::distinct_users(ids, except);
     let found: HashSet<UserId> =
         query(db, "SELECT id FROM users WHERE id = ANY($1)", &[&wanted]).await?.iter().map(|r| r.get(0)).collect();
-    if let Some(missing) = wanted.iter().find(|id| !found.contains(id)) {
-        return Err(StoreError::Invalid(format!("there is no user {missing}")).into());
-    }
+    rules::all_exist(&wanted, &found)?;
     Ok(wanted)
 }
 
@@ -115,9 +113,7 @@ pub(crate) async fn create_group(
     member_ids: &[UserId],
 ) -> PgResult<ConversationId> {
     let others = existing_users(ctx.db, member_ids, Some(creator)).await?;
-    if others.len() + 1 > MAX_GROUP_MEMBERS {
-        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
-    }
+    rules::group_fits(1, others.len())?;
     let id = ctx.ids.next();
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now).await?;
@@ -125,38 +121,24 @@ pub(crate) async fn create_group(
     let roles: Vec<&str> =
         std::iter::once(Role::Admin.as_str()).chain(std::iter::repeat_n(Role::Member.as_str(), others.len())).collect();
     join(ctx, id, &users, &roles, 1, now).await?;
-    let user_ids: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-    let body = json!({"kind": "group", "title": title, "user_ids": user_ids});
-    insert_entry(ctx, Entry::system(id, creator, MessageKind::ConversationCreated, body)).await?;
+    let created = SystemEntry::ConversationCreated(Created::Group { title: title.to_owned(), user_ids: users });
+    insert_entry(ctx, Entry::system(id, creator, created)).await?;
     Ok(id)
 }
 
-/// The actor's membership in a group, refusing non-members (not found), direct conversations
-/// and, when `admin`, non-admins. Takes the conversation's lock first: every caller changes it.
-async fn group_actor(
-    db: &ClientWrapper,
-    actor: UserId,
-    conv: ConversationId,
-    admin: bool,
-) -> PgResult<messages::Window> {
+/// Whether `actor` may do `act` to the group ([`rules::may_change_group`]). Takes the
+/// conversation's lock first: every caller changes it.
+async fn group_actor(db: &ClientWrapper, actor: UserId, conv: ConversationId, act: GroupAct) -> PgResult<()> {
     lock(db, conv).await?;
-    let w = current(db, actor, conv).await?.ok_or(StoreError::NotFound)?;
-    if w.kind != ConversationKind::Group {
-        return Err(
-            StoreError::Invalid("only group conversations have titles, admins and member changes".into()).into()
-        );
-    }
-    if admin && w.role != Role::Admin {
-        return Err(StoreError::Forbidden("only a group admin may do this".into()).into());
-    }
-    Ok(w)
+    let standing = current(db, actor, conv).await?.map(|w| w.standing());
+    Ok(rules::may_change_group(actor, standing, act)?)
 }
 
 pub(crate) async fn set_title(ctx: &mut Ctx<'_>, actor: UserId, conv: ConversationId, title: &str) -> PgResult<()> {
-    group_actor(ctx.db, actor, conv, true).await?;
+    group_actor(ctx.db, actor, conv, GroupAct::Rename).await?;
     execute(ctx.db, "UPDATE conversations SET title = $2 WHERE id = $1", &[&conv, &title]).await?;
-    let body = json!({"title": title, "by": actor.to_string()});
-    insert_entry(ctx, Entry::system(conv, actor, MessageKind::TitleChanged, body)).await?;
+    let entry = SystemEntry::TitleChanged { title: title.to_owned(), by: actor };
+    insert_entry(ctx, Entry::system(conv, actor, entry)).await?;
     Ok(())
 }
 
@@ -166,7 +148,7 @@ pub(crate) async fn add_members(
     conv: ConversationId,
     user_ids: &[UserId],
 ) -> PgResult<()> {
-    group_actor(ctx.db, actor, conv, true).await?;
+    group_actor(ctx.db, actor, conv, GroupAct::AddMembers).await?;
     let candidates = existing_users(ctx.db, user_ids, None).await?;
     let present: HashSet<UserId> = query(
         ctx.db,
@@ -177,21 +159,16 @@ pub(crate) async fn add_members(
     .iter()
     .map(|r| r.get(0))
     .collect();
-    let new: Vec<UserId> = candidates.into_iter().filter(|u| !present.contains(u)).collect();
-    if new.is_empty() {
-        return Ok(());
-    }
     let count: i64 =
         query_one(ctx.db, "SELECT members_count FROM conversations WHERE id = $1", &[&conv]).await?.try_get(0)?;
-    if count as usize + new.len() > MAX_GROUP_MEMBERS {
-        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+    let new = rules::joining(candidates, &present, count)?;
+    if new.is_empty() {
+        return Ok(());
     }
     let seq = next_seq(ctx.db, conv).await?;
     let roles = vec![Role::Member.as_str(); new.len()];
     join(ctx, conv, &new, &roles, seq, now_ms()).await?;
-    let ids: Vec<String> = new.iter().map(|u| u.to_string()).collect();
-    let body = json!({"user_ids": ids, "by": actor.to_string()});
-    insert_entry(ctx, Entry::system(conv, actor, MessageKind::MembersAdded, body)).await?;
+    insert_entry(ctx, Entry::system(conv, actor, SystemEntry::MembersAdded { user_ids: new, by: actor })).await?;
     Ok(())
 }
 
@@ -213,8 +190,7 @@ pub(crate) async fn remove_member(
     conv: ConversationId,
     user: UserId,
 ) -> PgResult<()> {
-    let leaving = actor == user;
-    group_actor(ctx.db, actor, conv, !leaving).await?;
+    group_actor(ctx.db, actor, conv, GroupAct::Remove(user)).await?;
     if current(ctx.db, user, conv).await?.is_none() {
         return Err(StoreError::NotFound.into());
     }
@@ -226,28 +202,25 @@ pub(crate) async fn remove_member(
     )
     .await?;
     execute(ctx.db, "UPDATE conversations SET members_count = members_count - 1 WHERE id = $1", &[&conv]).await?;
-    let entry = if leaving {
-        Entry::system(conv, user, MessageKind::MemberLeft, json!({"user_id": user.to_string()}))
-    } else {
-        Entry::system(
-            conv,
-            actor,
-            MessageKind::MemberRemoved,
-            json!({"user_id": user.to_string(), "by": actor.to_string()}),
-        )
-    };
-    insert_entry(ctx, entry).await?;
-    if admins(ctx.db, conv).await? == 0 {
-        let heir = query_opt(
-            ctx.db,
-            "SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL
-             ORDER BY joined_seq, joined_at, user_id LIMIT 1",
-            &[&conv],
-        )
-        .await?;
-        if let Some(heir) = heir {
-            change_role(ctx, conv, heir.try_get(0)?, Role::Admin, user).await?;
-        }
+    insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user))).await?;
+    let rows = query(
+        ctx.db,
+        "SELECT user_id, role, joined_seq, joined_at FROM members WHERE conversation_id = $1 AND left_seq IS NULL",
+        &[&conv],
+    )
+    .await?;
+    let mut seats = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let role: String = r.try_get(1)?;
+        seats.push(Seat {
+            user_id: r.try_get(0)?,
+            role: Role::parse(&role),
+            joined_seq: r.try_get(2)?,
+            joined_at: r.try_get(3)?,
+        });
+    }
+    if let Some(heir) = rules::heir(&seats) {
+        change_role(ctx, conv, heir, Role::Admin, user).await?;
     }
     Ok(())
 }
@@ -259,15 +232,12 @@ pub(crate) async fn set_role(
     user: UserId,
     role: Role,
 ) -> PgResult<()> {
-    group_actor(ctx.db, actor, conv, true).await?;
+    group_actor(ctx.db, actor, conv, GroupAct::SetRole).await?;
     let target = current(ctx.db, user, conv).await?.ok_or(StoreError::NotFound)?;
-    if target.role == role {
-        return Ok(());
+    match rules::role_change(target.role, role, admins(ctx.db, conv).await?)? {
+        RoleChange::Unchanged => Ok(()),
+        RoleChange::Apply => change_role(ctx, conv, user, role, actor).await,
     }
-    if role == Role::Member && admins(ctx.db, conv).await? <= 1 {
-        return Err(StoreError::Invalid("a group keeps at least one admin".into()).into());
-    }
-    change_role(ctx, conv, user, role, actor).await
 }
 
 async fn change_role(ctx: &mut Ctx<'_>, conv: ConversationId, user: UserId, role: Role, by: UserId) -> PgResult<()> {
@@ -277,8 +247,7 @@ async fn change_role(ctx: &mut Ctx<'_>, conv: ConversationId, user: UserId, role
         &[&conv, &user, &role.as_str()],
     )
     .await?;
-    let body = json!({"user_id": user.to_string(), "role": role.as_str(), "by": by.to_string()});
-    insert_entry(ctx, Entry::system(conv, by, MessageKind::RoleChanged, body)).await?;
+    insert_entry(ctx, Entry::system(conv, by, SystemEntry::RoleChanged { user_id: user, role, by })).await?;
     Ok(())
 }
 
@@ -286,14 +255,14 @@ async fn change_role(ctx: &mut Ctx<'_>, conv: ConversationId, user: UserId, role
 /// unread count, and the latest content message the member can see that is not deleted (among
 /// the 16 latest, as the SQLite backend looks), with the body of its latest edit.
 fn view_sql(filter: &str) -> String {
-    let content = MessageKind::CONTENT_SQL_LIST;
+    let content = content_kinds_sql();
     format!(
         "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, m.read_seq,
                 m.delivered_seq,
                 (SELECT count(*) FROM messages x
                  WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq - 1)
                    AND x.sender_id <> m.user_id AND x.kind IN {content}) AS unread,
-                {last}, lv.edit
+                {last}, lv.edit, m.user_id
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          LEFT JOIN LATERAL (
              SELECT r.*, (SELECT e.body FROM messages e
@@ -301,7 +270,7 @@ fn view_sql(filter: &str) -> String {
                           ORDER BY e.seq DESC LIMIT 1) AS edit
              FROM (SELECT {cols} FROM messages y
                    WHERE y.conversation_id = c.id AND y.seq >= m.joined_seq AND y.kind IN {content}
-                   ORDER BY y.seq DESC LIMIT 16) r
+                   ORDER BY y.seq DESC LIMIT {scan}) r
              WHERE NOT EXISTS (SELECT 1 FROM messages d
                                WHERE d.conversation_id = r.conversation_id AND d.target_seq = r.seq
                                  AND d.kind = 'delete')
@@ -310,12 +279,15 @@ fn view_sql(filter: &str) -> String {
          WHERE {filter}",
         last = messages::cols("lv"),
         cols = messages::cols("y"),
+        scan = rules::LAST_MESSAGE_SCAN,
     )
 }
 
-/// Column of the last message in [`view_sql`]'s rows, and of its latest edit's body.
+/// Column of the last message in [`view_sql`]'s rows, of its latest edit's body, and of the
+/// member's id.
 const LAST_AT: usize = 10;
 const EDIT_AT: usize = 19;
+const USER_AT: usize = 20;
 
 fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationView> {
     let kind: String = r.try_get(1)?;
@@ -324,15 +296,8 @@ fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationV
         Some(_) => {
             let mut m = messages::message(r, LAST_AT)?;
             let edit: Option<String> = r.try_get(EDIT_AT)?;
-            if let Some(edit) = edit
-                && let (Ok(mut body), Ok(edit)) = (
-                    serde_json::from_str::<serde_json::Value>(&m.body),
-                    serde_json::from_str::<serde_json::Value>(&edit),
-                )
-            {
-                body["text"] = edit["text"].clone();
-                body["edited"] = true.into();
-                m.body = body.to_string();
+            if let Some(edit) = edit {
+                m.body = rules::fold_edit(&m.body, &edit);
             }
             Some(m)
         }
@@ -388,6 +353,27 @@ pub(crate) async fn view(
     };
     let members = if with_members { Some(member_views(db, id).await?) } else { None };
     Ok(Some(view_row(&row, members)?))
+}
+
+/// [`view`] for each of `users` that is a current member: one statement for every member's
+/// view, and the member list once.
+pub(crate) async fn views(
+    db: &ClientWrapper,
+    id: ConversationId,
+    users: &[UserId],
+    with_members: bool,
+) -> PgResult<Vec<(UserId, ConversationView)>> {
+    let sql = view_sql("m.conversation_id = $1 AND m.user_id = ANY($2) AND m.left_seq IS NULL");
+    let rows = query(db, &sql, &[&id, &users]).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let members = if with_members { Some(member_views(db, id).await?) } else { None };
+    let mut by_user = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        by_user.insert(r.try_get::<_, UserId>(USER_AT)?, view_row(r, members.clone())?);
+    }
+    Ok(users.iter().filter_map(|&u| by_user.remove(&u).map(|v| (u, v))).collect())
 }
 
 pub(crate) async fn list(db: &ClientWrapper, user: UserId) -> PgResult<Vec<ConversationView>> {

@@ -126,6 +126,12 @@ impl From<StoreError> for PgError {
     }
 }
 
+impl From<parley_core::rules::Refusal> for PgError {
+    fn from(r: parley_core::rules::Refusal) -> Self {
+        PgError::Store(r.into())
+    }
+}
+
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         PgError::Db(e)
@@ -406,6 +412,15 @@ impl Store for PgStore {
         with_members: bool,
     ) -> Result<Option<ConversationView>> {
         Ok(conversations::view(&*self.reader().await?, user, id, with_members).await?)
+    }
+
+    async fn conversation_views(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+        with_members: bool,
+    ) -> Result<Vec<(UserId, ConversationView)>> {
+        Ok(conversations::views(&*self.reader().await?, id, users, with_members).await?)
     }
 
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>> {

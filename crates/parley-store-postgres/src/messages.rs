@@ -7,6 +7,7 @@ use deadpool_postgres::ClientWrapper;
 use parley_core::ids::*;
 use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
 use parley_core::model::*;
+use parley_core::rules::{self, Target};
 use parley_core::{MessageKind, now_ms};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -28,6 +29,7 @@ pub(crate) fn cols(alias: &str) -> String {
 pub(crate) fn message(r: &Row, at: usize) -> PgResult<Message> {
     let kind: String = r.try_get(at + 7)?;
     let kind = MessageKind::parse(&kind).ok_or_else(|| StoreError::Backend(format!("unknown message kind {kind}")))?;
+    let body: String = r.try_get(at + 8)?;
     Ok(Message {
         conversation_id: r.try_get(at)?,
         seq: r.try_get(at + 1)?,
@@ -37,7 +39,8 @@ pub(crate) fn message(r: &Row, at: usize) -> PgResult<Message> {
         client_id: r.try_get(at + 5)?,
         ts: r.try_get(at + 6)?,
         kind,
-        body: r.try_get(at + 8)?,
+        system: system_of(kind, &body),
+        body,
     })
 }
 
@@ -46,6 +49,7 @@ fn messages(rows: &[Row]) -> PgResult<Vec<Message>> {
 }
 
 pub(crate) use parley_store::entry::Entry;
+use parley_store::entry::system_of;
 
 /// Appends one entry to a conversation's log with the next seq and publishes it.
 pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Message> {
@@ -67,6 +71,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
         ts,
         kind: e.kind,
         body: e.body,
+        system: e.system,
     };
     execute(
         ctx.db,
@@ -170,67 +175,43 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
             kind: m.kind,
             body: m.body.clone(),
             target_seq: m.target_seq,
+            system: None,
         },
     )
     .await?;
     Ok(SendOutcome { message, duplicate: false })
 }
 
-/// The rules for `edit`, `delete` and `reaction`: the target is a content message the sender can
-/// see and that is not deleted; only its author edits (text only); its author or a group admin
-/// deletes.
+/// Reads the entry an `edit`, `delete` or `reaction` refers to and applies
+/// [`rules::may_target`].
 async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target: i64) -> PgResult<()> {
     let found = query_opt(
         db,
-        "SELECT sender_id, kind FROM messages WHERE conversation_id = $1 AND seq = $2",
+        "SELECT sender_id, kind, EXISTS (SELECT 1 FROM messages d WHERE d.conversation_id = $1
+             AND d.target_seq = $2 AND d.kind = 'delete')
+         FROM messages WHERE conversation_id = $1 AND seq = $2",
         &[&m.conversation_id, &target],
     )
     .await?;
-    let Some(found) = found.filter(|_| target >= w.joined) else {
-        return Err(StoreError::NotFound.into());
+    let found = match found {
+        Some(r) => {
+            let kind: String = r.try_get(1)?;
+            Some(Target {
+                seq: target,
+                author: r.try_get(0)?,
+                // An unknown kind is nothing an edit may target.
+                kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
+                deleted: r.try_get(2)?,
+            })
+        }
+        None => None,
     };
-    let (author, kind): (UserId, String) = (found.try_get(0)?, found.try_get(1)?);
-    let kind = MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated);
-    if !kind.is_visible_content() || is_deleted(db, m.conversation_id, target).await? {
-        return Err(StoreError::NotFound.into());
-    }
-    let refused = match m.kind {
-        MessageKind::Edit if author != m.sender_id => {
-            StoreError::Forbidden("only the original sender may edit a message".into())
-        }
-        MessageKind::Edit if kind != MessageKind::Text => {
-            StoreError::Invalid("only text messages can be edited".into())
-        }
-        MessageKind::Delete
-            if author != m.sender_id && !(w.kind == ConversationKind::Group && w.role == Role::Admin) =>
-        {
-            StoreError::Forbidden("only the original sender or a group admin may delete a message".into())
-        }
-        _ => return Ok(()),
-    };
-    Err(refused.into())
+    Ok(rules::may_target(m.kind, m.sender_id, w.joined, w.standing(), found)?)
 }
 
-pub(crate) async fn is_deleted(db: &ClientWrapper, conv: ConversationId, seq: i64) -> PgResult<bool> {
-    Ok(query_one(
-        db,
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND target_seq = $2 AND kind = 'delete')",
-        &[&conv, &seq],
-    )
-    .await?
-    .try_get(0)?)
-}
-
-/// Whether `seq` is a position a member may move a pointer to, given the last seq they may see
-/// (`None` if they never were a member).
+/// Whether `seq` is a position a member may move a pointer to ([`rules::pointer_move`]).
 fn check_pointer(upto: Option<i64>, seq: i64) -> Result<()> {
-    let Some(upto) = upto else {
-        return Err(StoreError::NotMember);
-    };
-    if seq < 0 || seq > upto {
-        return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")));
-    }
-    Ok(())
+    Ok(rules::pointer_move(upto, seq)?)
 }
 
 async fn upto(db: &ClientWrapper, user: UserId, conv: ConversationId) -> PgResult<Option<i64>> {
@@ -354,6 +335,8 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                         ts: now_ms(),
                         kind: m.kind,
                         body: m.body.clone(),
+                        // Bulk sends are client kinds; system entries are written one by one.
+                        system: None,
                     };
                     if let Some(c) = &m.client_id {
                         originals.insert((m.sender_id, c.clone()), message.clone());
@@ -467,25 +450,21 @@ pub(crate) async fn history(
     let Some(Window { joined, last, .. }) = current(db, user, conv).await? else {
         return Err(StoreError::NotFound.into());
     };
-    let lo = joined - 1; // exclusive
+    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
-    let hi = q.before_seq.unwrap_or(i64::MAX).min(last + 1); // exclusive
-    Ok(match q.after_seq {
-        Some(after) => {
-            let sql = format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
-            );
-            messages(&query(db, &sql, &[&conv, &after.max(lo), &hi, &limit]).await?)?
-        }
-        None => {
-            let sql = format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
-                 ORDER BY seq DESC LIMIT $4"
-            );
-            let mut v = messages(&query(db, &sql, &[&conv, &lo, &hi, &limit]).await?)?;
-            v.reverse();
-            v
-        }
+    Ok(if b.forward {
+        let sql = format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
+        );
+        messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?
+    } else {
+        let sql = format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
+             ORDER BY seq DESC LIMIT $4"
+        );
+        let mut v = messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?;
+        v.reverse();
+        v
     })
 }
 

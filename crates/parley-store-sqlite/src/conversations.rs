@@ -1,17 +1,18 @@
 //! Conversations, membership and the per-member view of a conversation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use parley_core::ids::*;
-use parley_core::limits::MAX_GROUP_MEMBERS;
 use parley_core::model::*;
-use parley_core::{MessageKind, now_ms};
+use parley_core::now_ms;
+use parley_core::rules::{self, GroupAct, RoleChange, Seat};
+use parley_core::system::{Created, SystemEntry};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use crate::messages::{self, Entry, current, insert_entry};
 use crate::writer::WriteCtx;
 use parley_store::StoreError;
+use parley_store::entry::content_kinds_sql;
 
 use crate::SqlResult as Result;
 
@@ -60,7 +61,7 @@ fn next_seq(c: &Connection, conv: ConversationId) -> Result<i64> {
 }
 
 pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
-    let key = format!("{}:{}", a.min(b), a.max(b));
+    let key = rules::direct_key(a, b);
     let existing: Option<i64> = ctx
         .conn
         .prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?
@@ -79,24 +80,21 @@ pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Res
     for &m in members {
         join(ctx, id, m, Role::Member, 1, now)?;
     }
-    insert_entry(ctx, Entry::system(id, a, MessageKind::ConversationCreated, json!({"kind": "direct"})))?;
+    insert_entry(ctx, Entry::system(id, a, SystemEntry::ConversationCreated(Created::Direct)))?;
     Ok((id, true))
 }
 
-/// Distinct ids other than `except`, each an existing user.
+/// Distinct ids other than `except`, in the order given, each an existing user.
 fn existing_users(c: &Connection, ids: &[UserId], except: Option<UserId>) -> Result<Vec<UserId>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for &id in ids {
-        if Some(id) == except || !seen.insert(id) {
-            continue;
+    let wanted = rules::distinct_users(ids, except);
+    let mut existing = HashSet::with_capacity(wanted.len());
+    for &id in &wanted {
+        if user_exists(c, id)? {
+            existing.insert(id);
         }
-        if !user_exists(c, id)? {
-            return Err(StoreError::Invalid(format!("there is no user {id}")).into());
-        }
-        out.push(id);
     }
-    Ok(out)
+    rules::all_exist(&wanted, &existing)?;
+    Ok(wanted)
 }
 
 pub(crate) fn create_group(
@@ -106,9 +104,7 @@ pub(crate) fn create_group(
     member_ids: &[UserId],
 ) -> Result<ConversationId> {
     let others = existing_users(ctx.conn, member_ids, Some(creator))?;
-    if others.len() + 1 > MAX_GROUP_MEMBERS {
-        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
-    }
+    rules::group_fits(1, others.len())?;
     let id = ctx.ids.next();
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now)?;
@@ -116,32 +112,31 @@ pub(crate) fn create_group(
     for &m in &others {
         join(ctx, id, m, Role::Member, 1, now)?;
     }
-    let user_ids: Vec<String> = std::iter::once(creator).chain(others).map(|u| u.to_string()).collect();
-    let body = json!({"kind": "group", "title": title, "user_ids": user_ids});
-    insert_entry(ctx, Entry::system(id, creator, MessageKind::ConversationCreated, body))?;
+    let user_ids: Vec<UserId> = std::iter::once(creator).chain(others).collect();
+    let created = SystemEntry::ConversationCreated(Created::Group { title: title.to_owned(), user_ids });
+    insert_entry(ctx, Entry::system(id, creator, created))?;
     Ok(id)
 }
 
-/// The actor's membership in a group, refusing non-members (not found), direct conversations
-/// and, when `admin`, non-admins.
-fn group_actor(c: &Connection, actor: UserId, conv: ConversationId, admin: bool) -> Result<messages::Window> {
-    let w = current(c, actor, conv)?.ok_or(StoreError::NotFound)?;
-    if w.kind != ConversationKind::Group {
-        return Err(
-            StoreError::Invalid("only group conversations have titles, admins and member changes".into()).into()
-        );
-    }
-    if admin && w.role != Role::Admin {
-        return Err(StoreError::Forbidden("only a group admin may do this".into()).into());
-    }
-    Ok(w)
+/// Whether `actor` may do `act` to the group ([`rules::may_change_group`]).
+fn group_actor(c: &Connection, actor: UserId, conv: ConversationId, act: GroupAct) -> Result<()> {
+    let standing = current(c, actor, conv)?.map(|w| w.standing());
+    Ok(rules::may_change_group(actor, standing, act)?)
+}
+
+/// How many admins a group has.
+fn admins(c: &Connection, conv: ConversationId) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
+    )?
+    .query_row([conv], |r| r.get(0))?)
 }
 
 pub(crate) fn set_title(ctx: &mut WriteCtx<'_>, actor: UserId, conv: ConversationId, title: &str) -> Result<()> {
-    group_actor(ctx.conn, actor, conv, true)?;
+    group_actor(ctx.conn, actor, conv, GroupAct::Rename)?;
     ctx.conn.prepare_cached("UPDATE conversations SET title = ?2 WHERE id = ?1")?.execute(params![conv, title])?;
-    let body = json!({"title": title, "by": actor.to_string()});
-    insert_entry(ctx, Entry::system(conv, actor, MessageKind::TitleChanged, body))?;
+    let entry = SystemEntry::TitleChanged { title: title.to_owned(), by: actor };
+    insert_entry(ctx, Entry::system(conv, actor, entry))?;
     Ok(())
 }
 
@@ -151,39 +146,35 @@ pub(crate) fn add_members(
     conv: ConversationId,
     user_ids: &[UserId],
 ) -> Result<()> {
-    group_actor(ctx.conn, actor, conv, true)?;
-    let mut new = Vec::new();
-    for u in existing_users(ctx.conn, user_ids, None)? {
-        if current(ctx.conn, u, conv)?.is_none() {
-            new.push(u);
+    group_actor(ctx.conn, actor, conv, GroupAct::AddMembers)?;
+    let candidates = existing_users(ctx.conn, user_ids, None)?;
+    let mut present = HashSet::new();
+    for &u in &candidates {
+        if current(ctx.conn, u, conv)?.is_some() {
+            present.insert(u);
         }
-    }
-    if new.is_empty() {
-        return Ok(());
     }
     let count: i64 = ctx
         .conn
         .prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?
         .query_row([conv], |r| r.get(0))?;
-    if count as usize + new.len() > MAX_GROUP_MEMBERS {
-        return Err(StoreError::Invalid(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+    let new = rules::joining(candidates, &present, count)?;
+    if new.is_empty() {
+        return Ok(());
     }
     let seq = next_seq(ctx.conn, conv)?;
     let now = now_ms();
     for &u in &new {
         join(ctx, conv, u, Role::Member, seq, now)?;
     }
-    let ids: Vec<String> = new.iter().map(|u| u.to_string()).collect();
-    let body = json!({"user_ids": ids, "by": actor.to_string()});
-    insert_entry(ctx, Entry::system(conv, actor, MessageKind::MembersAdded, body))?;
+    insert_entry(ctx, Entry::system(conv, actor, SystemEntry::MembersAdded { user_ids: new, by: actor }))?;
     Ok(())
 }
 
 /// Removes `user` (by an admin) or lets them leave (`actor == user`). A group left without an
 /// admin promotes its longest-standing member.
 pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: ConversationId, user: UserId) -> Result<()> {
-    let leaving = actor == user;
-    group_actor(ctx.conn, actor, conv, !leaving)?;
+    group_actor(ctx.conn, actor, conv, GroupAct::Remove(user))?;
     if current(ctx.conn, user, conv)?.is_none() {
         return Err(StoreError::NotFound.into());
     }
@@ -194,35 +185,19 @@ pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: Convers
     ctx.conn
         .prepare_cached("UPDATE conversations SET members_count = members_count - 1 WHERE id = ?1")?
         .execute([conv])?;
-    let entry = if leaving {
-        Entry::system(conv, user, MessageKind::MemberLeft, json!({"user_id": user.to_string()}))
-    } else {
-        Entry::system(
-            conv,
-            actor,
-            MessageKind::MemberRemoved,
-            json!({"user_id": user.to_string(), "by": actor.to_string()}),
-        )
+    insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user)))?;
+    let seats: Vec<Seat> = {
+        let mut st = ctx.conn.prepare_cached(
+            "SELECT user_id, role, joined_seq, joined_at FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
+        )?;
+        let rows = st.query_map([conv], |r| {
+            let role: String = r.get(1)?;
+            Ok(Seat { user_id: r.get(0)?, role: Role::parse(&role), joined_seq: r.get(2)?, joined_at: r.get(3)? })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
     };
-    insert_entry(ctx, entry)?;
-    let admins: i64 = ctx
-        .conn
-        .prepare_cached(
-            "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
-        )?
-        .query_row([conv], |r| r.get(0))?;
-    if admins == 0 {
-        let heir: Option<UserId> = ctx
-            .conn
-            .prepare_cached(
-                "SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
-                 ORDER BY joined_seq, joined_at, user_id LIMIT 1",
-            )?
-            .query_row([conv], |r| r.get(0))
-            .optional()?;
-        if let Some(heir) = heir {
-            change_role(ctx, conv, heir, Role::Admin, user)?;
-        }
+    if let Some(heir) = rules::heir(&seats) {
+        change_role(ctx, conv, heir, Role::Admin, user)?;
     }
     Ok(())
 }
@@ -234,31 +209,19 @@ pub(crate) fn set_role(
     user: UserId,
     role: Role,
 ) -> Result<()> {
-    group_actor(ctx.conn, actor, conv, true)?;
+    group_actor(ctx.conn, actor, conv, GroupAct::SetRole)?;
     let target = current(ctx.conn, user, conv)?.ok_or(StoreError::NotFound)?;
-    if target.role == role {
-        return Ok(());
+    match rules::role_change(target.role, role, admins(ctx.conn, conv)?)? {
+        RoleChange::Unchanged => Ok(()),
+        RoleChange::Apply => change_role(ctx, conv, user, role, actor),
     }
-    if role == Role::Member {
-        let admins: i64 = ctx
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
-            )?
-            .query_row([conv], |r| r.get(0))?;
-        if admins <= 1 {
-            return Err(StoreError::Invalid("a group keeps at least one admin".into()).into());
-        }
-    }
-    change_role(ctx, conv, user, role, actor)
 }
 
 fn change_role(ctx: &mut WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, by: UserId) -> Result<()> {
     ctx.conn
         .prepare_cached("UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
         .execute(params![conv, user, role.as_str()])?;
-    let body = json!({"user_id": user.to_string(), "role": role.as_str(), "by": by.to_string()});
-    insert_entry(ctx, Entry::system(conv, by, MessageKind::RoleChanged, body))?;
+    insert_entry(ctx, Entry::system(conv, by, SystemEntry::RoleChanged { user_id: user, role, by }))?;
     Ok(())
 }
 
@@ -298,11 +261,12 @@ fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Me
 /// applied (`"edited": true` in the body).
 fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Option<Message>> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq >= ?2 AND kind IN {} ORDER BY seq DESC LIMIT 16",
+        "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq >= ?2 AND kind IN {} ORDER BY seq DESC LIMIT ?3",
         messages::COLS,
-        MessageKind::CONTENT_SQL_LIST
+        content_kinds_sql()
     ))?;
-    let recent: Vec<Message> = st.query_map(params![id, joined], messages::row)?.collect::<rusqlite::Result<_>>()?;
+    let recent: Vec<Message> =
+        st.query_map(params![id, joined, rules::LAST_MESSAGE_SCAN], messages::row)?.collect::<rusqlite::Result<_>>()?;
     for mut m in recent {
         if messages::is_deleted(c, id, m.seq)? {
             continue;
@@ -314,13 +278,8 @@ fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Optio
             )?
             .query_row(params![id, m.seq], |r| r.get(0))
             .optional()?;
-        if let Some(edit) = edit
-            && let (Ok(mut body), Ok(edit)) =
-                (serde_json::from_str::<serde_json::Value>(&m.body), serde_json::from_str::<serde_json::Value>(&edit))
-        {
-            body["text"] = edit["text"].clone();
-            body["edited"] = true.into();
-            m.body = body.to_string();
+        if let Some(edit) = edit {
+            m.body = rules::fold_edit(&m.body, &edit);
         }
         return Ok(Some(m));
     }
@@ -337,23 +296,34 @@ fn build_view(
     let unread_count: i64 = c
         .prepare_cached(&format!(
             "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id != ?3 AND kind IN {}",
-            MessageKind::CONTENT_SQL_LIST
+            content_kinds_sql()
         ))?
         .query_row(params![id, m.read_seq.max(m.joined_seq - 1), user], |r| r.get(0))?;
     let members = if with_members { Some(member_views(c, id)?) } else { None };
-    Ok(ConversationView {
+    let last_message = last_visible(c, id, m.joined_seq)?;
+    Ok(assemble(id, m, unread_count, last_message, members))
+}
+
+fn assemble(
+    id: ConversationId,
+    m: Membership,
+    unread_count: i64,
+    last_message: Option<Message>,
+    members: Option<Vec<MemberView>>,
+) -> ConversationView {
+    ConversationView {
         id,
         kind: m.kind,
         title: m.title,
         created_at: m.created_at,
         last_seq: m.last_seq,
-        last_message: last_visible(c, id, m.joined_seq)?,
+        last_message,
         unread_count,
         read_seq: m.read_seq,
         delivered_seq: m.delivered_seq,
         members_count: m.members_count,
         members,
-    })
+    }
 }
 
 fn member_views(c: &Connection, id: ConversationId) -> Result<Vec<MemberView>> {
@@ -393,6 +363,52 @@ pub(crate) fn view(
         Some((id, m)) => Ok(Some(build_view(c, user, id, m, with_members)?)),
         None => Ok(None),
     }
+}
+
+/// [`view`] for each of `users` that is a current member, in one read transaction: one statement
+/// reads every member's row and unread count, and the member list and the last message are read
+/// once (see [`rules::last_message_for`]).
+pub(crate) fn views(
+    c: &Connection,
+    id: ConversationId,
+    users: &[UserId],
+    with_members: bool,
+) -> Result<Vec<(UserId, ConversationView)>> {
+    let tx = c.unchecked_transaction()?;
+    let mut rows: HashMap<UserId, (Membership, i64)> = {
+        let mut st = tx.prepare_cached(&format!(
+            "SELECT {MEMBERSHIP_COLS}, m.user_id,
+                    (SELECT count(*) FROM messages x WHERE x.conversation_id = m.conversation_id
+                     AND x.seq > max(m.read_seq, m.joined_seq - 1) AND x.sender_id != m.user_id
+                     AND x.kind IN {content})
+             FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = ?1 AND m.left_seq IS NULL",
+            content = content_kinds_sql()
+        ))?;
+        let wanted: HashSet<UserId> = users.iter().copied().collect();
+        let rows = st.query_map([id], |r| Ok((r.get::<_, UserId>(9)?, membership_row(r)?.1, r.get::<_, i64>(10)?)))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (user, m, unread) = row?;
+            if wanted.contains(&user) {
+                out.insert(user, (m, unread));
+            }
+        }
+        out
+    };
+    let Some(earliest) = rows.values().map(|(m, _)| m.joined_seq).min() else {
+        return Ok(Vec::new());
+    };
+    let last = last_visible(&tx, id, earliest)?;
+    let members = if with_members { Some(member_views(&tx, id)?) } else { None };
+    let mut out = Vec::with_capacity(rows.len());
+    for &user in users {
+        if let Some((m, unread)) = rows.remove(&user) {
+            let last_message = rules::last_message_for(last.as_ref(), |l| l.seq, m.joined_seq).cloned();
+            out.push((user, assemble(id, m, unread, last_message, members.clone())));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>> {

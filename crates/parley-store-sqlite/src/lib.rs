@@ -51,6 +51,12 @@ impl From<StoreError> for SqlError {
     }
 }
 
+impl From<parley_core::rules::Refusal> for SqlError {
+    fn from(r: parley_core::rules::Refusal) -> Self {
+        SqlError::Store(r.into())
+    }
+}
+
 impl From<rusqlite::Error> for SqlError {
     fn from(e: rusqlite::Error) -> Self {
         SqlError::Sqlite(e)
@@ -255,6 +261,16 @@ impl Store for SqliteStore {
         with_members: bool,
     ) -> Result<Option<ConversationView>> {
         self.query(move |c| conversations::view(c, user, id, with_members)).await
+    }
+
+    async fn conversation_views(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+        with_members: bool,
+    ) -> Result<Vec<(UserId, ConversationView)>> {
+        let users = users.to_vec();
+        self.query(move |c| conversations::views(c, id, &users, with_members)).await
     }
 
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>> {

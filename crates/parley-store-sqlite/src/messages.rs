@@ -3,6 +3,7 @@
 use parley_core::ids::*;
 use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
 use parley_core::model::*;
+use parley_core::rules::{self, Target};
 use parley_core::{MessageKind, now_ms};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -19,6 +20,7 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let kind = MessageKind::parse(&kind).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, format!("unknown kind {kind}").into())
     })?;
+    let body: String = r.get(8)?;
     Ok(Message {
         conversation_id: r.get(0)?,
         seq: r.get(1)?,
@@ -28,11 +30,13 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
         client_id: r.get(5)?,
         ts: r.get(6)?,
         kind,
-        body: r.get(8)?,
+        system: system_of(kind, &body),
+        body,
     })
 }
 
 pub(crate) use parley_store::entry::Entry;
+use parley_store::entry::system_of;
 
 /// Appends one entry to a conversation's log with the next seq and publishes it.
 pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> {
@@ -53,6 +57,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
         ts,
         kind: e.kind,
         body: e.body,
+        system: e.system,
     };
     ctx.conn
         .prepare_cached(&format!(
@@ -130,40 +135,33 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
             kind: m.kind,
             body: m.body,
             target_seq: m.target_seq,
+            system: None,
         },
     )?;
     Ok(SendOutcome { message, duplicate: false })
 }
 
-/// The rules for `edit`, `delete` and `reaction`: the target is a content message the sender can
-/// see and that is not deleted; only its author edits (text only); its author or a group admin
-/// deletes.
+/// Reads the entry an `edit`, `delete` or `reaction` refers to and applies
+/// [`rules::may_target`].
 fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> Result<()> {
-    let found: Option<(UserId, String)> = c
-        .prepare_cached("SELECT sender_id, kind FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
-        .query_row(params![m.conversation_id, target], |r| Ok((r.get(0)?, r.get(1)?)))
+    let found: Option<Target> = c
+        .prepare_cached(
+            "SELECT sender_id, kind, EXISTS (SELECT 1 FROM messages d WHERE d.conversation_id = ?1
+                 AND d.target_seq = ?2 AND d.kind = 'delete')
+             FROM messages WHERE conversation_id = ?1 AND seq = ?2",
+        )?
+        .query_row(params![m.conversation_id, target], |r| {
+            let kind: String = r.get(1)?;
+            Ok(Target {
+                seq: target,
+                author: r.get(0)?,
+                // An unknown kind is nothing an edit may target.
+                kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
+                deleted: r.get(2)?,
+            })
+        })
         .optional()?;
-    let Some((author, kind)) = found.filter(|_| target >= w.joined) else {
-        return Err(StoreError::NotFound.into());
-    };
-    let kind = MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated);
-    if !kind.is_visible_content() || is_deleted(c, m.conversation_id, target)? {
-        return Err(StoreError::NotFound.into());
-    }
-    match m.kind {
-        MessageKind::Edit if author != m.sender_id => {
-            Err(StoreError::Forbidden("only the original sender may edit a message".into()).into())
-        }
-        MessageKind::Edit if kind != MessageKind::Text => {
-            Err(StoreError::Invalid("only text messages can be edited".into()).into())
-        }
-        MessageKind::Delete
-            if author != m.sender_id && !(w.kind == ConversationKind::Group && w.role == Role::Admin) =>
-        {
-            Err(StoreError::Forbidden("only the original sender or a group admin may delete a message".into()).into())
-        }
-        _ => Ok(()),
-    }
+    Ok(rules::may_target(m.kind, m.sender_id, w.joined, w.standing(), found)?)
 }
 
 pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Result<bool> {
@@ -175,14 +173,7 @@ pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Resu
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
 fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
-    let Some(w) = window(c, user, conv)? else {
-        return Err(StoreError::NotMember.into());
-    };
-    let upto = w.upto();
-    if seq < 0 || seq > upto {
-        return Err(StoreError::Invalid(format!("seq {seq} is not in this conversation (last seq {upto})")).into());
-    }
-    Ok(())
+    Ok(rules::pointer_move(window(c, user, conv)?.map(|w| w.upto()), seq)?)
 }
 
 pub(crate) fn ack(
@@ -209,26 +200,21 @@ pub(crate) fn history(c: &Connection, user: UserId, conv: ConversationId, q: His
     let Some(Window { joined, last, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound.into());
     };
-    let lo = joined - 1; // exclusive
+    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
-    let mut out: Vec<Message> = match (q.after_seq, q.before_seq) {
-        (Some(after), before) => {
-            let hi = before.unwrap_or(i64::MAX).min(last + 1); // exclusive
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
-            ))?;
-            st.query_map(params![conv, after.max(lo), hi, limit], row)?.collect::<rusqlite::Result<_>>()?
-        }
-        (None, before) => {
-            let hi = before.unwrap_or(i64::MAX).min(last + 1);
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
-            ))?;
-            let mut v: Vec<Message> =
-                st.query_map(params![conv, lo, hi, limit], row)?.collect::<rusqlite::Result<_>>()?;
-            v.reverse();
-            v
-        }
+    let mut out: Vec<Message> = if b.forward {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
+        ))?;
+        st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?
+    } else {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+        ))?;
+        let mut v: Vec<Message> =
+            st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?;
+        v.reverse();
+        v
     };
     out.shrink_to_fit();
     Ok(out)

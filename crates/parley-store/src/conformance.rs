@@ -77,6 +77,8 @@ macro_rules! store_conformance {
             groups_are_capped_at_1024,
             edits_deletes_and_reactions_follow_the_rules,
             bulk_accounts_are_all_or_nothing,
+            conversation_views_agree_with_each_view,
+            system_entries_are_typed_and_canonical,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -474,4 +476,82 @@ pub async fn bulk_accounts_are_all_or_nothing(h: Harness) {
     assert!(h.store.user_by_username("fresh").await.unwrap().is_none());
     let made = h.store.create_accounts(vec![acct("fresh", 1), acct("fresh2", 2)]).await.unwrap();
     assert_eq!(h.store.device_by_token([2; 32]).await.unwrap().unwrap().id, made[1].1.id);
+}
+
+/// `conversation_views` reads what `conversation` would, for each member asked about, in the
+/// order asked, leaving out those who are not (or no longer) members.
+pub async fn conversation_views_agree_with_each_view(h: Harness) {
+    let (a, b, c, d, e) = (
+        user(&h, "ann").await,
+        user(&h, "ben").await,
+        user(&h, "cat").await,
+        user(&h, "dan").await,
+        user(&h, "eve").await,
+    );
+    let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
+    h.store.send(text(g, a, None, "a1", "one")).await.unwrap(); // seq 2
+    let m = h.store.send(text(g, b, None, "b1", "two")).await.unwrap().message; // seq 3
+    h.store.read(c, g, 2).await.unwrap();
+    h.store.add_members(a, g, &[d]).await.unwrap(); // seq 4: d sees no content yet
+    h.store.remove_member(a, g, c).await.unwrap(); // seq 5
+    h.store
+        .send(entry(g, b, "b2", MessageKind::Edit, m.seq, serde_json::json!({"target_seq": m.seq, "text": "2"})))
+        .await
+        .unwrap();
+    let asked = [d, e, b, c, a, 424242];
+    for with_members in [false, true] {
+        let views = h.store.conversation_views(g, &asked, with_members).await.unwrap();
+        let users: Vec<i64> = views.iter().map(|(u, _)| *u).collect();
+        assert_eq!(users, vec![d, b, a], "members only, in the order asked");
+        for (u, v) in views {
+            let one = h.store.conversation(u, g, with_members).await.unwrap().unwrap();
+            assert_eq!(format!("{v:?}"), format!("{one:?}"), "user {u}");
+        }
+    }
+    let v = h.store.conversation_views(g, &[a, d], false).await.unwrap();
+    assert_eq!(v[0].1.last_message.as_ref().map(|m| m.seq), Some(m.seq), "with its edit");
+    assert!(v[1].1.last_message.is_none(), "d joined after it");
+    assert!(h.store.conversation_views(g, &[c, e], true).await.unwrap().is_empty());
+}
+
+/// System entries carry their typed body, on the event and when read back, and are stored in
+/// the one canonical encoding.
+pub async fn system_entries_are_typed_and_canonical(mut h: Harness) {
+    use parley_core::system::{Created, SystemEntry};
+    let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
+    let g = h.store.create_group(a, "t\"1", &[b]).await.unwrap();
+    h.store.set_title(a, g, "t2").await.unwrap();
+    h.store.add_members(a, g, &[c]).await.unwrap();
+    h.store.set_role(a, g, c, Role::Admin).await.unwrap();
+    h.store.remove_member(c, g, b).await.unwrap();
+    h.store.remove_member(a, g, a).await.unwrap();
+    let expected = vec![
+        SystemEntry::ConversationCreated(Created::Group { title: "t\"1".into(), user_ids: vec![a, b] }),
+        SystemEntry::TitleChanged { title: "t2".into(), by: a },
+        SystemEntry::MembersAdded { user_ids: vec![c], by: a },
+        SystemEntry::RoleChanged { user_id: c, role: Role::Admin, by: a },
+        SystemEntry::MemberRemoved { user_id: b, by: c },
+        SystemEntry::MemberLeft { user_id: a },
+    ];
+    let published: Vec<_> = h
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            StoreEvent::Message(m) if m.conversation_id == g => Some(m),
+            _ => None,
+        })
+        .collect();
+    let stored = h.store.log_range(g, 0, 100, 100).await.unwrap();
+    assert_eq!(published, stored, "what was published is what is read back");
+    for (m, want) in stored.iter().zip(&expected) {
+        assert_eq!(m.system.as_ref(), Some(want));
+        assert_eq!((m.kind, m.body.as_str()), (want.kind(), want.encode().as_str()));
+    }
+    assert_eq!(stored.len(), expected.len());
+    let (_, _, conv, _) = pair(&h).await;
+    let first = &h.store.log_range(conv, 0, 1, 1).await.unwrap()[0];
+    assert_eq!(first.system, Some(SystemEntry::ConversationCreated(Created::Direct)));
+    assert_eq!(first.body, r#"{"kind":"direct"}"#);
+    let sent = h.store.send(text(conv, first.sender_id, None, "x", "hi")).await.unwrap().message;
+    assert_eq!(sent.system, None);
 }

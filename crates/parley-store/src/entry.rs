@@ -4,6 +4,8 @@
 use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::{ConversationKind, Role};
+use parley_core::rules::Standing;
+use parley_core::system::SystemEntry;
 
 /// A new log entry, before it has a seq.
 pub struct Entry {
@@ -14,13 +16,42 @@ pub struct Entry {
     pub kind: MessageKind,
     pub body: String,
     pub target_seq: Option<i64>,
+    /// The typed body of a system entry, kept with the stored one for the event.
+    pub system: Option<SystemEntry>,
 }
 
 impl Entry {
-    /// A system entry: written by the server on behalf of `actor`.
-    pub fn system(conv: ConversationId, actor: UserId, kind: MessageKind, body: serde_json::Value) -> Entry {
-        Entry { conv, sender: actor, device: None, client_id: None, kind, body: body.to_string(), target_seq: None }
+    /// A system entry: written by the server on behalf of `actor`, in its canonical encoding.
+    pub fn system(conv: ConversationId, actor: UserId, entry: SystemEntry) -> Entry {
+        Entry {
+            conv,
+            sender: actor,
+            device: None,
+            client_id: None,
+            kind: entry.kind(),
+            body: entry.encode(),
+            target_seq: None,
+            system: Some(entry),
+        }
     }
+}
+
+/// The typed body of a stored entry of `kind`. Bodies are written by the server, so one that does
+/// not decode is damage; it reads as no system entry rather than making the page it is on
+/// unreadable (the server shows such a body as it is stored, as it did before).
+pub fn system_of(kind: MessageKind, body: &str) -> Option<SystemEntry> {
+    SystemEntry::decode(kind, body).ok().flatten()
+}
+
+/// The SQL literal list of the kinds counted as content (unread counts, `last_message`), such as
+/// `('text','media','encrypted')`, built from [`MessageKind::is_visible_content`] so the rule
+/// keeps one home. (Kind names are plain ASCII words: nothing to escape.)
+pub fn content_kinds_sql() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let kinds: Vec<String> = MessageKind::visible_content().map(|k| format!("'{}'", k.as_str())).collect();
+        format!("({})", kinds.join(","))
+    })
 }
 /// A user's membership row and the conversation it is in.
 pub struct Window {
@@ -33,8 +64,23 @@ pub struct Window {
 }
 
 impl Window {
+    /// What the member is, for the rules.
+    pub fn standing(&self) -> Standing {
+        Standing { kind: self.kind, role: self.role }
+    }
+
     /// The last seq this member may see.
     pub fn upto(&self) -> i64 {
         self.left.unwrap_or(self.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_kinds_as_sql() {
+        assert_eq!(content_kinds_sql(), "('text','media','encrypted')");
     }
 }

@@ -45,10 +45,29 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A rule's refusal as the store reports it; the messages are the rules' own.
+impl From<parley_core::rules::Refusal> for StoreError {
+    fn from(r: parley_core::rules::Refusal) -> Self {
+        use parley_core::rules::Refusal as R;
+        match r {
+            R::NotFound => StoreError::NotFound,
+            R::NotMember => StoreError::NotMember,
+            R::NotAdmin | R::EditByOther | R::DeleteByOther => StoreError::Forbidden(r.to_string()),
+            R::NoSuchUser(_)
+            | R::NotAGroup
+            | R::GroupFull
+            | R::LastAdmin
+            | R::EditOfNonText
+            | R::SeqOutOfRange { .. } => StoreError::Invalid(r.to_string()),
+        }
+    }
+}
+
 /// What a backend publishes after each commit, in commit order.
 #[derive(Clone, Debug)]
 pub enum StoreEvent {
-    /// A new log entry (never a repeat of an idempotent send).
+    /// A new log entry (never a repeat of an idempotent send). A system entry carries its typed
+    /// body in [`Message::system`].
     Message(Message),
     /// A member's delivery or read pointer moved.
     Receipt(ReceiptChange),
@@ -169,6 +188,16 @@ pub trait Store: Send + Sync + 'static {
         id: ConversationId,
         with_members: bool,
     ) -> Result<Option<ConversationView>>;
+    /// [`Store::conversation`] for each of `users`, read together (a membership change shows
+    /// every member their own view): `(user, view)` in the order of `users`, leaving out those
+    /// who are not current members. What the views share is read once, so the number of queries
+    /// does not grow with the number of users.
+    async fn conversation_views(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+        with_members: bool,
+    ) -> Result<Vec<(UserId, ConversationView)>>;
     /// `user`'s current conversations, most recent activity first.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationView>>;
     /// Those of `candidates` who share a conversation with `user` as current members (who may
