@@ -5,12 +5,56 @@
 //! 4,096 ids per millisecond; past that the generator borrows from the next millisecond, so ids
 //! stay unique and increasing even if the wall clock steps back.
 
+use std::fmt;
 use std::sync::Mutex;
 
-pub type UserId = i64;
-pub type DeviceId = i64;
-pub type ConversationId = i64;
-pub type MessageId = i64;
+/// Declares an id type: an `i64` that only converts explicitly, so ids of different things
+/// cannot be swapped by accident (`ack(device, user, ..)` with the two reversed does not compile).
+/// Storage and the wire see the number (`.0` / [`From`]); everything between sees the type.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An account.
+    UserId
+);
+id_type!(
+    /// One signed-in device of an account (a token belongs to exactly one).
+    DeviceId
+);
+id_type!(
+    /// A direct conversation or a group.
+    ConversationId
+);
+id_type!(
+    /// A log entry, unique across conversations (its position in its log is its `seq`).
+    MessageId
+);
 
 /// 2024-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_704_067_200_000;

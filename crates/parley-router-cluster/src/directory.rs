@@ -233,8 +233,8 @@ impl Directory {
             .arg(u8::from(check_marker));
         for op in ops {
             match *op {
-                Op::Register(u) => inv.arg("r").arg(u).arg(0),
-                Op::Linger(u, at) => inv.arg("l").arg(u).arg(at),
+                Op::Register(u) => inv.arg("r").arg(u.0).arg(0),
+                Op::Linger(u, at) => inv.arg("l").arg(u.0).arg(at),
             };
         }
         let out: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
@@ -258,7 +258,7 @@ impl Directory {
         let mut inv = self.scripts.lookup.prepare_invoke();
         inv.arg(&self.prefix);
         for &u in users {
-            inv.arg(u);
+            inv.arg(u.0);
         }
         let out: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let mut map = HashMap::with_capacity(users.len());
@@ -282,7 +282,7 @@ impl Directory {
             .prepare_invoke()
             .arg(&self.prefix)
             .arg(&self.node)
-            .arg(user)
+            .arg(user.0)
             .arg(at)
             .arg(STATE_TTL_MS)
             .invoke_async(&mut self.conn.clone())
@@ -327,7 +327,7 @@ impl Directory {
         let mut inv = self.scripts.states.prepare_invoke();
         inv.arg(&self.prefix);
         for &u in users {
-            inv.arg(u);
+            inv.arg(u.0);
         }
         let out: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(users

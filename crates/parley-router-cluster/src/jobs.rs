@@ -38,7 +38,7 @@ pub(crate) fn stream_name(cluster: &str) -> String {
 }
 
 fn shard(conv: ConversationId) -> usize {
-    ((conv as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % SHARDS
+    ((conv.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % SHARDS
 }
 
 /// Creates the stream and its consumers if they are missing (every node does at start; the

@@ -33,7 +33,7 @@ impl FrameBatch {
         self.buf.reserve(16 + users.len() * 8 + frame.json.len());
         self.buf.put_u32_le(users.len() as u32);
         for &u in users {
-            self.buf.put_i64_le(u);
+            self.buf.put_i64_le(i64::from(u));
         }
         put_position(&mut self.buf, frame.position);
         self.buf.put_u32_le(frame.json.len() as u32);
@@ -77,8 +77,8 @@ pub(crate) fn decode_frames(payload: &Bytes) -> Option<(String, RoutedFrames)> {
 
 pub(crate) fn encode_kick(origin: &str, user: UserId, device: DeviceId, why: Kick) -> Bytes {
     let mut buf = header(origin);
-    buf.put_i64_le(user);
-    buf.put_i64_le(device);
+    buf.put_i64_le(i64::from(user));
+    buf.put_i64_le(i64::from(device));
     buf.put_u8(match why {
         Kick::TooSlow => 0,
         Kick::Revoked => 1,
@@ -90,7 +90,7 @@ pub(crate) fn encode_kick(origin: &str, user: UserId, device: DeviceId, why: Kic
 pub(crate) fn decode_kick(payload: &Bytes) -> Option<(String, UserId, DeviceId, Kick)> {
     let mut r = Reader::new(payload)?;
     let origin = r.str()?;
-    let (user, device) = (r.i64()?, r.i64()?);
+    let (user, device) = (UserId(r.i64()?), DeviceId(r.i64()?));
     let why = match r.u8()? {
         0 => Kick::TooSlow,
         1 => Kick::Revoked,
@@ -102,12 +102,12 @@ pub(crate) fn decode_kick(payload: &Bytes) -> Option<(String, UserId, DeviceId, 
 
 pub(crate) fn encode_members(origin: &str, conv: ConversationId, removed: Option<UserId>) -> Bytes {
     let mut buf = header(origin);
-    buf.put_i64_le(conv);
+    buf.put_i64_le(i64::from(conv));
     match removed {
         None => buf.put_u8(0),
         Some(u) => {
             buf.put_u8(1);
-            buf.put_i64_le(u);
+            buf.put_i64_le(i64::from(u));
         }
     }
     buf.freeze()
@@ -115,8 +115,8 @@ pub(crate) fn encode_members(origin: &str, conv: ConversationId, removed: Option
 
 pub(crate) fn decode_members(payload: &Bytes) -> Option<(String, ConversationId, Option<UserId>)> {
     let mut r = Reader::new(payload)?;
-    let (origin, conv) = (r.str()?, r.i64()?);
-    let removed = if r.u8()? == 0 { None } else { Some(r.i64()?) };
+    let (origin, conv) = (r.str()?, ConversationId(r.i64()?));
+    let removed = if r.u8()? == 0 { None } else { Some(UserId(r.i64()?)) };
     Some((origin, conv, removed))
 }
 
@@ -132,14 +132,14 @@ pub(crate) fn encode_presence(origin: &str, msg: &PresenceMsg) -> Bytes {
     match *msg {
         PresenceMsg::State(s) => {
             buf.put_u8(0);
-            buf.put_i64_le(s.user_id);
+            buf.put_i64_le(i64::from(s.user_id));
             buf.put_u8(u8::from(s.online));
             buf.put_i64_le(s.last_seen.unwrap_or(-1));
             buf.put_u64_le(s.version);
         }
         PresenceMsg::Visibility(user, visible) => {
             buf.put_u8(1);
-            buf.put_i64_le(user);
+            buf.put_i64_le(i64::from(user));
             buf.put_u8(u8::from(visible));
         }
     }
@@ -151,13 +151,13 @@ pub(crate) fn decode_presence(payload: &Bytes) -> Option<(String, PresenceMsg)> 
     let origin = r.str()?;
     let msg = match r.u8()? {
         0 => {
-            let user_id = r.i64()?;
+            let user_id = UserId(r.i64()?);
             let online = r.u8()? != 0;
             let last_seen = Some(r.i64()?).filter(|&t| t >= 0);
             let version = r.u64()?;
             PresenceMsg::State(PresenceState { user_id, online, last_seen, version })
         }
-        1 => PresenceMsg::Visibility(r.i64()?, r.u8()? != 0),
+        1 => PresenceMsg::Visibility(UserId(r.i64()?), r.u8()? != 0),
         _ => return None,
     };
     Some((origin, msg))
@@ -167,10 +167,10 @@ pub(crate) fn decode_presence(payload: &Bytes) -> Option<(String, PresenceMsg)> 
 pub(crate) fn encode_job(conv: ConversationId, users: &[UserId], frame: &Outbound) -> Bytes {
     let mut buf = BytesMut::with_capacity(32 + users.len() * 8 + frame.json.len());
     buf.put_u8(VERSION);
-    buf.put_i64_le(conv);
+    buf.put_i64_le(i64::from(conv));
     buf.put_u32_le(users.len() as u32);
     for &u in users {
-        buf.put_i64_le(u);
+        buf.put_i64_le(i64::from(u));
     }
     put_position(&mut buf, frame.position);
     buf.put_u32_le(frame.json.len() as u32);
@@ -180,7 +180,7 @@ pub(crate) fn encode_job(conv: ConversationId, users: &[UserId], frame: &Outboun
 
 pub(crate) fn decode_job(payload: &Bytes) -> Option<(ConversationId, Vec<UserId>, Outbound)> {
     let mut r = Reader::new(payload)?;
-    let conv = r.i64()?;
+    let conv = ConversationId(r.i64()?);
     let users = r.users()?;
     let position = r.position()?;
     let json = r.bytes()?;
@@ -204,13 +204,13 @@ fn put_position(buf: &mut BytesMut, p: Option<LogPosition>) {
         None => buf.put_u8(0),
         Some(p) => {
             buf.put_u8(1);
-            buf.put_i64_le(p.conversation_id);
+            buf.put_i64_le(i64::from(p.conversation_id));
             buf.put_i64_le(p.seq);
             match p.sender_device_id {
                 None => buf.put_u8(0),
                 Some(d) => {
                     buf.put_u8(1);
-                    buf.put_i64_le(d);
+                    buf.put_i64_le(i64::from(d));
                 }
             }
         }
@@ -275,16 +275,16 @@ impl<'a> Reader<'a> {
         if n > (self.payload.len() - self.at) / 8 {
             return None;
         }
-        (0..n).map(|_| self.i64()).collect()
+        (0..n).map(|_| self.i64().map(UserId)).collect()
     }
 
     fn position(&mut self) -> Option<Option<LogPosition>> {
         if self.u8()? == 0 {
             return Some(None);
         }
-        let conversation_id = self.i64()?;
+        let conversation_id = ConversationId(self.i64()?);
         let seq = self.i64()?;
-        let sender_device_id = if self.u8()? == 0 { None } else { Some(self.i64()?) };
+        let sender_device_id = if self.u8()? == 0 { None } else { Some(DeviceId(self.i64()?)) };
         Some(Some(LogPosition { conversation_id, seq, sender_device_id }))
     }
 }
@@ -298,15 +298,15 @@ mod tests {
         let a = Outbound { json: Bytes::from_static(b"{\"type\":\"typing\"}"), position: None };
         let b = Outbound {
             json: Bytes::from_static(b"{\"type\":\"message\"}"),
-            position: Some(LogPosition { conversation_id: 7, seq: 42, sender_device_id: Some(9) }),
+            position: Some(LogPosition { conversation_id: ConversationId(7), seq: 42, sender_device_id: Some(DeviceId(9)) }),
         };
         let mut batch = FrameBatch::new("node-a");
-        batch.push(&[1, 2], &a);
-        batch.push(&[3], &b);
+        batch.push(&[UserId(1), UserId(2)], &a);
+        batch.push(&[UserId(3)], &b);
         let (origin, frames) = decode_frames(&batch.finish()).unwrap();
         assert_eq!(origin, "node-a");
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].0, vec![1, 2]);
+        assert_eq!(frames[0].0, vec![UserId(1), UserId(2)]);
         assert_eq!(frames[0].1.json, a.json);
         assert_eq!(frames[1].1.position, b.position);
     }
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn truncated_input_is_refused() {
         let mut batch = FrameBatch::new("n");
-        batch.push(&[1, 2, 3], &Outbound { json: Bytes::from_static(b"xyz"), position: None });
+        batch.push(&[UserId(1), UserId(2), UserId(3)], &Outbound { json: Bytes::from_static(b"xyz"), position: None });
         let full = batch.finish();
         for cut in 0..full.len() {
             assert!(decode_frames(&full.slice(..cut)).is_none(), "cut at {cut}");
@@ -324,15 +324,15 @@ mod tests {
 
     #[test]
     fn presence_and_jobs_round_trip() {
-        let s = PresenceState { user_id: 5, online: false, last_seen: Some(1234), version: 99 };
+        let s = PresenceState { user_id: UserId(5), online: false, last_seen: Some(1234), version: 99 };
         let (_, got) = decode_presence(&encode_presence("n", &PresenceMsg::State(s))).unwrap();
         assert_eq!(got, PresenceMsg::State(s));
-        let (_, got) = decode_presence(&encode_presence("n", &PresenceMsg::Visibility(5, true))).unwrap();
-        assert_eq!(got, PresenceMsg::Visibility(5, true));
+        let (_, got) = decode_presence(&encode_presence("n", &PresenceMsg::Visibility(UserId(5), true))).unwrap();
+        assert_eq!(got, PresenceMsg::Visibility(UserId(5), true));
         let frame = Outbound { json: Bytes::from_static(b"{}"), position: None };
-        let (conv, users, f) = decode_job(&encode_job(3, &[4, 5], &frame)).unwrap();
-        assert_eq!((conv, users, f.json), (3, vec![4, 5], frame.json));
-        let (origin, user, device, why) = decode_kick(&encode_kick("x", 1, 2, Kick::Revoked)).unwrap();
-        assert_eq!((origin.as_str(), user, device, why), ("x", 1, 2, Kick::Revoked));
+        let (conv, users, f) = decode_job(&encode_job(ConversationId(3), &[UserId(4), UserId(5)], &frame)).unwrap();
+        assert_eq!((conv, users, f.json), (ConversationId(3), vec![UserId(4), UserId(5)], frame.json));
+        let (origin, user, device, why) = decode_kick(&encode_kick("x", UserId(1), DeviceId(2), Kick::Revoked)).unwrap();
+        assert_eq!((origin.as_str(), user, device, why), ("x", UserId(1), DeviceId(2), Kick::Revoked));
     }
 }

@@ -36,7 +36,7 @@ impl LocalRouter {
 
     fn shard(&self, user: UserId) -> &Shard {
         // Snowflake ids' low bits are a per-millisecond sequence: mix before taking the modulus.
-        let h = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let h = (user.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.shards[h as usize % SHARDS]
     }
 
@@ -162,13 +162,13 @@ mod tests {
 
     fn conn(
         id: u64,
-        user: UserId,
-        device: DeviceId,
+        user: i64,
+        device: i64,
         queue: usize,
     ) -> (ConnHandle, mpsc::Receiver<Outbound>, mpsc::Receiver<Kick>) {
         let (frames, rx) = mpsc::channel(queue);
         let (kicks, krx) = mpsc::channel(2);
-        (ConnHandle { id, user_id: user, device_id: device, frames, kicks }, rx, krx)
+        (ConnHandle { id, user_id: UserId(user), device_id: DeviceId(device), frames, kicks }, rx, krx)
     }
 
     fn frame(s: &'static str) -> Outbound {
@@ -185,17 +185,17 @@ mod tests {
         r.add(c2);
         r.add(c3);
         assert_eq!(r.connection_count(), 3);
-        r.deliver(&[10], &frame("a"));
+        r.deliver(&[UserId(10)], &frame("a"));
         assert_eq!(&rx1.try_recv().unwrap().json[..], b"a");
         assert_eq!(&rx2.try_recv().unwrap().json[..], b"a");
         assert!(rx3.try_recv().is_err());
-        r.unregister(10, 1);
-        r.deliver(&[10, 20], &frame("b"));
+        r.unregister(UserId(10), 1);
+        r.deliver(&[UserId(10), UserId(20)], &frame("b"));
         assert!(rx1.try_recv().is_err());
         assert!(rx2.try_recv().is_ok() && rx3.try_recv().is_ok());
-        assert!(r.has(10));
-        r.unregister(10, 2);
-        assert!(!r.has(10));
+        assert!(r.has(UserId(10)));
+        r.unregister(UserId(10), 2);
+        assert!(!r.has(UserId(10)));
         assert_eq!(r.connection_count(), 1);
     }
 
@@ -205,7 +205,7 @@ mod tests {
         let (c, _rx, mut kicks) = conn(1, 10, 100, 2);
         r.add(c);
         for _ in 0..3 {
-            r.deliver(&[10], &frame("x"));
+            r.deliver(&[UserId(10)], &frame("x"));
         }
         assert_eq!(kicks.try_recv().unwrap(), Kick::TooSlow);
     }
@@ -217,10 +217,10 @@ mod tests {
         r.add(c);
         let own = Outbound {
             json: Bytes::from_static(b"m"),
-            position: Some(crate::LogPosition { conversation_id: 1, seq: 1, sender_device_id: Some(100) }),
+            position: Some(crate::LogPosition { conversation_id: ConversationId(1), seq: 1, sender_device_id: Some(DeviceId(100)) }),
         };
         for _ in 0..3 {
-            r.deliver(&[10], &own);
+            r.deliver(&[UserId(10)], &own);
         }
         assert!(kicks.try_recv().is_err());
     }
@@ -232,7 +232,7 @@ mod tests {
         let (c2, _r2, mut k2) = conn(2, 10, 101, 2);
         r.add(c1);
         r.add(c2);
-        r.kick_device(10, 101, Kick::Revoked);
+        r.kick_device(UserId(10), DeviceId(101), Kick::Revoked);
         assert!(k1.try_recv().is_err());
         assert_eq!(k2.try_recv().unwrap(), Kick::Revoked);
     }

@@ -19,7 +19,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 
 pub(crate) fn create_user(ctx: &mut WriteCtx<'_>, username: &str, display_name: &str, hash: &str) -> Result<User> {
     let user = User {
-        id: ctx.ids.next(),
+        id: UserId(ctx.ids.next()),
         username: username.to_owned(),
         display_name: display_name.to_owned(),
         created_at: parley_core::now_ms(),
@@ -56,7 +56,7 @@ pub(crate) fn create_device(
     token_hash: &[u8; 32],
 ) -> Result<Device> {
     let now = parley_core::now_ms();
-    let device = Device { id: ctx.ids.next(), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
+    let device = Device { id: DeviceId(ctx.ids.next()), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
     ctx.conn
         .prepare_cached(
             "INSERT INTO devices (id, user_id, name, token_hash, created_at, last_active_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",

@@ -50,7 +50,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
     let msg = Message {
         conversation_id: e.conv,
         seq,
-        message_id: ctx.ids.next(),
+        message_id: MessageId(ctx.ids.next()),
         sender_id: e.sender,
         sender_device_id: e.device,
         client_id: e.client_id,

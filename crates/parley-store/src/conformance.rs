@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parley_core::MessageKind;
+use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_core::model::{NewAccount, Role};
 use tokio::sync::mpsc;
 
@@ -92,11 +93,11 @@ macro_rules! store_conformance {
     };
 }
 
-async fn user(h: &Harness, name: &str) -> i64 {
+async fn user(h: &Harness, name: &str) -> UserId {
     h.store.create_user(name, name, "hash").await.expect("create user").id
 }
 
-fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str) -> NewMessage {
+fn text(conv: ConversationId, sender: UserId, device: Option<DeviceId>, client_id: &str, body: &str) -> NewMessage {
     NewMessage {
         conversation_id: conv,
         sender_id: sender,
@@ -109,7 +110,7 @@ fn text(conv: i64, sender: i64, device: Option<i64>, client_id: &str, body: &str
 }
 
 /// Two users, a direct conversation (seq 1 is `conversation_created`) and a device of `a`.
-async fn pair(h: &Harness) -> (i64, i64, i64, i64) {
+async fn pair(h: &Harness) -> (UserId, UserId, ConversationId, DeviceId) {
     let a = user(h, "alice").await;
     let b = user(h, "bob").await;
     let (conv, created) = h.store.create_direct(a, b).await.unwrap();
@@ -154,7 +155,7 @@ pub async fn direct_conversations_are_one_per_pair(h: Harness) {
     let (own, _) = h.store.create_direct(a, a).await.unwrap();
     assert_ne!(own, c1);
     assert_eq!(h.store.member_windows(own).await.unwrap().iter().map(|w| w.user_id).collect::<Vec<_>>(), vec![a]);
-    assert_eq!(h.store.create_direct(a, 424242).await, Err(StoreError::NotFound));
+    assert_eq!(h.store.create_direct(a, UserId(424242)).await, Err(StoreError::NotFound));
     let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
     assert_eq!((view.last_seq, view.members_count, view.members.unwrap().len()), (1, 2, 2));
     assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
@@ -204,7 +205,7 @@ pub async fn strangers_cannot_send_or_read(h: Harness) {
     let (_a, _b, conv, _) = pair(&h).await;
     let eve = user(&h, "eve").await;
     assert_eq!(h.store.send(text(conv, eve, None, "x", "hi")).await.unwrap_err(), StoreError::NotMember);
-    assert_eq!(h.store.ack(1, eve, conv, 1).await, Err(StoreError::NotMember));
+    assert_eq!(h.store.ack(DeviceId(1), eve, conv, 1).await, Err(StoreError::NotMember));
     assert_eq!(h.store.read(eve, conv, 1).await, Err(StoreError::NotMember));
     assert!(h.store.conversation(eve, conv, false).await.unwrap().is_none());
     let q = HistoryQuery { limit: 10, ..Default::default() };
@@ -292,7 +293,7 @@ pub async fn receipts_count_from_pointers(h: Harness) {
     let r = h.store.receipts(b, conv, m.seq).await.unwrap();
     // The author counts as having delivered and read their own message.
     assert_eq!((r.members_count, r.delivered_count, r.read_count), (2, 1, 1));
-    h.store.ack(9, b, conv, m.seq).await.unwrap();
+    h.store.ack(DeviceId(9), b, conv, m.seq).await.unwrap();
     let r = h.store.receipts(a, conv, m.seq).await.unwrap();
     assert_eq!((r.delivered_count, r.read_count), (2, 1));
     h.store.read(b, conv, m.seq).await.unwrap();
@@ -328,7 +329,7 @@ pub async fn concurrent_sends_stay_gap_free(h: Harness) {
 pub async fn everything_survives_a_reopen(h: Harness) {
     let (a, b, conv, dev) = pair(&h).await;
     let sent = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap().message;
-    h.store.ack(5, b, conv, sent.seq).await.unwrap();
+    h.store.ack(DeviceId(5), b, conv, sent.seq).await.unwrap();
     let h = h.reopen().await;
     let again = h.store.send(text(conv, a, Some(dev), "keep", "durable")).await.unwrap();
     assert!(again.duplicate);
@@ -336,12 +337,12 @@ pub async fn everything_survives_a_reopen(h: Harness) {
     let next = h.store.send(text(conv, a, Some(dev), "new", "after")).await.unwrap().message;
     assert_eq!(next.seq, sent.seq + 1);
     assert!(next.message_id > sent.message_id, "ids keep growing across restarts");
-    assert_eq!(h.store.backlog(5, b).await.unwrap()[0].after_seq, sent.seq);
+    assert_eq!(h.store.backlog(DeviceId(5), b).await.unwrap()[0].after_seq, sent.seq);
 }
 
 fn entry(
-    conv: i64,
-    sender: i64,
+    conv: ConversationId,
+    sender: UserId,
     client_id: &str,
     kind: MessageKind,
     target: i64,
@@ -358,7 +359,7 @@ fn entry(
     }
 }
 
-async fn kinds(h: &Harness, user: i64, conv: i64) -> Vec<(i64, MessageKind)> {
+async fn kinds(h: &Harness, user: UserId, conv: ConversationId) -> Vec<(i64, MessageKind)> {
     let q = HistoryQuery { limit: 200, ..Default::default() };
     h.store.history(user, conv, q).await.unwrap().iter().map(|m| (m.seq, m.kind)).collect()
 }
@@ -368,13 +369,13 @@ pub async fn groups_follow_membership_windows(h: Harness) {
     let g = h.store.create_group(a, "team", &[b, b, a]).await.unwrap();
     let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
     assert_eq!((view.members_count, view.title.as_deref()), (2, Some("team")));
-    let roles: Vec<(i64, Role)> = view.members.unwrap().iter().map(|m| (m.user_id, m.role)).collect();
+    let roles: Vec<(UserId, Role)> = view.members.unwrap().iter().map(|m| (m.user_id, m.role)).collect();
     assert_eq!(roles, vec![(a, Role::Admin), (b, Role::Member)]);
     // Only admins manage; strangers see nothing.
     assert!(matches!(h.store.add_members(b, g, &[c]).await, Err(StoreError::Forbidden(_))));
     assert!(matches!(h.store.set_title(b, g, "x").await, Err(StoreError::Forbidden(_))));
     assert_eq!(h.store.add_members(d, g, &[c]).await, Err(StoreError::NotFound));
-    assert!(matches!(h.store.add_members(a, g, &[424242]).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(h.store.add_members(a, g, &[UserId(424242)]).await, Err(StoreError::Invalid(_))));
     h.store.send(text(g, b, None, "b1", "before c")).await.unwrap(); // seq 2
     h.store.add_members(a, g, &[c, b]).await.unwrap(); // seq 3: only c is new
     h.store.send(text(g, a, None, "a1", "hi c")).await.unwrap(); // seq 4
@@ -382,7 +383,7 @@ pub async fn groups_follow_membership_windows(h: Harness) {
     h.store.remove_member(a, g, c).await.unwrap(); // seq 5
     h.store.send(text(g, a, None, "a2", "c is gone")).await.unwrap(); // seq 6
     // c keeps receiving up to the removal entry, and no longer reads or sends.
-    let bl = h.store.backlog(99, c).await.unwrap();
+    let bl = h.store.backlog(DeviceId(99), c).await.unwrap();
     assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 5));
     let q = HistoryQuery { limit: 10, ..Default::default() };
     assert_eq!(h.store.history(c, g, q).await.unwrap_err(), StoreError::NotFound);
@@ -396,7 +397,7 @@ pub async fn groups_follow_membership_windows(h: Harness) {
     // The last admin leaving promotes the longest-standing member (b, who joined at seq 1).
     h.store.remove_member(a, g, a).await.unwrap(); // seq 8 member_left, seq 9 role_changed
     let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
-    let admins: Vec<i64> = view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
+    let admins: Vec<UserId> = view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
     assert_eq!(admins, vec![b]);
     let tail: Vec<MessageKind> = kinds(&h, b, g).await.iter().rev().take(2).map(|k| k.1).collect();
     assert_eq!(tail, vec![MessageKind::RoleChanged, MessageKind::MemberLeft]);
@@ -421,7 +422,7 @@ pub async fn groups_are_capped_at_1024(h: Harness) {
             },
         })
         .collect();
-    let ids: Vec<i64> = h.store.create_accounts(accounts).await.unwrap().iter().map(|(u, _)| u.id).collect();
+    let ids: Vec<UserId> = h.store.create_accounts(accounts).await.unwrap().iter().map(|(u, _)| u.id).collect();
     assert!(matches!(h.store.create_group(admin, "big", &ids).await, Err(StoreError::Invalid(_))), "1,025 in all");
     let g = h.store.create_group(admin, "big", &ids[..1023]).await.unwrap();
     assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().members_count, 1024);
@@ -436,12 +437,12 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(h: Harness) {
     let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
     let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
     let m = h.store.send(text(g, b, None, "b1", "helo")).await.unwrap().message; // seq 2
-    let edit = |s: i64, cid: &str, t: i64| {
+    let edit = |s: UserId, cid: &str, t: i64| {
         entry(g, s, cid, MessageKind::Edit, t, serde_json::json!({"target_seq": t, "text": "hello"}))
     };
     let del =
-        |s: i64, cid: &str, t: i64| entry(g, s, cid, MessageKind::Delete, t, serde_json::json!({"target_seq": t}));
-    let react = |s: i64, cid: &str, t: i64| {
+        |s: UserId, cid: &str, t: i64| entry(g, s, cid, MessageKind::Delete, t, serde_json::json!({"target_seq": t}));
+    let react = |s: UserId, cid: &str, t: i64| {
         entry(g, s, cid, MessageKind::Reaction, t, serde_json::json!({"target_seq": t, "emoji": "+1"}))
     };
     assert!(matches!(h.store.send(edit(c, "c1", m.seq)).await, Err(StoreError::Forbidden(_))));

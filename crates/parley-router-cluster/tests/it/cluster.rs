@@ -1,6 +1,7 @@
 //! What only the cluster router has: entries that expire, presence and invalidations across
 //! nodes, and recovery when NATS or Redis connections break or Redis loses its data.
 
+use parley_core::ids::{ConversationId, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ impl Cluster {
 async fn presence_of(events: &mut mpsc::Receiver<ClusterEvent>, user: i64) -> PresenceState {
     loop {
         match tokio::time::timeout(WAIT, events.recv()).await.expect("an event in time").expect("open") {
-            ClusterEvent::Presence { state, .. } if state.user_id == user => return state,
+            ClusterEvent::Presence { state, .. } if state.user_id == UserId(user) => return state,
             _ => {}
         }
     }
@@ -51,16 +52,16 @@ async fn entries_of_a_node_that_stops_refreshing_expire() {
     let mut events = c.nodes[0].take_events().unwrap();
     let _x = Conn::on(&b, 10, 100).await;
     assert!(presence_of(&mut events, 10).await.online);
-    assert!(a.is_online(10).await);
+    assert!(a.is_online(UserId(10)).await);
     // b dies: nothing refreshes its entries any more.
     c.nodes[1].halt();
     let gone = presence_of(&mut events, 10).await;
     assert!(!gone.online, "a's sweeper marks the user offline once b's entry ran out");
     assert!(gone.last_seen.is_some());
-    assert!(!a.is_online(10).await);
+    assert!(!a.is_online(UserId(10)).await);
     // Nothing is routed to the dead node any more.
     let before = a.stats();
-    a.deliver(&[10], &frame("anyone?"));
+    a.deliver(&u(&[10]), &frame("anyone?"));
     a.flush().await.unwrap();
     assert_eq!(a.stats().node_messages_published, before.node_messages_published);
     c.cleanup().await;
@@ -77,15 +78,15 @@ async fn presence_spans_nodes_with_versions() {
     assert!(online.online);
     // A second device elsewhere changes nothing.
     let y = Conn::on(&c.router(0), 10, 101).await;
-    b.unregister(10, x.handle.id);
-    assert_eq!(c.nodes[1].went_offline(10, 1_000).await.unwrap(), None, "still on a");
+    b.unregister(UserId(10), x.handle.id);
+    assert_eq!(c.nodes[1].went_offline(UserId(10), 1_000).await.unwrap(), None, "still on a");
     let at = parley_core::now_ms();
-    a.unregister(10, y.handle.id);
+    a.unregister(UserId(10), y.handle.id);
     // The grace period is zero in tests: a's timer would fire now.
     // Polled (bounded): the unregistration reaches Redis through the directory task.
     let deadline = tokio::time::Instant::now() + WAIT;
     let offline = loop {
-        if let Some(s) = a.went_offline(10, at).await.unwrap() {
+        if let Some(s) = a.went_offline(UserId(10), at).await.unwrap() {
             break s;
         }
         assert!(tokio::time::Instant::now() < deadline, "never recorded offline");
@@ -94,7 +95,7 @@ async fn presence_spans_nodes_with_versions() {
     assert!(!offline.online);
     assert!(offline.last_seen.unwrap() >= at);
     assert!(offline.version > online.version);
-    let states = a.presence(&[10, 11]).await.unwrap();
+    let states = a.presence(&u(&[10, 11])).await.unwrap();
     assert_eq!(states[0], offline);
     assert!(!states[1].online && states[1].last_seen.is_none());
     // b hears about a's changes too, in version order.
@@ -116,8 +117,8 @@ async fn presence_spans_nodes_with_versions() {
 async fn invalidations_and_privacy_reach_other_nodes() {
     let c = Cluster::start(2).await;
     let mut events = c.nodes[1].take_events().unwrap();
-    c.nodes[0].members_changed(77, Some(8));
-    c.nodes[0].visibility_changed(5, false);
+    c.nodes[0].members_changed(ConversationId(77), Some(UserId(8)));
+    c.nodes[0].visibility_changed(UserId(5), false);
     let mut got = Vec::new();
     while got.len() < 2 {
         let e = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
@@ -125,8 +126,8 @@ async fn invalidations_and_privacy_reach_other_nodes() {
             got.push(e);
         }
     }
-    assert!(got.contains(&ClusterEvent::MembersChanged { conversation_id: 77, removed: Some(8) }));
-    assert!(got.contains(&ClusterEvent::Visibility { user_id: 5, visible: false }));
+    assert!(got.contains(&ClusterEvent::MembersChanged { conversation_id: ConversationId(77), removed: Some(UserId(8)) }));
+    assert!(got.contains(&ClusterEvent::Visibility { user_id: UserId(5), visible: false }));
     c.cleanup().await;
 }
 
@@ -143,7 +144,7 @@ async fn recovers_after_its_connections_drop() {
     let mut n = 0;
     loop {
         n += 1;
-        a.deliver(&[10], &message(3, n));
+        a.deliver(&u(&[10]), &message(3, n));
         if let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(200), x.frames.recv()).await {
             assert!(f.position.is_some());
             break;
@@ -152,7 +153,7 @@ async fn recovers_after_its_connections_drop() {
     }
     // The first flush after a dropped connection cannot promise what it covers; later ones do.
     let _ = a.flush().await;
-    a.deliver(&[10], &frame("after"));
+    a.deliver(&u(&[10]), &frame("after"));
     a.flush().await.expect("flush after recovery");
     c.cleanup().await;
 }
@@ -166,7 +167,7 @@ async fn reregisters_everyone_when_redis_loses_its_data() {
     // Until b notices, a finds nobody.
     c.nodes[1].refresh_now().await.unwrap();
     x.kick_of(Kick::Resync).await;
-    a.deliver(&[10], &frame("found you"));
+    a.deliver(&u(&[10]), &frame("found you"));
     assert_eq!(&x.next().await.json[..], b"found you");
     c.cleanup().await;
 }
@@ -189,7 +190,7 @@ async fn a_job_taken_by_a_node_that_dies_is_done_by_another() {
     let mut cfg = config(&name, "sender");
     cfg.consume_jobs = false;
     let sender = Arc::new(ClusterRouter::connect(cfg).await.unwrap());
-    sender.deliver_durably(5, vec![10], &message(5, 1)).unwrap().await.expect("stored");
+    sender.deliver_durably(ConversationId(5), vec![UserId(10)], &message(5, 1)).unwrap().await.expect("stored");
     // A node takes the job and dies before acknowledging it (played here by a bare consumer).
     let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let stream = js.get_stream(format!("PARLEY_FANOUT_{name}")).await.unwrap();

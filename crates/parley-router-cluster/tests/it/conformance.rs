@@ -2,6 +2,7 @@
 //! in-process router (three names for one router) and the cluster router (three nodes over
 //! NATS and Redis in this process).
 
+use parley_core::ids::{ConversationId, DeviceId, UserId};
 use parley_router::Kick;
 
 use crate::support::*;
@@ -48,7 +49,7 @@ router_tests!(
 async fn delivers_to_local_connections(n: &Nodes) {
     let mut x = Conn::on(&n.a, 10, 100).await;
     let mut y = Conn::on(&n.a, 20, 200).await;
-    n.a.deliver(&[10], &frame("hello"));
+    n.a.deliver(&u(&[10]), &frame("hello"));
     assert_eq!(&x.next().await.json[..], b"hello");
     y.nothing().await;
 }
@@ -60,7 +61,7 @@ async fn delivers_to_every_node_a_user_is_on(n: &Nodes) {
     let mut y = Conn::on(&n.c, 20, 200).await;
     let mut z = Conn::on(&n.c, 40, 400).await;
     let f = message(1, 1);
-    n.a.deliver(&[10, 20, 30], &f);
+    n.a.deliver(&u(&[10, 20, 30]), &f);
     for c in [&mut x1, &mut x2, &mut y] {
         let got = c.next().await;
         assert_eq!(got.json, f.json);
@@ -81,7 +82,7 @@ async fn one_node_message_per_node_not_per_recipient(n: &Nodes) {
     n.a.flush().await.unwrap();
     let before = n.a.stats();
     let before_b = n.b.stats();
-    n.a.deliver(&users, &frame("to fifty people"));
+    n.a.deliver(&u(&users), &frame("to fifty people"));
     n.a.flush().await.unwrap();
     for c in on_b.iter_mut().chain(on_c.iter_mut()) {
         assert_eq!(&c.next().await.json[..], b"to fifty people");
@@ -100,7 +101,7 @@ async fn keeps_order_per_recipient(n: &Nodes) {
     let mut x = Conn::on(&n.b, 10, 100).await;
     let mut y = Conn::on(&n.a, 20, 200).await;
     for seq in 1..=200 {
-        n.a.deliver(&[10, 20], &message(7, seq));
+        n.a.deliver(&u(&[10, 20]), &message(7, seq));
     }
     for c in [&mut x, &mut y] {
         for seq in 1..=200 {
@@ -112,8 +113,8 @@ async fn keeps_order_per_recipient(n: &Nodes) {
 async fn unregistered_connections_get_nothing(n: &Nodes) {
     let mut x = Conn::on(&n.b, 10, 100).await;
     let mut keep = Conn::on(&n.b, 10, 101).await;
-    n.b.unregister(10, x.handle.id);
-    n.a.deliver(&[10], &frame("after"));
+    n.b.unregister(UserId(10), x.handle.id);
+    n.a.deliver(&u(&[10]), &frame("after"));
     assert_eq!(&keep.next().await.json[..], b"after");
     x.nothing().await;
     assert_eq!(n.b.connection_count(), 1);
@@ -124,7 +125,7 @@ async fn a_full_queue_kicks_wherever_it_is(n: &Nodes) {
     n.b.register(slow.handle.clone()).await;
     let mut slow = slow;
     for i in 0..3 {
-        n.a.deliver(&[10], &frame(&format!("f{i}")));
+        n.a.deliver(&u(&[10]), &frame(&format!("f{i}")));
     }
     assert_eq!(slow.kick().await, Kick::TooSlow);
 }
@@ -132,25 +133,25 @@ async fn a_full_queue_kicks_wherever_it_is(n: &Nodes) {
 async fn kicks_only_the_named_device_on_any_node(n: &Nodes) {
     let mut keep = Conn::on(&n.b, 10, 100).await;
     let mut gone = Conn::on(&n.c, 10, 101).await;
-    n.a.kick_device(10, 101, Kick::Revoked);
+    n.a.kick_device(UserId(10), DeviceId(101), Kick::Revoked);
     assert_eq!(gone.kick().await, Kick::Revoked);
     keep.no_kick().await;
 }
 
 async fn online_anywhere_is_online_everywhere(n: &Nodes) {
-    assert!(!n.a.is_online(10).await);
+    assert!(!n.a.is_online(UserId(10)).await);
     let x = Conn::on(&n.b, 10, 100).await;
-    assert!(n.a.is_online(10).await);
-    assert!(n.b.is_online(10).await);
-    n.b.unregister(10, x.handle.id);
+    assert!(n.a.is_online(UserId(10)).await);
+    assert!(n.b.is_online(UserId(10)).await);
+    n.b.unregister(UserId(10), x.handle.id);
     // The test nodes have no presence grace period: offline once the directory says so.
-    eventually("offline everywhere", || async { !n.a.is_online(10).await }).await;
-    assert!(!n.b.is_online(10).await);
+    eventually("offline everywhere", || async { !n.a.is_online(UserId(10)).await }).await;
+    assert!(!n.b.is_online(UserId(10)).await);
 }
 
 async fn flush_resolves_after_delivery(n: &Nodes) {
     let mut x = Conn::on(&n.b, 10, 100).await;
-    n.a.deliver(&[10], &frame("one"));
+    n.a.deliver(&u(&[10]), &frame("one"));
     n.a.flush().await.expect("flushed");
     assert_eq!(&x.next().await.json[..], b"one");
 }
@@ -164,10 +165,10 @@ async fn durable_delivery_reaches_everyone(n: &Nodes) {
     let users: Vec<i64> = (100..110).collect();
     let frames: Vec<_> = (1..=5).map(|seq| message(9, seq)).collect();
     for f in &frames {
-        match n.a.deliver_durably(9, users.clone(), f) {
+        match n.a.deliver_durably(ConversationId(9), u(&users), f) {
             Some(ack) => ack.await.expect("job stored"),
             // No durable queue: the caller delivers.
-            None => n.a.deliver(&users, f),
+            None => n.a.deliver(&u(&users), f),
         }
     }
     for c in &mut conns {

@@ -1,6 +1,7 @@
 //! Dependencies that go away and come back: a private `redis-server` or `nats-server` on a free
 //! port, stopped and restarted under two nodes, which must carry on without a restart of their own.
 
+use parley_core::ids::{ConversationId, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ async fn nodes(nats: &str, redis: &str) -> (String, Arc<ClusterRouter>, Arc<Clus
 /// Delivers from `from` until `conn` gets a frame (each try a new seq), within the wait.
 async fn until_delivered(from: &Arc<dyn Router>, user: i64, conn: &mut Conn) {
     for seq in 1..200 {
-        from.deliver(&[user], &message(42, seq));
+        from.deliver(&u(&[user]), &message(42, seq));
         if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), conn.frames.recv()).await {
             return;
         }
@@ -92,7 +93,7 @@ async fn a_redis_restart_loses_no_delivery_and_nodes_re_register() {
 
     // Redis is gone: frames go to every node instead, so delivery goes on.
     redis.stop().await;
-    ra.deliver(&[10], &frame("without redis"));
+    ra.deliver(&u(&[10]), &frame("without redis"));
     assert_eq!(&x.next().await.json[..], b"without redis");
     assert!(ra.probe().await.iter().any(|p| p.dependency == "redis" && p.result.is_err()));
 
@@ -105,11 +106,11 @@ async fn a_redis_restart_loses_no_delivery_and_nodes_re_register() {
     // Routed through the directory again: one message to b, none to anyone else.
     ra.flush().await.ok();
     let before = ra.stats();
-    ra.deliver(&[10], &frame("with redis"));
+    ra.deliver(&u(&[10]), &frame("with redis"));
     ra.flush().await.expect("flushed");
     while x.next().await.json != "with redis" {}
     assert_eq!(ra.stats().node_messages_published - before.node_messages_published, 1);
-    assert!(ra.is_online(10).await, "presence is back too");
+    assert!(ra.is_online(UserId(10)).await, "presence is back too");
 
     stop_and_purge(&name, &[a, b], &nats_url(), &redis.url()).await;
 }
@@ -121,12 +122,12 @@ async fn a_nats_restart_fails_flushes_then_recovers_with_a_resync() {
     let (ra, rb): (Arc<dyn Router>, Arc<dyn Router>) = (a.clone(), b.clone());
     let mut x = Conn::on(&rb, 10, 100).await;
     let mut local = Conn::on(&ra, 20, 200).await;
-    ra.deliver(&[10], &frame("before"));
+    ra.deliver(&u(&[10]), &frame("before"));
     assert_eq!(&x.next().await.json[..], b"before");
 
     nats.stop().await;
     // Local delivery goes on; nothing can promise delivery elsewhere.
-    ra.deliver(&[10, 20], &frame("during"));
+    ra.deliver(&u(&[10, 20]), &frame("during"));
     assert_eq!(&local.next().await.json[..], b"during");
     eventually("a flush fails while NATS is down", || async { ra.flush().await.is_err() }).await;
     assert!(ra.probe().await.iter().any(|p| p.dependency == "nats" && p.result.is_err()));
@@ -145,7 +146,7 @@ async fn a_nats_restart_fails_flushes_then_recovers_with_a_resync() {
     let mut n = 1000;
     eventually("a job is stored", || {
         n += 1;
-        let ack = ra.deliver_durably(42, vec![10], &message(42, n)).unwrap();
+        let ack = ra.deliver_durably(ConversationId(42), vec![UserId(10)], &message(42, n)).unwrap();
         async move { ack.await.is_ok() }
     })
     .await;

@@ -94,7 +94,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(user: UserId, device: DeviceId, queue: usize) -> Conn {
+    pub(crate) fn new(user: i64, device: i64, queue: usize) -> Conn {
+        let (user, device) = (UserId(user), DeviceId(device));
         let (frames_tx, frames) = mpsc::channel(queue);
         let (kicks_tx, kicks) = mpsc::channel(8);
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +107,7 @@ impl Conn {
     }
 
     /// Registers on `router` and waits until every node can reach it.
-    pub(crate) async fn on(router: &Arc<dyn Router>, user: UserId, device: DeviceId) -> Conn {
+    pub(crate) async fn on(router: &Arc<dyn Router>, user: i64, device: i64) -> Conn {
         let c = Conn::new(user, device, 1024);
         router.register(c.handle.clone()).await;
         c
@@ -146,11 +147,17 @@ pub(crate) fn frame(text: &str) -> Outbound {
     Outbound { json: Bytes::from(text.to_owned()), position: None }
 }
 
-pub(crate) fn message(conv: ConversationId, seq: i64) -> Outbound {
+pub(crate) fn message(conv: i64, seq: i64) -> Outbound {
+    let conv = ConversationId(conv);
     Outbound {
         json: Bytes::from(format!("{{\"conversation_id\":\"{conv}\",\"seq\":{seq}}}")),
         position: Some(LogPosition { conversation_id: conv, seq, sender_device_id: None }),
     }
+}
+
+/// Users by number, as the tests name them.
+pub(crate) fn u(ids: &[i64]) -> Vec<UserId> {
+    ids.iter().map(|&i| UserId(i)).collect()
 }
 
 /// Polls `check` until it holds or the wait runs out.
