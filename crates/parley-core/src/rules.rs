@@ -248,34 +248,42 @@ pub fn last_message_for<M>(earliest: Option<&M>, seq_of: impl Fn(&M) -> i64, joi
 mod tests {
     use super::*;
 
+    fn u(ids: &[i64]) -> Vec<UserId> {
+        ids.iter().map(|&i| UserId(i)).collect()
+    }
+
     const GROUP_ADMIN: Standing = Standing { kind: ConversationKind::Group, role: Role::Admin };
     const GROUP_MEMBER: Standing = Standing { kind: ConversationKind::Group, role: Role::Member };
     const DIRECT: Standing = Standing { kind: ConversationKind::Direct, role: Role::Member };
 
     #[test]
     fn admins_manage_members_leave_strangers_see_nothing() {
-        for act in [GroupAct::Rename, GroupAct::AddMembers, GroupAct::Remove(2), GroupAct::SetRole] {
-            assert_eq!(may_change_group(1, Some(GROUP_ADMIN), act), Ok(()));
-            assert_eq!(may_change_group(1, Some(GROUP_MEMBER), act), Err(Refusal::NotAdmin));
-            assert_eq!(may_change_group(1, None, act), Err(Refusal::NotFound));
-            assert_eq!(may_change_group(1, Some(DIRECT), act), Err(Refusal::NotAGroup));
+        for act in [GroupAct::Rename, GroupAct::AddMembers, GroupAct::Remove(UserId(2)), GroupAct::SetRole] {
+            assert_eq!(may_change_group(UserId(1), Some(GROUP_ADMIN), act), Ok(()));
+            assert_eq!(may_change_group(UserId(1), Some(GROUP_MEMBER), act), Err(Refusal::NotAdmin));
+            assert_eq!(may_change_group(UserId(1), None, act), Err(Refusal::NotFound));
+            assert_eq!(may_change_group(UserId(1), Some(DIRECT), act), Err(Refusal::NotAGroup));
         }
-        assert_eq!(may_change_group(1, Some(GROUP_MEMBER), GroupAct::Remove(1)), Ok(()), "leaving");
-        assert_eq!(may_change_group(1, Some(DIRECT), GroupAct::Remove(1)), Err(Refusal::NotAGroup));
+        assert_eq!(may_change_group(UserId(1), Some(GROUP_MEMBER), GroupAct::Remove(UserId(1))), Ok(()), "leaving");
+        assert_eq!(may_change_group(UserId(1), Some(DIRECT), GroupAct::Remove(UserId(1))), Err(Refusal::NotAGroup));
     }
 
     #[test]
     fn member_lists_ignore_repeats_and_the_creator_and_are_capped() {
-        assert_eq!(distinct_users(&[3, 1, 3, 2, 1], Some(1)), vec![3, 2]);
-        assert_eq!(distinct_users(&[3, 3], None), vec![3]);
-        let existing: HashSet<UserId> = [2, 3].into();
-        assert_eq!(all_exist(&[3, 9, 2, 8], &existing), Err(Refusal::NoSuchUser(9)));
+        assert_eq!(distinct_users(&u(&[3, 1, 3, 2, 1]), Some(UserId(1))), u(&[3, 2]));
+        assert_eq!(distinct_users(&u(&[3, 3]), None), u(&[3]));
+        let existing: HashSet<UserId> = [UserId(2), UserId(3)].into();
+        assert_eq!(all_exist(&u(&[3, 9, 2, 8]), &existing), Err(Refusal::NoSuchUser(UserId(9))));
         assert_eq!(group_fits(1, MAX_GROUP_MEMBERS - 1), Ok(()));
         assert_eq!(group_fits(1, MAX_GROUP_MEMBERS), Err(Refusal::GroupFull));
-        let present: HashSet<UserId> = [2].into();
-        assert_eq!(joining(vec![3, 2], &present, 5), Ok(vec![3]));
-        assert_eq!(joining(vec![2], &present, MAX_GROUP_MEMBERS as i64), Ok(vec![]), "nothing new, nothing checked");
-        assert_eq!(joining(vec![3], &present, MAX_GROUP_MEMBERS as i64), Err(Refusal::GroupFull));
+        let present: HashSet<UserId> = [UserId(2)].into();
+        assert_eq!(joining(vec![UserId(3), UserId(2)], &present, 5), Ok(vec![UserId(3)]));
+        assert_eq!(
+            joining(vec![UserId(2)], &present, MAX_GROUP_MEMBERS as i64),
+            Ok(vec![]),
+            "nothing new, nothing checked"
+        );
+        assert_eq!(joining(vec![UserId(3)], &present, MAX_GROUP_MEMBERS as i64), Err(Refusal::GroupFull));
     }
 
     #[test]
@@ -286,37 +294,47 @@ mod tests {
         assert_eq!(role_change(Role::Member, Role::Admin, 1), Ok(RoleChange::Apply));
         let seat = |user_id, role, joined_seq, joined_at| Seat { user_id, role, joined_seq, joined_at };
         let members = [
-            seat(9, Role::Member, 3, 10),
-            seat(8, Role::Member, 1, 20),
-            seat(7, Role::Member, 1, 20),
-            seat(6, Role::Member, 1, 30),
+            seat(UserId(9), Role::Member, 3, 10),
+            seat(UserId(8), Role::Member, 1, 20),
+            seat(UserId(7), Role::Member, 1, 20),
+            seat(UserId(6), Role::Member, 1, 30),
         ];
-        assert_eq!(heir(&members), Some(7), "earliest join, then join time, then id");
-        assert_eq!(heir(&[seat(9, Role::Member, 1, 1), seat(5, Role::Admin, 4, 4)]), None, "an admin remains");
+        assert_eq!(heir(&members), Some(UserId(7)), "earliest join, then join time, then id");
+        assert_eq!(
+            heir(&[seat(UserId(9), Role::Member, 1, 1), seat(UserId(5), Role::Admin, 4, 4)]),
+            None,
+            "an admin remains"
+        );
         assert_eq!(heir(&[]), None);
     }
 
     #[test]
     fn edits_deletes_and_reactions_target_visible_content() {
         let text = |author| Some(Target { seq: 5, author, kind: MessageKind::Text, deleted: false });
-        let media = Some(Target { seq: 5, author: 2, kind: MessageKind::Media, deleted: false });
-        assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, text(2)), Ok(()));
-        assert_eq!(may_target(MessageKind::Edit, 3, 1, GROUP_ADMIN, text(2)), Err(Refusal::EditByOther));
-        assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, media), Err(Refusal::EditOfNonText));
-        assert_eq!(may_target(MessageKind::Delete, 3, 1, GROUP_MEMBER, text(2)), Err(Refusal::DeleteByOther));
-        assert_eq!(may_target(MessageKind::Delete, 3, 1, DIRECT, text(2)), Err(Refusal::DeleteByOther));
-        assert_eq!(may_target(MessageKind::Delete, 3, 1, GROUP_ADMIN, text(2)), Ok(()));
-        assert_eq!(may_target(MessageKind::Reaction, 3, 1, GROUP_MEMBER, text(2)), Ok(()));
+        let media = Some(Target { seq: 5, author: UserId(2), kind: MessageKind::Media, deleted: false });
+        assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, text(UserId(2))), Ok(()));
         assert_eq!(
-            may_target(MessageKind::Reaction, 3, 6, GROUP_MEMBER, text(2)),
+            may_target(MessageKind::Edit, UserId(3), 1, GROUP_ADMIN, text(UserId(2))),
+            Err(Refusal::EditByOther)
+        );
+        assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, media), Err(Refusal::EditOfNonText));
+        assert_eq!(
+            may_target(MessageKind::Delete, UserId(3), 1, GROUP_MEMBER, text(UserId(2))),
+            Err(Refusal::DeleteByOther)
+        );
+        assert_eq!(may_target(MessageKind::Delete, UserId(3), 1, DIRECT, text(UserId(2))), Err(Refusal::DeleteByOther));
+        assert_eq!(may_target(MessageKind::Delete, UserId(3), 1, GROUP_ADMIN, text(UserId(2))), Ok(()));
+        assert_eq!(may_target(MessageKind::Reaction, UserId(3), 1, GROUP_MEMBER, text(UserId(2))), Ok(()));
+        assert_eq!(
+            may_target(MessageKind::Reaction, UserId(3), 6, GROUP_MEMBER, text(UserId(2))),
             Err(Refusal::NotFound),
             "before join"
         );
-        assert_eq!(may_target(MessageKind::Reaction, 3, 1, GROUP_MEMBER, None), Err(Refusal::NotFound));
-        let system = Some(Target { seq: 1, author: 2, kind: MessageKind::ConversationCreated, deleted: false });
-        assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, system), Err(Refusal::NotFound));
-        let deleted = Some(Target { seq: 5, author: 2, kind: MessageKind::Text, deleted: true });
-        assert_eq!(may_target(MessageKind::Edit, 2, 1, GROUP_MEMBER, deleted), Err(Refusal::NotFound));
+        assert_eq!(may_target(MessageKind::Reaction, UserId(3), 1, GROUP_MEMBER, None), Err(Refusal::NotFound));
+        let system = Some(Target { seq: 1, author: UserId(2), kind: MessageKind::ConversationCreated, deleted: false });
+        assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, system), Err(Refusal::NotFound));
+        let deleted = Some(Target { seq: 5, author: UserId(2), kind: MessageKind::Text, deleted: true });
+        assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, deleted), Err(Refusal::NotFound));
     }
 
     #[test]
@@ -347,8 +365,8 @@ mod tests {
             r#"{"edited":true,"reply_to_seq":2,"text":"hello"}"#
         );
         assert_eq!(fold_edit("not json", r#"{"text":"x"}"#), "not json");
-        assert_eq!(direct_key(9, 3), "3:9");
-        assert_eq!(direct_key(3, 9), direct_key(9, 3));
+        assert_eq!(direct_key(UserId(9), UserId(3)), "3:9");
+        assert_eq!(direct_key(UserId(3), UserId(9)), direct_key(UserId(9), UserId(3)));
     }
 
     #[test]

@@ -166,19 +166,22 @@ mod tests {
         let cases = [
             (SystemEntry::ConversationCreated(Created::Direct), r#"{"kind":"direct"}"#),
             (
-                SystemEntry::ConversationCreated(Created::Group { title: "Team \"A\"".into(), user_ids: vec![7, 3] }),
+                SystemEntry::ConversationCreated(Created::Group {
+                    title: "Team \"A\"".into(),
+                    user_ids: vec![UserId(7), UserId(3)],
+                }),
                 r#"{"kind":"group","title":"Team \"A\"","user_ids":["7","3"]}"#,
             ),
-            (SystemEntry::MembersAdded { user_ids: vec![5], by: 7 }, r#"{"by":"7","user_ids":["5"]}"#),
-            (SystemEntry::MemberRemoved { user_id: 5, by: 7 }, r#"{"by":"7","user_id":"5"}"#),
-            (SystemEntry::MemberLeft { user_id: 5 }, r#"{"user_id":"5"}"#),
-            (SystemEntry::TitleChanged { title: "Tëam\n2".into(), by: 7 }, r#"{"by":"7","title":"Tëam\n2"}"#),
+            (SystemEntry::MembersAdded { user_ids: vec![UserId(5)], by: UserId(7) }, r#"{"by":"7","user_ids":["5"]}"#),
+            (SystemEntry::MemberRemoved { user_id: UserId(5), by: UserId(7) }, r#"{"by":"7","user_id":"5"}"#),
+            (SystemEntry::MemberLeft { user_id: UserId(5) }, r#"{"user_id":"5"}"#),
+            (SystemEntry::TitleChanged { title: "Tëam\n2".into(), by: UserId(7) }, r#"{"by":"7","title":"Tëam\n2"}"#),
             (
-                SystemEntry::RoleChanged { user_id: 5, role: Role::Admin, by: 7 },
+                SystemEntry::RoleChanged { user_id: UserId(5), role: Role::Admin, by: UserId(7) },
                 r#"{"by":"7","role":"admin","user_id":"5"}"#,
             ),
             (
-                SystemEntry::RoleChanged { user_id: 5, role: Role::Member, by: 7 },
+                SystemEntry::RoleChanged { user_id: UserId(5), role: Role::Member, by: UserId(7) },
                 r#"{"by":"7","role":"member","user_id":"5"}"#,
             ),
         ];
@@ -193,10 +196,13 @@ mod tests {
     #[test]
     fn encoding_matches_the_json_values() {
         let title = "a \u{1} \\ / é";
-        let e = SystemEntry::ConversationCreated(Created::Group { title: title.into(), user_ids: vec![1, 22] });
+        let e = SystemEntry::ConversationCreated(Created::Group {
+            title: title.into(),
+            user_ids: vec![UserId(1), UserId(22)],
+        });
         let v = serde_json::json!({"kind": "group", "title": title, "user_ids": ["1", "22"]});
         assert_eq!(e.encode(), v.to_string());
-        let e = SystemEntry::TitleChanged { title: title.into(), by: 9 };
+        let e = SystemEntry::TitleChanged { title: title.into(), by: UserId(9) };
         assert_eq!(e.encode(), serde_json::json!({"title": title, "by": "9"}).to_string());
     }
 
@@ -204,15 +210,15 @@ mod tests {
     #[test]
     fn the_protocol_document_shows_these_bytes() {
         const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let group = Created::Group { title: "Team".into(), user_ids: vec![11, 12] };
+        let group = Created::Group { title: "Team".into(), user_ids: vec![UserId(11), UserId(12)] };
         for e in [
             SystemEntry::ConversationCreated(Created::Direct),
             SystemEntry::ConversationCreated(group),
-            SystemEntry::MembersAdded { user_ids: vec![13], by: 11 },
-            SystemEntry::MemberRemoved { user_id: 13, by: 11 },
-            SystemEntry::MemberLeft { user_id: 13 },
-            SystemEntry::TitleChanged { title: "Team 2".into(), by: 11 },
-            SystemEntry::RoleChanged { user_id: 12, role: Role::Admin, by: 11 },
+            SystemEntry::MembersAdded { user_ids: vec![UserId(13)], by: UserId(11) },
+            SystemEntry::MemberRemoved { user_id: UserId(13), by: UserId(11) },
+            SystemEntry::MemberLeft { user_id: UserId(13) },
+            SystemEntry::TitleChanged { title: "Team 2".into(), by: UserId(11) },
+            SystemEntry::RoleChanged { user_id: UserId(12), role: Role::Admin, by: UserId(11) },
         ] {
             let shown = format!("| `{}` ", e.kind().as_str());
             let body = format!("`{}`", e.encode());
@@ -238,9 +244,12 @@ mod tests {
 
     #[test]
     fn removal_is_leaving_when_the_actor_is_the_user() {
-        assert_eq!(SystemEntry::removal(5, 5), SystemEntry::MemberLeft { user_id: 5 });
-        assert_eq!(SystemEntry::removal(7, 5), SystemEntry::MemberRemoved { user_id: 5, by: 7 });
-        assert_eq!(SystemEntry::removal(7, 5).removed_user(), Some(5));
-        assert_eq!(SystemEntry::TitleChanged { title: "t".into(), by: 7 }.removed_user(), None);
+        assert_eq!(SystemEntry::removal(UserId(5), UserId(5)), SystemEntry::MemberLeft { user_id: UserId(5) });
+        assert_eq!(
+            SystemEntry::removal(UserId(7), UserId(5)),
+            SystemEntry::MemberRemoved { user_id: UserId(5), by: UserId(7) }
+        );
+        assert_eq!(SystemEntry::removal(UserId(7), UserId(5)).removed_user(), Some(UserId(5)));
+        assert_eq!(SystemEntry::TitleChanged { title: "t".into(), by: UserId(7) }.removed_user(), None);
     }
 }

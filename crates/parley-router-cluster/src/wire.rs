@@ -298,7 +298,11 @@ mod tests {
         let a = Outbound { json: Bytes::from_static(b"{\"type\":\"typing\"}"), position: None };
         let b = Outbound {
             json: Bytes::from_static(b"{\"type\":\"message\"}"),
-            position: Some(LogPosition { conversation_id: ConversationId(7), seq: 42, sender_device_id: Some(DeviceId(9)) }),
+            position: Some(LogPosition {
+                conversation_id: ConversationId(7),
+                seq: 42,
+                sender_device_id: Some(DeviceId(9)),
+            }),
         };
         let mut batch = FrameBatch::new("node-a");
         batch.push(&[UserId(1), UserId(2)], &a);
@@ -332,7 +336,8 @@ mod tests {
         let frame = Outbound { json: Bytes::from_static(b"{}"), position: None };
         let (conv, users, f) = decode_job(&encode_job(ConversationId(3), &[UserId(4), UserId(5)], &frame)).unwrap();
         assert_eq!((conv, users, f.json), (ConversationId(3), vec![UserId(4), UserId(5)], frame.json));
-        let (origin, user, device, why) = decode_kick(&encode_kick("x", UserId(1), DeviceId(2), Kick::Revoked)).unwrap();
+        let (origin, user, device, why) =
+            decode_kick(&encode_kick("x", UserId(1), DeviceId(2), Kick::Revoked)).unwrap();
         assert_eq!((origin.as_str(), user, device, why), ("x", UserId(1), DeviceId(2), Kick::Revoked));
     }
 }

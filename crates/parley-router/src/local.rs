@@ -217,7 +217,11 @@ mod tests {
         r.add(c);
         let own = Outbound {
             json: Bytes::from_static(b"m"),
-            position: Some(crate::LogPosition { conversation_id: ConversationId(1), seq: 1, sender_device_id: Some(DeviceId(100)) }),
+            position: Some(crate::LogPosition {
+                conversation_id: ConversationId(1),
+                seq: 1,
+                sender_device_id: Some(DeviceId(100)),
+            }),
         };
         for _ in 0..3 {
             r.deliver(&[UserId(10)], &own);

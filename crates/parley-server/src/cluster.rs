@@ -22,7 +22,7 @@ pub(crate) async fn listen(app: Arc<App>, mut events: mpsc::Receiver<ClusterEven
                     let store = app.store.clone();
                     app.tasks.spawn(async move {
                         if let Err(e) = store.set_last_seen(state.user_id, at).await {
-                            tracing::warn!(error = %e, user = state.user_id, "cannot record last seen");
+                            tracing::warn!(error = %e, user = %state.user_id, "cannot record last seen");
                         }
                     });
                 }

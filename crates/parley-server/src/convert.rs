@@ -7,11 +7,11 @@ use serde_json::value::RawValue;
 
 pub(crate) fn message(m: &model::Message) -> wire::Message {
     wire::Message {
-        conversation_id: Id(m.conversation_id),
+        conversation_id: Id(m.conversation_id.0),
         seq: m.seq,
-        message_id: Id(m.message_id),
-        sender_id: Id(m.sender_id),
-        sender_device_id: m.sender_device_id.map(Id),
+        message_id: Id(m.message_id.0),
+        sender_id: Id(m.sender_id.0),
+        sender_device_id: m.sender_device_id.map(|d| Id(d.0)),
         client_id: m.client_id.clone(),
         ts: m.ts,
         kind: m.kind.as_str().to_owned(),
@@ -23,7 +23,7 @@ pub(crate) fn message(m: &model::Message) -> wire::Message {
 
 pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
     wire::Conversation {
-        conversation_id: Id(c.id),
+        conversation_id: Id(c.id.0),
         kind: c.kind.as_str().to_owned(),
         title: c.title.clone(),
         created_at: c.created_at,
@@ -36,7 +36,7 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
         members: c.members.as_ref().map(|ms| {
             ms.iter()
                 .map(|m| wire::Member {
-                    user_id: Id(m.user_id),
+                    user_id: Id(m.user_id.0),
                     username: m.username.clone(),
                     display_name: m.display_name.clone(),
                     role: m.role.as_str().to_owned(),
@@ -50,7 +50,7 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
 
 pub(crate) fn user(u: &model::User) -> wire::rest::User {
     wire::rest::User {
-        user_id: Id(u.id),
+        user_id: Id(u.id.0),
         username: u.username.clone(),
         display_name: u.display_name.clone(),
         last_seen_visible: None,
@@ -59,7 +59,7 @@ pub(crate) fn user(u: &model::User) -> wire::rest::User {
 
 pub(crate) fn device(d: &model::Device) -> wire::rest::Device {
     wire::rest::Device {
-        device_id: Id(d.id),
+        device_id: Id(d.id.0),
         name: d.name.clone(),
         created_at: d.created_at,
         last_active_at: d.last_active_at,

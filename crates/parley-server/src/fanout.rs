@@ -237,7 +237,7 @@ fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: Conversatio
         let views = match app.store.conversation_views(conv, &users, with_members).await {
             Ok(views) => views,
             Err(e) => {
-                tracing::warn!(error = %e, conv, "cannot build conversation frames");
+                tracing::warn!(error = %e, conv = %conv, "cannot build conversation frames");
                 return;
             }
         };
@@ -257,8 +257,8 @@ async fn send_receipts(app: &Arc<App>, conv: ConversationId, changes: &[ReceiptC
     }
     for r in changes {
         let json = ServerFrame::Receipt(Receipt {
-            conversation_id: Id(r.conversation_id),
-            user_id: Id(r.user_id),
+            conversation_id: Id(r.conversation_id.0),
+            user_id: Id(r.user_id.0),
             delivered_seq: r.delivered_seq,
             read_seq: r.read_seq,
         })
@@ -336,7 +336,7 @@ impl Workers {
     }
 
     async fn submit(&self, conv: ConversationId, frame: Outbound, users: Vec<UserId>) {
-        let i = (conv as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let i = (conv.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let _ = self.queues[i as usize % self.queues.len()].send((frame, users)).await;
     }
 }
@@ -346,22 +346,22 @@ mod tests {
     use super::*;
 
     fn change(user: UserId, d: i64) -> ReceiptChange {
-        ReceiptChange { conversation_id: 1, user_id: user, delivered_seq: d, read_seq: 0 }
+        ReceiptChange { conversation_id: ConversationId(1), user_id: user, delivered_seq: d, read_seq: 0 }
     }
 
     #[test]
     fn receipts_are_coalesced_per_interval() {
         let mut t = ReceiptThrottle { interval: Duration::from_millis(40), convs: HashMap::new() };
-        assert!(t.offer(change(7, 1)).is_some(), "the first goes out at once");
-        assert!(t.offer(change(7, 2)).is_none());
-        assert!(t.offer(change(7, 3)).is_none());
-        assert!(t.offer(change(8, 3)).is_none());
+        assert!(t.offer(change(UserId(7), 1)).is_some(), "the first goes out at once");
+        assert!(t.offer(change(UserId(7), 2)).is_none());
+        assert!(t.offer(change(UserId(7), 3)).is_none());
+        assert!(t.offer(change(UserId(8), 3)).is_none());
         assert!(t.due().is_empty(), "held until the interval ends");
         std::thread::sleep(Duration::from_millis(45));
         let due = t.due();
         assert_eq!(due.len(), 1);
         let mut got: Vec<(UserId, i64)> = due[0].1.iter().map(|r| (r.user_id, r.delivered_seq)).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![(7, 3), (8, 3)], "the latest per member");
+        assert_eq!(got, vec![(UserId(7), 3), (UserId(8), 3)], "the latest per member");
     }
 }

@@ -20,6 +20,7 @@ mod service;
 mod state;
 mod ws;
 
+use parley_core::ids::UserId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ async fn health_probes(app: Arc<App>) {
 /// One round of probes, recorded for `/metrics`.
 async fn probe_once(app: &App) {
     let started = std::time::Instant::now();
-    let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(0)).await.is_ok_and(|r| r.is_ok());
+    let up = tokio::time::timeout(PROBE_INTERVAL, app.store.user(UserId(0))).await.is_ok_and(|r| r.is_ok());
     app.metrics.dependency("store", up, started.elapsed());
     let started = std::time::Instant::now();
     for p in app.router.probe().await {

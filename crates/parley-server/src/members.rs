@@ -115,7 +115,7 @@ impl MemberCache {
         let members = match self.store.member_windows(conv).await {
             Ok(windows) => Arc::new(Members::new(windows, at)),
             Err(e) => {
-                tracing::error!(error = %e, conv, "cannot load members for fanout");
+                tracing::error!(error = %e, conv = %conv, "cannot load members for fanout");
                 return None;
             }
         };
@@ -164,17 +164,17 @@ mod tests {
     fn windows_pick_recipients() {
         let m = Members::new(
             vec![
-                MemberWindow { user_id: 1, joined_seq: 1, left_seq: None },
-                MemberWindow { user_id: 2, joined_seq: 1, left_seq: Some(5) },
-                MemberWindow { user_id: 3, joined_seq: 8, left_seq: None },
+                MemberWindow { user_id: UserId(1), joined_seq: 1, left_seq: None },
+                MemberWindow { user_id: UserId(2), joined_seq: 1, left_seq: Some(5) },
+                MemberWindow { user_id: UserId(3), joined_seq: 8, left_seq: None },
             ],
             0,
         );
         assert_eq!(m.upto.load(Ordering::Relaxed), 8, "exact up to its latest boundary");
-        assert_eq!(m.recipients(5), vec![1, 2]);
-        assert_eq!(m.recipients(6), vec![1]);
-        assert_eq!(m.recipients(8), vec![1, 3]);
-        assert_eq!(m.current().collect::<Vec<_>>(), vec![1, 3]);
-        assert!(m.is_current(1) && !m.is_current(2) && !m.is_current(4));
+        assert_eq!(m.recipients(5), vec![UserId(1), UserId(2)]);
+        assert_eq!(m.recipients(6), vec![UserId(1)]);
+        assert_eq!(m.recipients(8), vec![UserId(1), UserId(3)]);
+        assert_eq!(m.current().collect::<Vec<_>>(), vec![UserId(1), UserId(3)]);
+        assert!(m.is_current(UserId(1)) && !m.is_current(UserId(2)) && !m.is_current(UserId(4)));
     }
 }

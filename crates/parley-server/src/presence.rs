@@ -136,7 +136,7 @@ fn uninformative(raw: &str) -> PresenceFrame {
 }
 
 fn parse(raw: &[String]) -> Vec<UserId> {
-    raw.iter().map(|r| Id::parse(r).0).collect()
+    raw.iter().map(|r| UserId(Id::parse(r).0)).collect()
 }
 
 fn push_bytes(w: &Watcher, json: Bytes) {
@@ -251,12 +251,12 @@ impl Presence {
                 match cluster.went_offline(user, now).await {
                     Ok(change) => break change,
                     Err(e) if wait <= OFFLINE_RETRY_MAX => {
-                        tracing::debug!(error = %e, user, "cannot record going offline yet");
+                        tracing::debug!(error = %e, user = %user, "cannot record going offline yet");
                         tokio::time::sleep(wait).await;
                         wait *= 2;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, user, "cannot record going offline in the cluster");
+                        tracing::warn!(error = %e, user = %user, "cannot record going offline in the cluster");
                         return;
                     }
                 }
@@ -266,7 +266,7 @@ impl Presence {
             self.apply(change);
         }
         if let Err(e) = self.store.set_last_seen(user, at).await {
-            tracing::warn!(error = %e, user, "cannot record last seen");
+            tracing::warn!(error = %e, user = %user, "cannot record last seen");
         }
     }
 
@@ -449,7 +449,7 @@ impl Presence {
         let still: HashSet<UserId> = match self.store.contacts_among(user, &others).await {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
-                tracing::warn!(error = %e, user, "cannot recheck presence subscriptions");
+                tracing::warn!(error = %e, user = %user, "cannot recheck presence subscriptions");
                 return;
             }
         };
@@ -478,7 +478,7 @@ impl Presence {
         };
         for (user, at) in pending {
             if let Err(e) = self.store.set_last_seen(user, at).await {
-                tracing::warn!(error = %e, user, "cannot record last seen at shutdown");
+                tracing::warn!(error = %e, user = %user, "cannot record last seen at shutdown");
             }
         }
     }

@@ -33,7 +33,8 @@ impl RateLimiter {
     /// Takes one token for `device`; `Err(ms)` says how long until one is available.
     pub fn check(&self, device: DeviceId) -> Result<(), u64> {
         let now = Instant::now();
-        let mut shard = self.shards[(device as u64 % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard =
+            self.shards[(device.0 as u64 % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner());
         let b = shard.entry(device).or_insert(Bucket { tokens: self.burst, at: now });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
         b.at = now;
@@ -71,9 +72,9 @@ mod tests {
     #[test]
     fn burst_then_refuses_with_a_wait() {
         let rl = RateLimiter::new(10.0, 3);
-        assert!(rl.check(1).is_ok() && rl.check(1).is_ok() && rl.check(1).is_ok());
-        let wait = rl.check(1).unwrap_err();
+        assert!(rl.check(DeviceId(1)).is_ok() && rl.check(DeviceId(1)).is_ok() && rl.check(DeviceId(1)).is_ok());
+        let wait = rl.check(DeviceId(1)).unwrap_err();
         assert!((1..=100).contains(&wait), "{wait}");
-        assert!(rl.check(2).is_ok(), "buckets are per device");
+        assert!(rl.check(DeviceId(2)).is_ok(), "buckets are per device");
     }
 }

@@ -154,15 +154,15 @@ mod tests {
     #[tokio::test]
     async fn waits_for_its_seq_and_reports_failures() {
         let r = Arc::new(Routed::default());
-        let a = r.expect(1);
-        let b = r.expect(1);
-        r.done(&[(1, 4)], &Ok(()));
+        let a = r.expect(ConversationId(1));
+        let b = r.expect(ConversationId(1));
+        r.done(&[(ConversationId(1), 4)], &Ok(()));
         assert!(r.wait(&a, 4).await.is_ok(), "already routed");
         let r2 = r.clone();
         let waiting = tokio::spawn(async move { r2.wait(&b, 6).await });
         tokio::task::yield_now().await;
-        r.done(&[(1, 5)], &Ok(()));
-        r.done(&[(2, 9), (1, 6)], &Err(RouteError::Unavailable("down".into())));
+        r.done(&[(ConversationId(1), 5)], &Ok(()));
+        r.done(&[(ConversationId(2), 9), (ConversationId(1), 6)], &Err(RouteError::Unavailable("down".into())));
         assert!(waiting.await.unwrap().is_err(), "its routing failed");
         drop(a);
         assert!(r.lock().is_empty(), "nothing kept once no send waits");

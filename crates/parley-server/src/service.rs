@@ -18,7 +18,7 @@ use crate::state::App;
 /// this in frame order, so its pipelined sends keep their order in the log. REST builds the same
 /// `SendFrame` from its path and body, so both ways in are checked alike.
 pub(crate) async fn enqueue(app: &App, user: UserId, device: DeviceId, req: SendFrame) -> ApiResult<Queued> {
-    let conversation_id: ConversationId = req.conversation_id.0;
+    let conversation_id: ConversationId = ConversationId(req.conversation_id.0);
     if let Err(ms) = app.rate.check(device) {
         Metrics::inc(&app.metrics.rate_limited);
         return Err(ApiError::rate_limited(ms));
@@ -67,7 +67,7 @@ pub(crate) async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> 
             routed.wait(interest, m.seq).await
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, conv = m.conversation_id, seq = m.seq, "stored but not routed");
+            tracing::warn!(error = %e, conv = %m.conversation_id, seq = m.seq, "stored but not routed");
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "the message is stored but could not yet reach every node: send it again with the same client_id",

@@ -10,13 +10,18 @@ use crate::{PgResult, execute, query, query_opt};
 use parley_store::StoreError;
 
 fn user_row(r: &Row) -> PgResult<User> {
-    Ok(User { id: r.try_get(0)?, username: r.try_get(1)?, display_name: r.try_get(2)?, created_at: r.try_get(3)? })
+    Ok(User {
+        id: UserId(r.try_get(0)?),
+        username: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+    })
 }
 
 fn device_row(r: &Row) -> PgResult<Device> {
     Ok(Device {
-        id: r.try_get(0)?,
-        user_id: r.try_get(1)?,
+        id: DeviceId(r.try_get(0)?),
+        user_id: UserId(r.try_get(1)?),
         name: r.try_get(2)?,
         created_at: r.try_get(3)?,
         last_active_at: r.try_get(4)?,
@@ -29,7 +34,7 @@ fn taken() -> StoreError {
 
 pub(crate) async fn create_user(ctx: &mut Ctx<'_>, username: &str, display_name: &str, hash: &str) -> PgResult<User> {
     let user = User {
-        id: ctx.ids.next(),
+        id: UserId(ctx.ids.next()),
         username: username.to_owned(),
         display_name: display_name.to_owned(),
         created_at: parley_core::now_ms(),
@@ -38,7 +43,7 @@ pub(crate) async fn create_user(ctx: &mut Ctx<'_>, username: &str, display_name:
         ctx.db,
         "INSERT INTO users (id, username, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (username) DO NOTHING",
-        &[&user.id, &user.username, &user.display_name, &hash, &user.created_at],
+        &[&user.id.0, &user.username, &user.display_name, &hash, &user.created_at],
     )
     .await?;
     if inserted == 0 {
@@ -48,7 +53,7 @@ pub(crate) async fn create_user(ctx: &mut Ctx<'_>, username: &str, display_name:
 }
 
 pub(crate) async fn user(db: &ClientWrapper, id: UserId) -> PgResult<Option<User>> {
-    query_opt(db, "SELECT id, username, display_name, created_at FROM users WHERE id = $1", &[&id])
+    query_opt(db, "SELECT id, username, display_name, created_at FROM users WHERE id = $1", &[&id.0])
         .await?
         .map(|r| user_row(&r))
         .transpose()
@@ -71,12 +76,13 @@ pub(crate) async fn create_device(
     token_hash: &[u8; 32],
 ) -> PgResult<Device> {
     let now = parley_core::now_ms();
-    let device = Device { id: ctx.ids.next(), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
+    let device =
+        Device { id: DeviceId(ctx.ids.next()), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
     execute(
         ctx.db,
         "INSERT INTO devices (id, user_id, name, token_hash, created_at, last_active_at)
          VALUES ($1, $2, $3, $4, $5, $5)",
-        &[&device.id, &user_id, &device.name, &&token_hash[..], &now],
+        &[&device.id.0, &user_id.0, &device.name, &&token_hash[..], &now],
     )
     .await?;
     Ok(device)
@@ -103,16 +109,16 @@ pub(crate) async fn devices(db: &ClientWrapper, user_id: UserId) -> PgResult<Vec
     let rows = query(
         db,
         "SELECT id, user_id, name, created_at, last_active_at FROM devices WHERE user_id = $1 ORDER BY id",
-        &[&user_id],
+        &[&user_id.0],
     )
     .await?;
     rows.iter().map(device_row).collect()
 }
 
 pub(crate) async fn delete_device(ctx: &mut Ctx<'_>, user_id: UserId, device_id: DeviceId) -> PgResult<bool> {
-    let n = execute(ctx.db, "DELETE FROM devices WHERE id = $1 AND user_id = $2", &[&device_id, &user_id]).await?;
+    let n = execute(ctx.db, "DELETE FROM devices WHERE id = $1 AND user_id = $2", &[&device_id.0, &user_id.0]).await?;
     if n > 0 {
-        execute(ctx.db, "DELETE FROM device_cursors WHERE device_id = $1", &[&device_id]).await?;
+        execute(ctx.db, "DELETE FROM device_cursors WHERE device_id = $1", &[&device_id.0]).await?;
     }
     Ok(n > 0)
 }
@@ -124,13 +130,13 @@ pub(crate) async fn create_accounts(ctx: &mut Ctx<'_>, accounts: &[NewAccount]) 
     for a in accounts {
         let now = parley_core::now_ms();
         let user = User {
-            id: ctx.ids.next(),
+            id: UserId(ctx.ids.next()),
             username: a.username.clone(),
             display_name: a.display_name.clone(),
             created_at: now,
         };
         let device = Device {
-            id: ctx.ids.next(),
+            id: DeviceId(ctx.ids.next()),
             user_id: user.id,
             name: a.device_name.clone(),
             created_at: now,
@@ -138,7 +144,7 @@ pub(crate) async fn create_accounts(ctx: &mut Ctx<'_>, accounts: &[NewAccount]) 
         };
         out.push((user, device));
     }
-    let user_ids: Vec<i64> = out.iter().map(|(u, _)| u.id).collect();
+    let user_ids: Vec<i64> = out.iter().map(|(u, _)| u.id.0).collect();
     let names: Vec<&str> = out.iter().map(|(u, _)| u.username.as_str()).collect();
     let display: Vec<&str> = out.iter().map(|(u, _)| u.display_name.as_str()).collect();
     let hashes: Vec<&str> = accounts.iter().map(|a| a.password_hash.as_str()).collect();
@@ -154,7 +160,7 @@ pub(crate) async fn create_accounts(ctx: &mut Ctx<'_>, accounts: &[NewAccount]) 
     if inserted as usize != out.len() {
         return Err(taken().into());
     }
-    let device_ids: Vec<i64> = out.iter().map(|(_, d)| d.id).collect();
+    let device_ids: Vec<i64> = out.iter().map(|(_, d)| d.id.0).collect();
     let device_names: Vec<&str> = out.iter().map(|(_, d)| d.name.as_str()).collect();
     let tokens: Vec<&[u8]> = accounts.iter().map(|a| &a.token_hash[..]).collect();
     execute(
@@ -175,17 +181,21 @@ pub(crate) async fn presence_records(db: &ClientWrapper, users: &[UserId]) -> Pg
         db,
         "SELECT u.id, u.last_seen, u.last_seen_visible
          FROM unnest($1::int8[]) WITH ORDINALITY AS k(id, ord) JOIN users u ON u.id = k.id ORDER BY k.ord",
-        &[&users],
+        &[&crate::raw(users)],
     )
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(PresenceRecord { user_id: r.try_get(0)?, last_seen: r.try_get(1)?, last_seen_visible: r.try_get(2)? })
+            Ok(PresenceRecord {
+                user_id: UserId(r.try_get(0)?),
+                last_seen: r.try_get(1)?,
+                last_seen_visible: r.try_get(2)?,
+            })
         })
         .collect()
 }
 
 pub(crate) async fn set_last_seen_visible(ctx: &mut Ctx<'_>, user: UserId, visible: bool) -> PgResult<()> {
-    execute(ctx.db, "UPDATE users SET last_seen_visible = $2 WHERE id = $1", &[&user, &visible]).await?;
+    execute(ctx.db, "UPDATE users SET last_seen_visible = $2 WHERE id = $1", &[&user.0, &visible]).await?;
     Ok(())
 }

@@ -31,7 +31,7 @@ async fn insert_conversation(
         "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count)
          VALUES ($1, $2, $3, $4, $5, 0, $5, 0)
          ON CONFLICT (direct_key) DO NOTHING",
-        &[&id, &kind.as_str(), &title, &key, &now],
+        &[&id.0, &kind.as_str(), &title, &key, &now],
     )
     .await
 }
@@ -55,13 +55,13 @@ async fn join(
              left_seq = NULL, joined_at = excluded.joined_at,
              read_seq = greatest(members.read_seq, excluded.read_seq),
              delivered_seq = greatest(members.delivered_seq, excluded.delivered_seq)",
-        &[&conv, &users, &roles, &seq, &now],
+        &[&conv.0, &crate::raw(users), &roles, &seq, &now],
     )
     .await?;
     execute(
         ctx.db,
         "UPDATE conversations SET members_count = members_count + $2 WHERE id = $1",
-        &[&conv, &(users.len() as i64)],
+        &[&conv.0, &(users.len() as i64)],
     )
     .await?;
     Ok(())
@@ -69,11 +69,13 @@ async fn join(
 
 /// The seq the next entry of `conv` will get.
 async fn next_seq(db: &ClientWrapper, conv: ConversationId) -> PgResult<i64> {
-    Ok(query_one(db, "SELECT last_seq + 1 FROM conversations WHERE id = $1", &[&conv]).await?.try_get(0)?)
+    Ok(query_one(db, "SELECT last_seq + 1 FROM conversations WHERE id = $1", &[&conv.0]).await?.try_get(0)?)
 }
 
 async fn direct_by_key(db: &ClientWrapper, key: &str) -> PgResult<Option<ConversationId>> {
-    Ok(query_opt(db, "SELECT id FROM conversations WHERE direct_key = $1", &[&key]).await?.map(|r| r.get(0)))
+    Ok(query_opt(db, "SELECT id FROM conversations WHERE direct_key = $1", &[&key])
+        .await?
+        .map(|r| ConversationId(r.get(0))))
 }
 
 pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> PgResult<(ConversationId, bool)> {
@@ -81,10 +83,10 @@ pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> Pg
     if let Some(id) = direct_by_key(ctx.db, &key).await? {
         return Ok((id, false));
     }
-    if query_opt(ctx.db, "SELECT 1 FROM users WHERE id = $1", &[&b]).await?.is_none() {
+    if query_opt(ctx.db, "SELECT 1 FROM users WHERE id = $1", &[&b.0]).await?.is_none() {
         return Err(StoreError::NotFound.into());
     }
-    let id = ctx.ids.next();
+    let id = ConversationId(ctx.ids.next());
     let now = now_ms();
     if insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now).await? == 0 {
         let id = direct_by_key(ctx.db, &key).await?.ok_or(StoreError::NotFound)?;
@@ -100,8 +102,11 @@ pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> Pg
 /// Distinct ids other than `except`, in the order given, each an existing user.
 async fn existing_users(db: &ClientWrapper, ids: &[UserId], except: Option<UserId>) -> PgResult<Vec<UserId>> {
     let wanted = rules::distinct_users(ids, except);
-    let found: HashSet<UserId> =
-        query(db, "SELECT id FROM users WHERE id = ANY($1)", &[&wanted]).await?.iter().map(|r| r.get(0)).collect();
+    let found: HashSet<UserId> = query(db, "SELECT id FROM users WHERE id = ANY($1)", &[&crate::raw(&wanted)])
+        .await?
+        .iter()
+        .map(|r| UserId(r.get(0)))
+        .collect();
     rules::all_exist(&wanted, &found)?;
     Ok(wanted)
 }
@@ -114,7 +119,7 @@ pub(crate) async fn create_group(
 ) -> PgResult<ConversationId> {
     let others = existing_users(ctx.db, member_ids, Some(creator)).await?;
     rules::group_fits(1, others.len())?;
-    let id = ctx.ids.next();
+    let id = ConversationId(ctx.ids.next());
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now).await?;
     let users: Vec<UserId> = std::iter::once(creator).chain(others.iter().copied()).collect();
@@ -136,7 +141,7 @@ async fn group_actor(db: &ClientWrapper, actor: UserId, conv: ConversationId, ac
 
 pub(crate) async fn set_title(ctx: &mut Ctx<'_>, actor: UserId, conv: ConversationId, title: &str) -> PgResult<()> {
     group_actor(ctx.db, actor, conv, GroupAct::Rename).await?;
-    execute(ctx.db, "UPDATE conversations SET title = $2 WHERE id = $1", &[&conv, &title]).await?;
+    execute(ctx.db, "UPDATE conversations SET title = $2 WHERE id = $1", &[&conv.0, &title]).await?;
     let entry = SystemEntry::TitleChanged { title: title.to_owned(), by: actor };
     insert_entry(ctx, Entry::system(conv, actor, entry)).await?;
     Ok(())
@@ -153,14 +158,14 @@ pub(crate) async fn add_members(
     let present: HashSet<UserId> = query(
         ctx.db,
         "SELECT user_id FROM members WHERE conversation_id = $1 AND user_id = ANY($2) AND left_seq IS NULL",
-        &[&conv, &candidates],
+        &[&conv.0, &crate::raw(&candidates)],
     )
     .await?
     .iter()
-    .map(|r| r.get(0))
+    .map(|r| UserId(r.get(0)))
     .collect();
     let count: i64 =
-        query_one(ctx.db, "SELECT members_count FROM conversations WHERE id = $1", &[&conv]).await?.try_get(0)?;
+        query_one(ctx.db, "SELECT members_count FROM conversations WHERE id = $1", &[&conv.0]).await?.try_get(0)?;
     let new = rules::joining(candidates, &present, count)?;
     if new.is_empty() {
         return Ok(());
@@ -176,7 +181,7 @@ async fn admins(db: &ClientWrapper, conv: ConversationId) -> PgResult<i64> {
     Ok(query_one(
         db,
         "SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND role = 'admin'",
-        &[&conv],
+        &[&conv.0],
     )
     .await?
     .try_get(0)?)
@@ -198,22 +203,22 @@ pub(crate) async fn remove_member(
     execute(
         ctx.db,
         "UPDATE members SET left_seq = $3 WHERE conversation_id = $1 AND user_id = $2",
-        &[&conv, &user, &seq],
+        &[&conv.0, &user.0, &seq],
     )
     .await?;
-    execute(ctx.db, "UPDATE conversations SET members_count = members_count - 1 WHERE id = $1", &[&conv]).await?;
+    execute(ctx.db, "UPDATE conversations SET members_count = members_count - 1 WHERE id = $1", &[&conv.0]).await?;
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user))).await?;
     let rows = query(
         ctx.db,
         "SELECT user_id, role, joined_seq, joined_at FROM members WHERE conversation_id = $1 AND left_seq IS NULL",
-        &[&conv],
+        &[&conv.0],
     )
     .await?;
     let mut seats = Vec::with_capacity(rows.len());
     for r in &rows {
         let role: String = r.try_get(1)?;
         seats.push(Seat {
-            user_id: r.try_get(0)?,
+            user_id: UserId(r.try_get(0)?),
             role: Role::parse(&role),
             joined_seq: r.try_get(2)?,
             joined_at: r.try_get(3)?,
@@ -244,7 +249,7 @@ async fn change_role(ctx: &mut Ctx<'_>, conv: ConversationId, user: UserId, role
     execute(
         ctx.db,
         "UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
-        &[&conv, &user, &role.as_str()],
+        &[&conv.0, &user.0, &role.as_str()],
     )
     .await?;
     insert_entry(ctx, Entry::system(conv, by, SystemEntry::RoleChanged { user_id: user, role, by })).await?;
@@ -303,7 +308,7 @@ fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationV
         }
     };
     Ok(ConversationView {
-        id: r.try_get(0)?,
+        id: ConversationId(r.try_get(0)?),
         kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
         title: r.try_get(2)?,
         created_at: r.try_get(3)?,
@@ -323,14 +328,14 @@ async fn member_views(db: &ClientWrapper, id: ConversationId) -> PgResult<Vec<Me
         "SELECT m.user_id, u.username, u.display_name, m.role, m.read_seq, m.delivered_seq
          FROM members m JOIN users u ON u.id = m.user_id
          WHERE m.conversation_id = $1 AND m.left_seq IS NULL ORDER BY m.joined_seq, m.joined_at, m.user_id",
-        &[&id],
+        &[&id.0],
     )
     .await?;
     rows.iter()
         .map(|r| {
             let role: String = r.try_get(3)?;
             Ok(MemberView {
-                user_id: r.try_get(0)?,
+                user_id: UserId(r.try_get(0)?),
                 username: r.try_get(1)?,
                 display_name: r.try_get(2)?,
                 role: Role::parse(&role),
@@ -348,7 +353,7 @@ pub(crate) async fn view(
     with_members: bool,
 ) -> PgResult<Option<ConversationView>> {
     let sql = view_sql("m.conversation_id = $1 AND m.user_id = $2 AND m.left_seq IS NULL");
-    let Some(row) = query_opt(db, &sql, &[&id, &user]).await? else {
+    let Some(row) = query_opt(db, &sql, &[&id.0, &user.0]).await? else {
         return Ok(None);
     };
     let members = if with_members { Some(member_views(db, id).await?) } else { None };
@@ -364,28 +369,30 @@ pub(crate) async fn views(
     with_members: bool,
 ) -> PgResult<Vec<(UserId, ConversationView)>> {
     let sql = view_sql("m.conversation_id = $1 AND m.user_id = ANY($2) AND m.left_seq IS NULL");
-    let rows = query(db, &sql, &[&id, &users]).await?;
+    let rows = query(db, &sql, &[&id.0, &crate::raw(users)]).await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let members = if with_members { Some(member_views(db, id).await?) } else { None };
     let mut by_user = std::collections::HashMap::with_capacity(rows.len());
     for r in &rows {
-        by_user.insert(r.try_get::<_, UserId>(USER_AT)?, view_row(r, members.clone())?);
+        by_user.insert(UserId(r.try_get::<_, i64>(USER_AT)?), view_row(r, members.clone())?);
     }
     Ok(users.iter().filter_map(|&u| by_user.remove(&u).map(|v| (u, v))).collect())
 }
 
 pub(crate) async fn list(db: &ClientWrapper, user: UserId) -> PgResult<Vec<ConversationView>> {
     let sql = view_sql("m.user_id = $1 AND m.left_seq IS NULL ORDER BY c.last_activity DESC, c.id DESC");
-    query(db, &sql, &[&user]).await?.iter().map(|r| view_row(r, None)).collect()
+    query(db, &sql, &[&user.0]).await?.iter().map(|r| view_row(r, None)).collect()
 }
 
 pub(crate) async fn member_windows(db: &ClientWrapper, id: ConversationId) -> PgResult<Vec<MemberWindow>> {
     let rows =
-        query(db, "SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = $1", &[&id]).await?;
+        query(db, "SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = $1", &[&id.0]).await?;
     rows.iter()
-        .map(|r| Ok(MemberWindow { user_id: r.try_get(0)?, joined_seq: r.try_get(1)?, left_seq: r.try_get(2)? }))
+        .map(|r| {
+            Ok(MemberWindow { user_id: UserId(r.try_get(0)?), joined_seq: r.try_get(1)?, left_seq: r.try_get(2)? })
+        })
         .collect()
 }
 
@@ -397,8 +404,8 @@ pub(crate) async fn contacts_among(db: &ClientWrapper, user: UserId, candidates:
          WHERE EXISTS (SELECT 1 FROM members a WHERE a.user_id = $1 AND a.left_seq IS NULL AND a.conversation_id IN
                  (SELECT b.conversation_id FROM members b WHERE b.user_id = k.id AND b.left_seq IS NULL))
          ORDER BY k.ord",
-        &[&user, &candidates],
+        &[&user.0, &crate::raw(candidates)],
     )
     .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    rows.iter().map(|r| Ok(UserId(r.try_get(0)?))).collect()
 }

@@ -238,6 +238,11 @@ pub(crate) async fn open(config: &tokio_postgres::Config) -> PgResult<ClientWrap
     Ok(ClientWrapper::new(client, task))
 }
 
+/// Ids as the numbers a PostgreSQL array parameter carries.
+pub(crate) fn raw<T: Copy + Into<i64>>(ids: &[T]) -> Vec<i64> {
+    ids.iter().map(|&id| id.into()).collect()
+}
+
 // Small helpers over the statement cache, shared by the writer and the readers.
 
 pub(crate) async fn query(db: &ClientWrapper, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<Vec<Row>> {

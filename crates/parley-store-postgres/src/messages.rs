@@ -31,11 +31,11 @@ pub(crate) fn message(r: &Row, at: usize) -> PgResult<Message> {
     let kind = MessageKind::parse(&kind).ok_or_else(|| StoreError::Backend(format!("unknown message kind {kind}")))?;
     let body: String = r.try_get(at + 8)?;
     Ok(Message {
-        conversation_id: r.try_get(at)?,
+        conversation_id: ConversationId(r.try_get(at)?),
         seq: r.try_get(at + 1)?,
-        message_id: r.try_get(at + 2)?,
-        sender_id: r.try_get(at + 3)?,
-        sender_device_id: r.try_get(at + 4)?,
+        message_id: MessageId(r.try_get(at + 2)?),
+        sender_id: UserId(r.try_get(at + 3)?),
+        sender_device_id: r.try_get::<_, Option<i64>>(at + 4)?.map(DeviceId),
         client_id: r.try_get(at + 5)?,
         ts: r.try_get(at + 6)?,
         kind,
@@ -57,14 +57,14 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
     let seq: i64 = query_one(
         ctx.db,
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 RETURNING last_seq",
-        &[&e.conv, &ts],
+        &[&e.conv.0, &ts],
     )
     .await?
     .try_get(0)?;
     let msg = Message {
         conversation_id: e.conv,
         seq,
-        message_id: ctx.ids.next(),
+        message_id: MessageId(ctx.ids.next()),
         sender_id: e.sender,
         sender_device_id: e.device,
         client_id: e.client_id,
@@ -77,11 +77,11 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
         ctx.db,
         &format!("INSERT INTO messages ({COLS}, target_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
         &[
-            &msg.conversation_id,
+            &msg.conversation_id.0,
             &msg.seq,
-            &msg.message_id,
-            &msg.sender_id,
-            &msg.sender_device_id,
+            &msg.message_id.0,
+            &msg.sender_id.0,
+            &msg.sender_device_id.map(i64::from),
             &msg.client_id,
             &msg.ts,
             &msg.kind.as_str(),
@@ -94,7 +94,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
         execute(
             ctx.db,
             "INSERT INTO idempotency (sender_id, client_id, conversation_id, seq) VALUES ($1, $2, $3, $4)",
-            &[&msg.sender_id, client_id, &msg.conversation_id, &msg.seq],
+            &[&msg.sender_id.0, client_id, &msg.conversation_id.0, &msg.seq],
         )
         .await?;
     }
@@ -106,7 +106,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
 /// to a conversation or changes its members takes it first, so a node reads membership and
 /// `last_seq` that no other node can change before it commits.
 pub(crate) async fn lock(db: &ClientWrapper, conv: ConversationId) -> PgResult<()> {
-    query_opt(db, "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", &[&conv]).await?;
+    query_opt(db, "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", &[&conv.0]).await?;
     Ok(())
 }
 
@@ -119,7 +119,7 @@ pub(crate) async fn window(db: &ClientWrapper, user: UserId, conv: ConversationI
         "SELECT m.joined_seq, m.left_seq, c.last_seq, m.role, c.kind
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.conversation_id = $1 AND m.user_id = $2",
-        &[&conv, &user],
+        &[&conv.0, &user.0],
     )
     .await?
     else {
@@ -147,7 +147,7 @@ async fn original(db: &ClientWrapper, sender: UserId, client_id: &str) -> PgResu
          WHERE i.sender_id = $1 AND i.client_id = $2",
         cols("m")
     );
-    query_opt(db, &sql, &[&sender, &client_id]).await?.map(|r| message(&r, 0)).transpose()
+    query_opt(db, &sql, &[&sender.0, &client_id]).await?.map(|r| message(&r, 0)).transpose()
 }
 
 /// One send on its own: an edit, delete or reaction (whose target is checked), or any send when
@@ -190,7 +190,7 @@ async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target
         "SELECT sender_id, kind, EXISTS (SELECT 1 FROM messages d WHERE d.conversation_id = $1
              AND d.target_seq = $2 AND d.kind = 'delete')
          FROM messages WHERE conversation_id = $1 AND seq = $2",
-        &[&m.conversation_id, &target],
+        &[&m.conversation_id.0, &target],
     )
     .await?;
     let found = match found {
@@ -198,7 +198,7 @@ async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target
             let kind: String = r.try_get(1)?;
             Some(Target {
                 seq: target,
-                author: r.try_get(0)?,
+                author: UserId(r.try_get(0)?),
                 // An unknown kind is nothing an edit may target.
                 kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
                 deleted: r.try_get(2)?,
@@ -289,12 +289,22 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
         )
         .await?;
     let (_, orig_rows, win_rows) = tokio::try_join!(
-        async { if lock_ids.is_empty() { Ok(Vec::new()) } else { db.query(&lock_st, &[&lock_ids]).await } },
         async {
-            if key_senders.is_empty() { Ok(Vec::new()) } else { db.query(&orig_st, &[&key_senders, &key_ids]).await }
+            if lock_ids.is_empty() { Ok(Vec::new()) } else { db.query(&lock_st, &[&crate::raw(&lock_ids)]).await }
         },
         async {
-            if pair_convs.is_empty() { Ok(Vec::new()) } else { db.query(&win_st, &[&pair_convs, &pair_users]).await }
+            if key_senders.is_empty() {
+                Ok(Vec::new())
+            } else {
+                db.query(&orig_st, &[&crate::raw(&key_senders), &key_ids]).await
+            }
+        },
+        async {
+            if pair_convs.is_empty() {
+                Ok(Vec::new())
+            } else {
+                db.query(&win_st, &[&crate::raw(&pair_convs), &crate::raw(&pair_users)]).await
+            }
         },
     )?;
 
@@ -308,8 +318,8 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
     let mut windows: HashMap<(ConversationId, UserId), Option<i64>> = HashMap::with_capacity(win_rows.len());
     let mut last: HashMap<ConversationId, i64> = HashMap::new();
     for r in &win_rows {
-        let conv: ConversationId = r.try_get(0)?;
-        windows.insert((conv, r.try_get(1)?), r.try_get(2)?);
+        let conv: ConversationId = ConversationId(r.try_get(0)?);
+        windows.insert((conv, UserId(r.try_get(1)?)), r.try_get(2)?);
         last.insert(conv, r.try_get(3)?);
     }
 
@@ -328,7 +338,7 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                     let message = Message {
                         conversation_id: m.conversation_id,
                         seq: *seq,
-                        message_id: ctx.ids.next(),
+                        message_id: MessageId(ctx.ids.next()),
                         sender_id: m.sender_id,
                         sender_device_id: m.sender_device_id,
                         client_id: m.client_id.clone(),
@@ -389,24 +399,24 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
     }
     let mut tops: Vec<_> = tops.into_iter().collect();
     tops.sort_unstable();
-    let top_ids: Vec<i64> = tops.iter().map(|t| t.0).collect();
+    let top_ids: Vec<i64> = tops.iter().map(|t| t.0.0).collect();
     let top_seqs: Vec<i64> = tops.iter().map(|t| t.1.0).collect();
     let top_ts: Vec<i64> = tops.iter().map(|t| t.1.1).collect();
 
-    let convs: Vec<i64> = entries.iter().map(|m| m.conversation_id).collect();
+    let convs: Vec<i64> = entries.iter().map(|m| m.conversation_id.0).collect();
     let seqs: Vec<i64> = entries.iter().map(|m| m.seq).collect();
-    let ids: Vec<i64> = entries.iter().map(|m| m.message_id).collect();
-    let senders: Vec<i64> = entries.iter().map(|m| m.sender_id).collect();
-    let devices: Vec<Option<i64>> = entries.iter().map(|m| m.sender_device_id).collect();
+    let ids: Vec<i64> = entries.iter().map(|m| m.message_id.0).collect();
+    let senders: Vec<i64> = entries.iter().map(|m| m.sender_id.0).collect();
+    let devices: Vec<Option<i64>> = entries.iter().map(|m| m.sender_device_id.map(i64::from)).collect();
     let client_ids: Vec<Option<&str>> = entries.iter().map(|m| m.client_id.as_deref()).collect();
     let ts: Vec<i64> = entries.iter().map(|m| m.ts).collect();
     let kinds: Vec<&str> = entries.iter().map(|m| m.kind.as_str()).collect();
     let bodies: Vec<&str> = entries.iter().map(|m| m.body.as_str()).collect();
 
     let keyed: Vec<&Message> = entries.iter().filter(|m| m.client_id.is_some()).collect();
-    let key_senders: Vec<i64> = keyed.iter().map(|m| m.sender_id).collect();
+    let key_senders: Vec<i64> = keyed.iter().map(|m| m.sender_id.0).collect();
     let key_ids: Vec<&str> = keyed.iter().filter_map(|m| m.client_id.as_deref()).collect();
-    let key_convs: Vec<i64> = keyed.iter().map(|m| m.conversation_id).collect();
+    let key_convs: Vec<i64> = keyed.iter().map(|m| m.conversation_id.0).collect();
     let key_seqs: Vec<i64> = keyed.iter().map(|m| m.seq).collect();
 
     let conv_st = db
@@ -456,13 +466,13 @@ pub(crate) async fn history(
         let sql = format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
         );
-        messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?
+        messages(&query(db, &sql, &[&conv.0, &b.above, &b.below, &limit]).await?)?
     } else {
         let sql = format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
              ORDER BY seq DESC LIMIT $4"
         );
-        let mut v = messages(&query(db, &sql, &[&conv, &b.above, &b.below, &limit]).await?)?;
+        let mut v = messages(&query(db, &sql, &[&conv.0, &b.above, &b.below, &limit]).await?)?;
         v.reverse();
         v
     })
@@ -477,11 +487,17 @@ pub(crate) async fn backlog(db: &ClientWrapper, device: DeviceId, user: UserId) 
          JOIN conversations c ON c.id = m.conversation_id
          LEFT JOIN device_cursors d ON d.device_id = $1 AND d.conversation_id = m.conversation_id
          WHERE m.user_id = $2",
-        &[&device, &user],
+        &[&device.0, &user.0],
     )
     .await?;
     rows.iter()
-        .map(|r| Ok(Backlog { conversation_id: r.try_get(0)?, after_seq: r.try_get(1)?, upto_seq: r.try_get(2)? }))
+        .map(|r| {
+            Ok(Backlog {
+                conversation_id: ConversationId(r.try_get(0)?),
+                after_seq: r.try_get(1)?,
+                upto_seq: r.try_get(2)?,
+            })
+        })
         .collect()
 }
 
@@ -495,7 +511,7 @@ pub(crate) async fn range(
     let sql = format!(
         "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
     );
-    messages(&query(db, &sql, &[&conv, &after, &upto, &i64::from(limit)]).await?)
+    messages(&query(db, &sql, &[&conv.0, &after, &upto, &i64::from(limit)]).await?)
 }
 
 pub(crate) async fn receipts(
@@ -511,11 +527,12 @@ pub(crate) async fn receipts(
         return Err(StoreError::NotFound.into());
     }
     let Some(sender) =
-        query_opt(db, "SELECT sender_id FROM messages WHERE conversation_id = $1 AND seq = $2", &[&conv, &seq]).await?
+        query_opt(db, "SELECT sender_id FROM messages WHERE conversation_id = $1 AND seq = $2", &[&conv.0, &seq])
+            .await?
     else {
         return Err(StoreError::NotFound.into());
     };
-    let sender: UserId = sender.try_get(0)?;
+    let sender: UserId = UserId(sender.try_get(0)?);
     // The author has, by definition, delivered and read their own message. Counts are answered
     // from the member pointers, never from per-message rows.
     let counts = query_one(
@@ -524,7 +541,7 @@ pub(crate) async fn receipts(
                 count(*) FILTER (WHERE delivered_seq >= $2 OR user_id = $3),
                 count(*) FILTER (WHERE read_seq >= $2 OR user_id = $3)
          FROM members WHERE conversation_id = $1 AND left_seq IS NULL",
-        &[&conv, &seq, &sender],
+        &[&conv.0, &seq, &sender.0],
     )
     .await?;
     let members_count: i64 = counts.try_get(0)?;
@@ -533,12 +550,12 @@ pub(crate) async fn receipts(
             db,
             "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL
              ORDER BY joined_seq, user_id",
-            &[&conv],
+            &[&conv.0],
         )
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let (u, d, rd): (UserId, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let (u, d, rd): (UserId, i64, i64) = (UserId(r.try_get(0)?), r.try_get(1)?, r.try_get(2)?);
             out.push((u, u == sender || d >= seq, u == sender || rd >= seq));
         }
         Some(out)

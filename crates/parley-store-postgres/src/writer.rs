@@ -263,14 +263,15 @@ impl<'c> Ctx<'c> {
                 if cursors.is_empty() {
                     return Ok(0);
                 }
-                let (d, c, s): (Vec<i64>, Vec<i64>, Vec<i64>) = unzip3(cursors.iter().map(|&((d, c), s)| (d, c, s)));
+                let (d, c, s): (Vec<i64>, Vec<i64>, Vec<i64>) =
+                    unzip3(cursors.iter().map(|&((d, c), s)| (d.0, c.0, s)));
                 db.execute(&cur_st, &[&d, &c, &s]).await
             },
             async {
                 if pointers.is_empty() {
                     return Ok(Vec::new());
                 }
-                let (c, u): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&((c, u), _)| (c, u)).unzip();
+                let (c, u): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&((c, u), _)| (c.0, u.0)).unzip();
                 let (d, r): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&(_, p)| p).unzip();
                 db.query(&ptr_st, &[&c, &u, &d, &r]).await
             },
@@ -278,22 +279,22 @@ impl<'c> Ctx<'c> {
                 if touches.is_empty() {
                     return Ok(0);
                 }
-                let (id, at): (Vec<i64>, Vec<i64>) = touches.iter().copied().unzip();
+                let (id, at): (Vec<i64>, Vec<i64>) = touches.iter().map(|&(d, at)| (d.0, at)).unzip();
                 db.execute(&touch_st, &[&id, &at]).await
             },
             async {
                 if seen.is_empty() {
                     return Ok(0);
                 }
-                let (id, at): (Vec<i64>, Vec<i64>) = seen.iter().copied().unzip();
+                let (id, at): (Vec<i64>, Vec<i64>) = seen.iter().map(|&(u, at)| (u.0, at)).unzip();
                 db.execute(&seen_st, &[&id, &at]).await
             },
         )?;
         let mut changes = Vec::with_capacity(moved.len());
         for row in moved {
             changes.push(ReceiptChange {
-                conversation_id: row.try_get(0)?,
-                user_id: row.try_get(1)?,
+                conversation_id: ConversationId(row.try_get(0)?),
+                user_id: UserId(row.try_get(1)?),
                 delivered_seq: row.try_get(2)?,
                 read_seq: row.try_get(3)?,
             });

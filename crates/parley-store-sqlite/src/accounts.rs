@@ -10,11 +10,17 @@ use parley_store::StoreError;
 use crate::SqlResult as Result;
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
-    Ok(User { id: r.get(0)?, username: r.get(1)?, display_name: r.get(2)?, created_at: r.get(3)? })
+    Ok(User { id: UserId(r.get(0)?), username: r.get(1)?, display_name: r.get(2)?, created_at: r.get(3)? })
 }
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
-    Ok(Device { id: r.get(0)?, user_id: r.get(1)?, name: r.get(2)?, created_at: r.get(3)?, last_active_at: r.get(4)? })
+    Ok(Device {
+        id: DeviceId(r.get(0)?),
+        user_id: UserId(r.get(1)?),
+        name: r.get(2)?,
+        created_at: r.get(3)?,
+        last_active_at: r.get(4)?,
+    })
 }
 
 pub(crate) fn create_user(ctx: &mut WriteCtx<'_>, username: &str, display_name: &str, hash: &str) -> Result<User> {
@@ -30,7 +36,7 @@ pub(crate) fn create_user(ctx: &mut WriteCtx<'_>, username: &str, display_name: 
             "INSERT INTO users (id, username, display_name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (username) DO NOTHING",
         )?
-        .execute(params![user.id, user.username, user.display_name, hash, user.created_at])?;
+        .execute(params![user.id.0, user.username, user.display_name, hash, user.created_at])?;
     if inserted == 0 {
         return Err(StoreError::Conflict("username is taken".into()).into());
     }
@@ -39,7 +45,7 @@ pub(crate) fn create_user(ctx: &mut WriteCtx<'_>, username: &str, display_name: 
 
 pub(crate) fn user(c: &Connection, id: UserId) -> Result<Option<User>> {
     Ok(c.prepare_cached("SELECT id, username, display_name, created_at FROM users WHERE id = ?1")?
-        .query_row([id], user_row)
+        .query_row([id.0], user_row)
         .optional()?)
 }
 
@@ -56,12 +62,13 @@ pub(crate) fn create_device(
     token_hash: &[u8; 32],
 ) -> Result<Device> {
     let now = parley_core::now_ms();
-    let device = Device { id: DeviceId(ctx.ids.next()), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
+    let device =
+        Device { id: DeviceId(ctx.ids.next()), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
     ctx.conn
         .prepare_cached(
             "INSERT INTO devices (id, user_id, name, token_hash, created_at, last_active_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         )?
-        .execute(params![device.id, user_id, device.name, &token_hash[..], now])?;
+        .execute(params![device.id.0, user_id.0, device.name, &token_hash[..], now])?;
     Ok(device)
 }
 
@@ -82,14 +89,14 @@ pub(crate) fn devices(c: &Connection, user_id: UserId) -> Result<Vec<Device>> {
     let mut st = c.prepare_cached(
         "SELECT id, user_id, name, created_at, last_active_at FROM devices WHERE user_id = ?1 ORDER BY id",
     )?;
-    let rows = st.query_map([user_id], device_row)?;
+    let rows = st.query_map([user_id.0], device_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub(crate) fn touch_device(ctx: &mut WriteCtx<'_>, device_id: DeviceId, at: i64) -> Result<()> {
     ctx.conn
         .prepare_cached("UPDATE devices SET last_active_at = max(last_active_at, ?2) WHERE id = ?1")?
-        .execute(params![device_id, at])?;
+        .execute(params![device_id.0, at])?;
     Ok(())
 }
 
@@ -97,9 +104,9 @@ pub(crate) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: 
     let n = ctx
         .conn
         .prepare_cached("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")?
-        .execute(params![device_id, user_id])?;
+        .execute(params![device_id.0, user_id.0])?;
     if n > 0 {
-        ctx.conn.prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?.execute([device_id])?;
+        ctx.conn.prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?.execute([device_id.0])?;
     }
     Ok(n > 0)
 }
@@ -119,8 +126,8 @@ pub(crate) fn presence_records(c: &Connection, users: &[UserId]) -> Result<Vec<P
     let mut out = Vec::with_capacity(users.len());
     for &u in users {
         if let Some(r) = st
-            .query_row([u], |r| {
-                Ok(PresenceRecord { user_id: r.get(0)?, last_seen: r.get(1)?, last_seen_visible: r.get(2)? })
+            .query_row([u.0], |r| {
+                Ok(PresenceRecord { user_id: UserId(r.get(0)?), last_seen: r.get(1)?, last_seen_visible: r.get(2)? })
             })
             .optional()?
         {
@@ -133,13 +140,13 @@ pub(crate) fn presence_records(c: &Connection, users: &[UserId]) -> Result<Vec<P
 pub(crate) fn set_last_seen(ctx: &mut WriteCtx<'_>, user: UserId, at: i64) -> Result<()> {
     ctx.conn
         .prepare_cached("UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1")?
-        .execute(params![user, at])?;
+        .execute(params![user.0, at])?;
     Ok(())
 }
 
 pub(crate) fn set_last_seen_visible(ctx: &mut WriteCtx<'_>, user: UserId, visible: bool) -> Result<()> {
     ctx.conn
         .prepare_cached("UPDATE users SET last_seen_visible = ?2 WHERE id = ?1")?
-        .execute(params![user, visible])?;
+        .execute(params![user.0, visible])?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use parley_store::entry::content_kinds_sql;
 use crate::SqlResult as Result;
 
 fn user_exists(c: &Connection, user: UserId) -> Result<bool> {
-    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")?.query_row([user], |r| r.get(0))?)
+    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")?.query_row([user.0], |r| r.get(0))?)
 }
 
 fn insert_conversation(
@@ -33,7 +33,7 @@ fn insert_conversation(
             "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 0)",
         )?
-        .execute(params![id, kind.as_str(), title, key, now])?;
+        .execute(params![id.0, kind.as_str(), title, key, now])?;
     Ok(())
 }
 
@@ -48,16 +48,16 @@ fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq:
                  left_seq = NULL, joined_at = excluded.joined_at,
                  read_seq = max(read_seq, excluded.read_seq), delivered_seq = max(delivered_seq, excluded.delivered_seq)",
         )?
-        .execute(params![conv, user, role.as_str(), seq, now])?;
+        .execute(params![conv.0, user.0, role.as_str(), seq, now])?;
     ctx.conn
         .prepare_cached("UPDATE conversations SET members_count = members_count + 1 WHERE id = ?1")?
-        .execute([conv])?;
+        .execute([conv.0])?;
     Ok(())
 }
 
 /// The seq the next entry of `conv` will get.
 fn next_seq(c: &Connection, conv: ConversationId) -> Result<i64> {
-    Ok(c.prepare_cached("SELECT last_seq + 1 FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?)
+    Ok(c.prepare_cached("SELECT last_seq + 1 FROM conversations WHERE id = ?1")?.query_row([conv.0], |r| r.get(0))?)
 }
 
 pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
@@ -68,12 +68,12 @@ pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Res
         .query_row([&key], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
-        return Ok((id, false));
+        return Ok((ConversationId(id), false));
     }
     if !user_exists(ctx.conn, b)? {
         return Err(StoreError::NotFound.into());
     }
-    let id = ctx.ids.next();
+    let id = ConversationId(ctx.ids.next());
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now)?;
     let members: &[UserId] = if a == b { &[a] } else { &[a, b] };
@@ -105,7 +105,7 @@ pub(crate) fn create_group(
 ) -> Result<ConversationId> {
     let others = existing_users(ctx.conn, member_ids, Some(creator))?;
     rules::group_fits(1, others.len())?;
-    let id = ctx.ids.next();
+    let id = ConversationId(ctx.ids.next());
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now)?;
     join(ctx, id, creator, Role::Admin, 1, now)?;
@@ -129,12 +129,12 @@ fn admins(c: &Connection, conv: ConversationId) -> Result<i64> {
     Ok(c.prepare_cached(
         "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
     )?
-    .query_row([conv], |r| r.get(0))?)
+    .query_row([conv.0], |r| r.get(0))?)
 }
 
 pub(crate) fn set_title(ctx: &mut WriteCtx<'_>, actor: UserId, conv: ConversationId, title: &str) -> Result<()> {
     group_actor(ctx.conn, actor, conv, GroupAct::Rename)?;
-    ctx.conn.prepare_cached("UPDATE conversations SET title = ?2 WHERE id = ?1")?.execute(params![conv, title])?;
+    ctx.conn.prepare_cached("UPDATE conversations SET title = ?2 WHERE id = ?1")?.execute(params![conv.0, title])?;
     let entry = SystemEntry::TitleChanged { title: title.to_owned(), by: actor };
     insert_entry(ctx, Entry::system(conv, actor, entry))?;
     Ok(())
@@ -157,7 +157,7 @@ pub(crate) fn add_members(
     let count: i64 = ctx
         .conn
         .prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?
-        .query_row([conv], |r| r.get(0))?;
+        .query_row([conv.0], |r| r.get(0))?;
     let new = rules::joining(candidates, &present, count)?;
     if new.is_empty() {
         return Ok(());
@@ -181,18 +181,23 @@ pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: Convers
     let seq = next_seq(ctx.conn, conv)?;
     ctx.conn
         .prepare_cached("UPDATE members SET left_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
-        .execute(params![conv, user, seq])?;
+        .execute(params![conv.0, user.0, seq])?;
     ctx.conn
         .prepare_cached("UPDATE conversations SET members_count = members_count - 1 WHERE id = ?1")?
-        .execute([conv])?;
+        .execute([conv.0])?;
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user)))?;
     let seats: Vec<Seat> = {
         let mut st = ctx.conn.prepare_cached(
             "SELECT user_id, role, joined_seq, joined_at FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
         )?;
-        let rows = st.query_map([conv], |r| {
+        let rows = st.query_map([conv.0], |r| {
             let role: String = r.get(1)?;
-            Ok(Seat { user_id: r.get(0)?, role: Role::parse(&role), joined_seq: r.get(2)?, joined_at: r.get(3)? })
+            Ok(Seat {
+                user_id: UserId(r.get(0)?),
+                role: Role::parse(&role),
+                joined_seq: r.get(2)?,
+                joined_at: r.get(3)?,
+            })
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -220,7 +225,7 @@ pub(crate) fn set_role(
 fn change_role(ctx: &mut WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, by: UserId) -> Result<()> {
     ctx.conn
         .prepare_cached("UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
-        .execute(params![conv, user, role.as_str()])?;
+        .execute(params![conv.0, user.0, role.as_str()])?;
     insert_entry(ctx, Entry::system(conv, by, SystemEntry::RoleChanged { user_id: user, role, by }))?;
     Ok(())
 }
@@ -243,7 +248,7 @@ const MEMBERSHIP_COLS: &str =
 fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Membership)> {
     let kind: String = r.get(1)?;
     Ok((
-        r.get(0)?,
+        ConversationId(r.get(0)?),
         Membership {
             kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
             title: r.get(2)?,
@@ -265,8 +270,9 @@ fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Optio
         messages::COLS,
         content_kinds_sql()
     ))?;
-    let recent: Vec<Message> =
-        st.query_map(params![id, joined, rules::LAST_MESSAGE_SCAN], messages::row)?.collect::<rusqlite::Result<_>>()?;
+    let recent: Vec<Message> = st
+        .query_map(params![id.0, joined, rules::LAST_MESSAGE_SCAN], messages::row)?
+        .collect::<rusqlite::Result<_>>()?;
     for mut m in recent {
         if messages::is_deleted(c, id, m.seq)? {
             continue;
@@ -276,7 +282,7 @@ fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Optio
                 "SELECT body FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'edit'
                  ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![id, m.seq], |r| r.get(0))
+            .query_row(params![id.0, m.seq], |r| r.get(0))
             .optional()?;
         if let Some(edit) = edit {
             m.body = rules::fold_edit(&m.body, &edit);
@@ -298,7 +304,7 @@ fn build_view(
             "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id != ?3 AND kind IN {}",
             content_kinds_sql()
         ))?
-        .query_row(params![id, m.read_seq.max(m.joined_seq - 1), user], |r| r.get(0))?;
+        .query_row(params![id.0, m.read_seq.max(m.joined_seq - 1), user.0], |r| r.get(0))?;
     let members = if with_members { Some(member_views(c, id)?) } else { None };
     let last_message = last_visible(c, id, m.joined_seq)?;
     Ok(assemble(id, m, unread_count, last_message, members))
@@ -332,10 +338,10 @@ fn member_views(c: &Connection, id: ConversationId) -> Result<Vec<MemberView>> {
          FROM members m JOIN users u ON u.id = m.user_id
          WHERE m.conversation_id = ?1 AND m.left_seq IS NULL ORDER BY m.joined_seq, m.joined_at, m.user_id",
     )?;
-    let rows = st.query_map([id], |r| {
+    let rows = st.query_map([id.0], |r| {
         let role: String = r.get(3)?;
         Ok(MemberView {
-            user_id: r.get(0)?,
+            user_id: UserId(r.get(0)?),
             username: r.get(1)?,
             display_name: r.get(2)?,
             role: Role::parse(&role),
@@ -357,7 +363,7 @@ pub(crate) fn view(
             "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.conversation_id = ?1 AND m.user_id = ?2 AND m.left_seq IS NULL"
         ))?
-        .query_row(params![id, user], membership_row)
+        .query_row(params![id.0, user.0], membership_row)
         .optional()?;
     match row {
         Some((id, m)) => Ok(Some(build_view(c, user, id, m, with_members)?)),
@@ -386,7 +392,8 @@ pub(crate) fn views(
             content = content_kinds_sql()
         ))?;
         let wanted: HashSet<UserId> = users.iter().copied().collect();
-        let rows = st.query_map([id], |r| Ok((r.get::<_, UserId>(9)?, membership_row(r)?.1, r.get::<_, i64>(10)?)))?;
+        let rows =
+            st.query_map([id.0], |r| Ok((UserId(r.get::<_, i64>(9)?), membership_row(r)?.1, r.get::<_, i64>(10)?)))?;
         let mut out = HashMap::new();
         for row in rows {
             let (user, m, unread) = row?;
@@ -417,15 +424,16 @@ pub(crate) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>
             "SELECT {MEMBERSHIP_COLS} FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.user_id = ?1 AND m.left_seq IS NULL ORDER BY c.last_activity DESC, c.id DESC"
         ))?;
-        st.query_map([user], membership_row)?.collect::<rusqlite::Result<_>>()?
+        st.query_map([user.0], membership_row)?.collect::<rusqlite::Result<_>>()?
     };
     rows.into_iter().map(|(id, m)| build_view(c, user, id, m, false)).collect()
 }
 
 pub(crate) fn member_windows(c: &Connection, id: ConversationId) -> Result<Vec<MemberWindow>> {
     let mut st = c.prepare_cached("SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = ?1")?;
-    let rows =
-        st.query_map([id], |r| Ok(MemberWindow { user_id: r.get(0)?, joined_seq: r.get(1)?, left_seq: r.get(2)? }))?;
+    let rows = st.query_map([id.0], |r| {
+        Ok(MemberWindow { user_id: UserId(r.get(0)?), joined_seq: r.get(1)?, left_seq: r.get(2)? })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -437,7 +445,7 @@ pub(crate) fn contacts_among(c: &Connection, user: UserId, candidates: &[UserId]
     )?;
     let mut out = Vec::new();
     for &other in candidates {
-        if st.query_row(params![user, other], |r| r.get::<_, bool>(0))? {
+        if st.query_row(params![user.0, other.0], |r| r.get::<_, bool>(0))? {
             out.push(other);
         }
     }

@@ -22,11 +22,11 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     })?;
     let body: String = r.get(8)?;
     Ok(Message {
-        conversation_id: r.get(0)?,
+        conversation_id: ConversationId(r.get(0)?),
         seq: r.get(1)?,
-        message_id: r.get(2)?,
-        sender_id: r.get(3)?,
-        sender_device_id: r.get(4)?,
+        message_id: MessageId(r.get(2)?),
+        sender_id: UserId(r.get(3)?),
+        sender_device_id: r.get::<_, Option<i64>>(4)?.map(DeviceId),
         client_id: r.get(5)?,
         ts: r.get(6)?,
         kind,
@@ -46,7 +46,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, last_activity = ?2 WHERE id = ?1 RETURNING last_seq",
         )?
-        .query_row(params![e.conv, ts], |r| r.get(0))?;
+        .query_row(params![e.conv.0, ts], |r| r.get(0))?;
     let msg = Message {
         conversation_id: e.conv,
         seq,
@@ -64,11 +64,11 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
             "INSERT INTO messages ({COLS}, target_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))?
         .execute(params![
-            msg.conversation_id,
+            msg.conversation_id.0,
             msg.seq,
-            msg.message_id,
-            msg.sender_id,
-            msg.sender_device_id,
+            msg.message_id.0,
+            msg.sender_id.0,
+            msg.sender_device_id.map(i64::from),
             msg.client_id,
             msg.ts,
             msg.kind.as_str(),
@@ -90,7 +90,7 @@ pub(crate) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Resu
                 (SELECT kind FROM conversations WHERE id = ?1)
          FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
     )?
-    .query_row(params![conv, user], |r| {
+    .query_row(params![conv.0, user.0], |r| {
         let (role, kind): (String, String) = (r.get(3)?, r.get(4)?);
         Ok(Window {
             joined: r.get(0)?,
@@ -113,7 +113,7 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
         let original = ctx
             .conn
             .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"))?
-            .query_row(params![m.sender_id, client_id], row)
+            .query_row(params![m.sender_id.0, client_id], row)
             .optional()?;
         if let Some(message) = original {
             return Ok(SendOutcome { message, duplicate: true });
@@ -150,11 +150,11 @@ fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> 
                  AND d.target_seq = ?2 AND d.kind = 'delete')
              FROM messages WHERE conversation_id = ?1 AND seq = ?2",
         )?
-        .query_row(params![m.conversation_id, target], |r| {
+        .query_row(params![m.conversation_id.0, target], |r| {
             let kind: String = r.get(1)?;
             Ok(Target {
                 seq: target,
-                author: r.get(0)?,
+                author: UserId(r.get(0)?),
                 // An unknown kind is nothing an edit may target.
                 kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
                 deleted: r.get(2)?,
@@ -168,7 +168,7 @@ pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Resu
     Ok(c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'delete')",
     )?
-    .query_row(params![conv, seq], |r| r.get(0))?)
+    .query_row(params![conv.0, seq], |r| r.get(0))?)
 }
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
@@ -206,13 +206,13 @@ pub(crate) fn history(c: &Connection, user: UserId, conv: ConversationId, q: His
         let mut st = c.prepare_cached(&format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
         ))?;
-        st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?
+        st.query_map(params![conv.0, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?
     } else {
         let mut st = c.prepare_cached(&format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
         ))?;
         let mut v: Vec<Message> =
-            st.query_map(params![conv, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?;
+            st.query_map(params![conv.0, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?;
         v.reverse();
         v
     };
@@ -229,8 +229,8 @@ pub(crate) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<
          LEFT JOIN device_cursors d ON d.device_id = ?1 AND d.conversation_id = m.conversation_id
          WHERE m.user_id = ?2",
     )?;
-    let rows = st.query_map(params![device, user], |r| {
-        Ok(Backlog { conversation_id: r.get(0)?, after_seq: r.get(1)?, upto_seq: r.get(2)? })
+    let rows = st.query_map(params![device.0, user.0], |r| {
+        Ok(Backlog { conversation_id: ConversationId(r.get(0)?), after_seq: r.get(1)?, upto_seq: r.get(2)? })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -239,7 +239,7 @@ pub(crate) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64,
     let mut st = c.prepare_cached(&format!(
         "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4"
     ))?;
-    let rows = st.query_map(params![conv, after, upto, i64::from(limit)], row)?;
+    let rows = st.query_map(params![conv.0, after, upto, i64::from(limit)], row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -252,7 +252,7 @@ pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
     }
     let sender: Option<UserId> = c
         .prepare_cached("SELECT sender_id FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
-        .query_row(params![conv, seq], |r| r.get(0))
+        .query_row(params![conv.0, seq], |r| r.get(0).map(UserId))
         .optional()?;
     let Some(sender) = sender else {
         return Err(StoreError::NotFound.into());
@@ -264,10 +264,10 @@ pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
             "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
              AND ({col} >= ?2 OR user_id = ?3)"
         ))?
-        .query_row(params![conv, seq, sender], |r| r.get(0))?)
+        .query_row(params![conv.0, seq, sender.0], |r| r.get(0))?)
     };
     let members_count: i64 =
-        c.prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
+        c.prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?.query_row([conv.0], |r| r.get(0))?;
     let delivered_count = count("delivered_seq")?;
     let read_count = count("read_seq")?;
     let members = if members_count <= RECEIPTS_LIVE_MAX_MEMBERS {
@@ -275,8 +275,8 @@ pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
             "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
              ORDER BY joined_seq, user_id",
         )?;
-        let rows = st.query_map([conv], |r| {
-            let (u, d, rd): (UserId, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let rows = st.query_map([conv.0], |r| {
+            let (u, d, rd): (UserId, i64, i64) = (UserId(r.get(0)?), r.get(1)?, r.get(2)?);
             Ok((u, u == sender || d >= seq, u == sender || rd >= seq))
         })?;
         Some(rows.collect::<rusqlite::Result<_>>()?)

@@ -68,7 +68,7 @@ impl WriteCtx<'_> {
              ON CONFLICT (device_id, conversation_id) DO UPDATE SET seq = max(seq, excluded.seq)",
         )?;
         for ((device, conv), seq) in self.cursors.drain() {
-            cur.execute(params![device, conv, seq])?;
+            cur.execute(params![device.0, conv.0, seq])?;
         }
         let mut ptr = self.conn.prepare_cached(
             "UPDATE members SET delivered_seq = max(delivered_seq, ?3), read_seq = max(read_seq, ?4)
@@ -79,7 +79,7 @@ impl WriteCtx<'_> {
         // Deterministic order keeps the events (and tests) stable.
         pointers.sort_unstable_by_key(|&(k, _)| k);
         for ((conv, user), (delivered, read)) in pointers {
-            let mut rows = ptr.query(params![conv, user, delivered, read])?;
+            let mut rows = ptr.query(params![conv.0, user.0, delivered, read])?;
             if let Some(row) = rows.next()? {
                 self.events.push(StoreEvent::Receipt(ReceiptChange {
                     conversation_id: conv,

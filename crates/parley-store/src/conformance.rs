@@ -397,7 +397,8 @@ pub async fn groups_follow_membership_windows(h: Harness) {
     // The last admin leaving promotes the longest-standing member (b, who joined at seq 1).
     h.store.remove_member(a, g, a).await.unwrap(); // seq 8 member_left, seq 9 role_changed
     let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
-    let admins: Vec<UserId> = view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
+    let admins: Vec<UserId> =
+        view.members.unwrap().iter().filter(|m| m.role == Role::Admin).map(|m| m.user_id).collect();
     assert_eq!(admins, vec![b]);
     let tail: Vec<MessageKind> = kinds(&h, b, g).await.iter().rev().take(2).map(|k| k.1).collect();
     assert_eq!(tail, vec![MessageKind::RoleChanged, MessageKind::MemberLeft]);
@@ -499,10 +500,10 @@ pub async fn conversation_views_agree_with_each_view(h: Harness) {
         .send(entry(g, b, "b2", MessageKind::Edit, m.seq, serde_json::json!({"target_seq": m.seq, "text": "2"})))
         .await
         .unwrap();
-    let asked = [d, e, b, c, a, 424242];
+    let asked = [d, e, b, c, a, UserId(424242)];
     for with_members in [false, true] {
         let views = h.store.conversation_views(g, &asked, with_members).await.unwrap();
-        let users: Vec<i64> = views.iter().map(|(u, _)| *u).collect();
+        let users: Vec<UserId> = views.iter().map(|(u, _)| *u).collect();
         assert_eq!(users, vec![d, b, a], "members only, in the order asked");
         for (u, v) in views {
             let one = h.store.conversation(u, g, with_members).await.unwrap().unwrap();

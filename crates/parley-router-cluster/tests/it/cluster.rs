@@ -126,7 +126,9 @@ async fn invalidations_and_privacy_reach_other_nodes() {
             got.push(e);
         }
     }
-    assert!(got.contains(&ClusterEvent::MembersChanged { conversation_id: ConversationId(77), removed: Some(UserId(8)) }));
+    assert!(
+        got.contains(&ClusterEvent::MembersChanged { conversation_id: ConversationId(77), removed: Some(UserId(8)) })
+    );
     assert!(got.contains(&ClusterEvent::Visibility { user_id: UserId(5), visible: false }));
     c.cleanup().await;
 }

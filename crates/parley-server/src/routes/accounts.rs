@@ -57,7 +57,7 @@ pub(super) async fn login(
     };
     let token = auth::new_token();
     let device = app.store.create_device(user.id, &device_name, auth::token_hash(&token)).await?;
-    Ok((StatusCode::CREATED, Json(Session { user_id: Id(user.id), device_id: Id(device.id), token })))
+    Ok((StatusCode::CREATED, Json(Session { user_id: Id(user.id.0), device_id: Id(device.id.0), token })))
 }
 
 pub(super) async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult<StatusCode> {

@@ -69,9 +69,9 @@ pub(super) async fn bulk_accounts(
         .into_iter()
         .zip(tokens)
         .map(|((user, device), token)| BulkAccount {
-            user_id: Id(user.id),
+            user_id: Id(user.id.0),
             username: user.username,
-            device_id: Id(device.id),
+            device_id: Id(device.id.0),
             token,
         })
         .collect();

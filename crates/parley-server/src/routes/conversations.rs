@@ -1,6 +1,7 @@
 //! Conversations: start one (direct or group), list mine, read one, and manage a group's title,
 //! members and admins.
 
+use parley_core::ids::{ConversationId, UserId};
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +22,7 @@ use crate::json::JsonBody;
 use crate::state::App;
 
 /// The caller's view of `id` with members, as every conversation endpoint answers.
-async fn envelope(app: &App, user: i64, id: i64) -> ApiResult<Json<ConversationEnvelope>> {
+async fn envelope(app: &App, user: UserId, id: ConversationId) -> ApiResult<Json<ConversationEnvelope>> {
     let view = app.store.conversation(user, id, true).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(ConversationEnvelope { conversation: convert::conversation(&view) }))
 }
@@ -32,14 +33,14 @@ pub(super) async fn create(
     JsonBody(req): JsonBody<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<ConversationEnvelope>)> {
     let (id, created) = match req {
-        CreateConversation::Direct { user_id } => app.store.create_direct(me.user_id, user_id.0).await?,
+        CreateConversation::Direct { user_id } => app.store.create_direct(me.user_id, UserId(user_id.0)).await?,
         CreateConversation::Group { title, member_ids } => {
             let title = validate::name("title", &title)?;
             // Counted before the store dedupes, so a huge list is refused without a lookup each.
             if member_ids.len() > MAX_GROUP_MEMBERS {
                 return Err(ApiError::bad_request(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
             }
-            let ids: Vec<i64> = member_ids.iter().map(|i| i.0).collect();
+            let ids: Vec<UserId> = member_ids.iter().map(|i| UserId(i.0)).collect();
             (app.store.create_group(me.user_id, &title, &ids).await?, true)
         }
     };
@@ -57,7 +58,7 @@ pub(super) async fn get_one(
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationEnvelope>> {
-    envelope(&app, me.user_id, path_id(&id)).await
+    envelope(&app, me.user_id, ConversationId(path_id(&id))).await
 }
 
 pub(super) async fn patch(
@@ -66,7 +67,7 @@ pub(super) async fn patch(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PatchConversation>,
 ) -> ApiResult<Json<ConversationEnvelope>> {
-    let id = path_id(&id);
+    let id = ConversationId(path_id(&id));
     let title = validate::name("title", &req.title)?;
     app.store.set_title(me.user_id, id, &title).await?;
     envelope(&app, me.user_id, id).await
@@ -78,11 +79,11 @@ pub(super) async fn add_members(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddMembers>,
 ) -> ApiResult<Json<ConversationEnvelope>> {
-    let id = path_id(&id);
+    let id = ConversationId(path_id(&id));
     if req.user_ids.len() > MAX_GROUP_MEMBERS {
         return Err(ApiError::bad_request(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
     }
-    let ids: Vec<i64> = req.user_ids.iter().map(|i| i.0).collect();
+    let ids: Vec<UserId> = req.user_ids.iter().map(|i| UserId(i.0)).collect();
     app.store.add_members(me.user_id, id, &ids).await?;
     envelope(&app, me.user_id, id).await
 }
@@ -92,7 +93,7 @@ pub(super) async fn remove_member(
     me: Authed,
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    app.store.remove_member(me.user_id, path_id(&id), path_id(&user)).await?;
+    app.store.remove_member(me.user_id, ConversationId(path_id(&id)), UserId(path_id(&user))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,7 +108,7 @@ pub(super) async fn patch_member(
         "member" => Role::Member,
         _ => return Err(ApiError::bad_request("role must be \"admin\" or \"member\"")),
     };
-    let id = path_id(&id);
-    app.store.set_role(me.user_id, id, path_id(&user), role).await?;
+    let id = ConversationId(path_id(&id));
+    app.store.set_role(me.user_id, id, UserId(path_id(&user)), role).await?;
     envelope(&app, me.user_id, id).await
 }

@@ -1,5 +1,6 @@
 //! A user's devices: list them, and sign one out remotely.
 
+use parley_core::ids::DeviceId;
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,9 +23,9 @@ pub(super) async fn list(State(app): State<Arc<App>>, me: Authed) -> ApiResult<J
 pub(super) async fn remove(State(app): State<Arc<App>>, me: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = path_id(&id);
     // Another user's device is indistinguishable from a missing one.
-    if !app.store.delete_device(me.user_id, id).await? {
+    if !app.store.delete_device(me.user_id, DeviceId(id)).await? {
         return Err(ApiError::not_found());
     }
-    app.router.kick_device(me.user_id, id, Kick::Revoked);
+    app.router.kick_device(me.user_id, DeviceId(id), Kick::Revoked);
     Ok(StatusCode::NO_CONTENT)
 }

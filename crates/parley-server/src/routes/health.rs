@@ -1,6 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (it can serve: storage reachable, in a cluster
 //! NATS and Redis too, not draining) and `/metrics`.
 
+use parley_core::ids::UserId;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +22,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
     // Each check is a fresh probe, news for `/metrics` too.
     let started = std::time::Instant::now();
-    let store = app.store.user(0).await;
+    let store = app.store.user(UserId(0)).await;
     app.metrics.dependency("store", store.is_ok(), started.elapsed());
     if let Err(e) = store {
         tracing::warn!(error = %e, "not ready: store");

@@ -1,5 +1,6 @@
 //! A conversation's log over REST: history pages, posting (for bots and scripts), receipts.
 
+use parley_core::ids::ConversationId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ pub(super) async fn history(
         before_seq: seq_param(&params, "before_seq")?,
         limit,
     };
-    let messages = app.store.history(me.user_id, path_id(&id), q).await?;
+    let messages = app.store.history(me.user_id, ConversationId(path_id(&id)), q).await?;
     Ok(Json(Messages { messages: messages.iter().map(convert::message).collect() }))
 }
 
@@ -80,13 +81,13 @@ pub(super) async fn receipts(
     Path((id, seq)): Path<(String, String)>,
 ) -> ApiResult<Json<Receipts>> {
     let seq: i64 = seq.parse().map_err(|_| ApiError::bad_request("seq must be an integer"))?;
-    let r = app.store.receipts(me.user_id, path_id(&id), seq).await?;
+    let r = app.store.receipts(me.user_id, ConversationId(path_id(&id)), seq).await?;
     Ok(Json(Receipts {
         members_count: r.members_count,
         delivered_count: r.delivered_count,
         read_count: r.read_count,
         members: r.members.map(|ms| {
-            ms.into_iter().map(|(u, delivered, read)| MemberReceipt { user_id: Id(u), delivered, read }).collect()
+            ms.into_iter().map(|(u, delivered, read)| MemberReceipt { user_id: Id(u.0), delivered, read }).collect()
         }),
     }))
 }

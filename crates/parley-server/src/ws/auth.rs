@@ -35,8 +35,8 @@ pub(super) async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<De
     match crate::auth::device_for_token(app, &token).await {
         Ok(Some(device)) => {
             let ready = ServerFrame::Ready(Ready {
-                user_id: Id(device.user_id),
-                device_id: Id(device.id),
+                user_id: Id(device.user_id.0),
+                device_id: Id(device.id.0),
                 server_time: parley_core::now_ms(),
             })
             .to_json();

@@ -263,10 +263,14 @@ impl Conn {
                 pending.push_back(Box::pin(std::future::ready(vec![ServerFrame::Pong(Pong { r#ref }).to_json()])));
             }
             ClientFrame::Send(frame) => self.send(frame, r#ref, pending).await,
-            ClientFrame::Ack { conversation_id, seq } => self.ack(conversation_id.0, seq, r#ref, pending).await,
-            ClientFrame::Read { conversation_id, seq } => self.read(conversation_id.0, seq, r#ref, pending).await,
+            ClientFrame::Ack { conversation_id, seq } => {
+                self.ack(ConversationId(conversation_id.0), seq, r#ref, pending).await
+            }
+            ClientFrame::Read { conversation_id, seq } => {
+                self.read(ConversationId(conversation_id.0), seq, r#ref, pending).await
+            }
             ClientFrame::Typing { conversation_id, active } => {
-                self.typing(conversation_id.0, active, r#ref, pending).await
+                self.typing(ConversationId(conversation_id.0), active, r#ref, pending).await
             }
             ClientFrame::PresenceSubscribe { user_ids } => self.presence_subscribe(user_ids, r#ref, pending),
             ClientFrame::PresenceUnsubscribe { user_ids } => self.presence_unsubscribe(&user_ids),

@@ -1,6 +1,7 @@
 //! The `presence_subscribe` and `presence_unsubscribe` frames: watch (or stop watching) contacts'
 //! presence on this connection, with the privacy rules of [`crate::presence`].
 
+use parley_core::ids::UserId;
 use parley_proto::Id;
 use parley_proto::frames::ServerFrame;
 
@@ -27,7 +28,7 @@ impl Conn {
 
     /// Has no reply: ids not watched (or not ids at all) are simply ignored.
     pub(super) fn presence_unsubscribe(&self, user_ids: &[String]) {
-        let ids: Vec<i64> = user_ids.iter().map(|i| Id::parse(i).0).collect();
+        let ids: Vec<UserId> = user_ids.iter().map(|i| UserId(Id::parse(i).0)).collect();
         self.app.presence.unsubscribe(self.handle.id, &ids);
     }
 }

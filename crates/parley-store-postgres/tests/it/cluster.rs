@@ -1,6 +1,7 @@
 //! What only the PostgreSQL backend promises: several nodes on one database, migrations run
 //! from several nodes at once, and a writer that outlives its connection.
 
+use parley_core::ids::{ConversationId, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,8 @@ async fn node(db: &TestDatabase, id: u16) -> Arc<dyn Store> {
 
 fn text(conv: i64, sender: i64, client_id: String) -> NewMessage {
     NewMessage {
-        conversation_id: conv,
-        sender_id: sender,
+        conversation_id: ConversationId(conv),
+        sender_id: UserId(sender),
         sender_device_id: None,
         client_id: Some(client_id),
         kind: MessageKind::Text,
@@ -83,7 +84,7 @@ async fn two_nodes_share_a_conversation() {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for i in 0..40 {
-                let m = store.send(text(conv, sender, format!("t{}-{i}", t / 2))).await.unwrap();
+                let m = store.send(text(conv.0, sender.0, format!("t{}-{i}", t / 2))).await.unwrap();
                 out.push((m.message.seq, m.message.message_id, m.duplicate));
             }
             out
@@ -96,7 +97,7 @@ async fn two_nodes_share_a_conversation() {
     let mut fresh: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.0).collect();
     fresh.sort_unstable();
     assert_eq!(fresh, (2..=161).collect::<Vec<i64>>(), "one entry per client_id, gap-free");
-    let mut ids: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.1).collect();
+    let mut ids: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.1.0).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 160, "message ids are unique across nodes");
@@ -109,7 +110,7 @@ async fn the_writer_outlives_its_connection() {
     let store = node(&db, 1).await;
     let a = store.create_user("alice", "Alice", "h").await.unwrap().id;
     let (conv, _) = store.create_direct(a, a).await.unwrap();
-    store.send(text(conv, a, "before".into())).await.unwrap();
+    store.send(text(conv.0, a.0, "before".into())).await.unwrap();
     db.terminate_connections().await;
     // Each send either succeeds or says the store is unavailable (never hangs), and the writer
     // comes back on its own.
@@ -118,7 +119,7 @@ async fn the_writer_outlives_its_connection() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seqs.len() < 5 {
         assert!(tokio::time::Instant::now() < deadline, "the writer did not come back");
-        let sent = tokio::time::timeout(Duration::from_secs(10), store.send(text(conv, a, format!("after{next}"))))
+        let sent = tokio::time::timeout(Duration::from_secs(10), store.send(text(conv.0, a.0, format!("after{next}"))))
             .await
             .expect("a send never hangs");
         match sent {
@@ -157,12 +158,12 @@ async fn the_store_rides_out_an_outage() {
     let store = PgStore::connect(&proxy.url(&db.url), 1, true, tx).await.expect("connect");
     let a = store.create_user("alice", "Alice", "h").await.unwrap().id;
     let (conv, _) = store.create_direct(a, a).await.unwrap();
-    assert_eq!(store.send(text(conv, a, "before".into())).await.unwrap().message.seq, 2);
+    assert_eq!(store.send(text(conv.0, a.0, "before".into())).await.unwrap().message.seq, 2);
 
     proxy.down();
     // While the server cannot be reached, writes and reads are answered, and say so.
     for i in 0..3 {
-        let sent = tokio::time::timeout(Duration::from_secs(10), store.send(text(conv, a, format!("during{i}"))))
+        let sent = tokio::time::timeout(Duration::from_secs(10), store.send(text(conv.0, a.0, format!("during{i}"))))
             .await
             .expect("a send never hangs");
         assert!(matches!(sent, Err(StoreError::Unavailable(_))), "{sent:?}");
@@ -175,7 +176,7 @@ async fn the_store_rides_out_an_outage() {
     proxy.up();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let seq = loop {
-        match store.send(text(conv, a, "after".into())).await {
+        match store.send(text(conv.0, a.0, "after".into())).await {
             Ok(m) => break m.message.seq,
             Err(StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await
