@@ -56,6 +56,59 @@ id_type!(
     MessageId
 );
 
+/// A position in one conversation's log: entries are numbered 1, 2, 3, … with no gaps, and
+/// `Seq(0)` means "before the first entry" (a cursor that has seen nothing). A distance
+/// between two positions is a plain count (`Seq - Seq = i64`); a position moved by a count stays
+/// a position (`Seq + i64`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Seq(pub i64);
+
+impl Seq {
+    /// Before the first entry.
+    pub const ZERO: Seq = Seq(0);
+
+    /// The entry after this one.
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<Seq> for i64 {
+    fn from(s: Seq) -> i64 {
+        s.0
+    }
+}
+
+impl std::ops::Add<i64> for Seq {
+    type Output = Seq;
+
+    fn add(self, n: i64) -> Seq {
+        Seq(self.0 + n)
+    }
+}
+
+impl std::ops::Sub<i64> for Seq {
+    type Output = Seq;
+
+    fn sub(self, n: i64) -> Seq {
+        Seq(self.0 - n)
+    }
+}
+
+impl std::ops::Sub for Seq {
+    type Output = i64;
+
+    fn sub(self, other: Seq) -> i64 {
+        self.0 - other.0
+    }
+}
+
 /// 2024-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_704_067_200_000;
 const NODE_BITS: u32 = 10;

@@ -74,7 +74,7 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub conversation_id: ConversationId,
-    pub seq: i64,
+    pub seq: Seq,
     pub message_id: MessageId,
     pub sender_id: UserId,
     pub sender_device_id: Option<DeviceId>,
@@ -97,11 +97,11 @@ pub struct ConversationView {
     pub created_at: i64,
     /// The last seq this member may see (the conversation's last seq, or the entry that removed
     /// them).
-    pub last_seq: i64,
+    pub last_seq: Seq,
     pub last_message: Option<Message>,
     pub unread_count: i64,
-    pub read_seq: i64,
-    pub delivered_seq: i64,
+    pub read_seq: Seq,
+    pub delivered_seq: Seq,
     pub members_count: i64,
     pub members: Option<Vec<MemberView>>,
 }
@@ -112,8 +112,8 @@ pub struct MemberView {
     pub username: String,
     pub display_name: String,
     pub role: Role,
-    pub read_seq: i64,
-    pub delivered_seq: i64,
+    pub read_seq: Seq,
+    pub delivered_seq: Seq,
 }
 
 /// A member's delivery and read pointers after an `ack` or `read` moved them.
@@ -121,8 +121,8 @@ pub struct MemberView {
 pub struct ReceiptChange {
     pub conversation_id: ConversationId,
     pub user_id: UserId,
-    pub delivered_seq: i64,
-    pub read_seq: i64,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,12 +139,12 @@ pub struct ReceiptSummary {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberWindow {
     pub user_id: UserId,
-    pub joined_seq: i64,
-    pub left_seq: Option<i64>,
+    pub joined_seq: Seq,
+    pub left_seq: Option<Seq>,
 }
 
 impl MemberWindow {
-    pub fn sees(&self, seq: i64) -> bool {
+    pub fn sees(&self, seq: Seq) -> bool {
         seq >= self.joined_seq && self.left_seq.is_none_or(|l| seq <= l)
     }
 }

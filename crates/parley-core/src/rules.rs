@@ -5,6 +5,7 @@
 //! rule is written once and a backend keeps only its queries. A refusal is a [`Refusal`], which
 //! the storage boundary maps to its error (`parley-store` owns that mapping).
 
+use crate::ids::Seq;
 use std::collections::HashSet;
 
 use crate::MessageKind;
@@ -39,7 +40,7 @@ pub enum Refusal {
     #[error("only the original sender or a group admin may delete a message")]
     DeleteByOther,
     #[error("seq {seq} is not in this conversation (last seq {upto})")]
-    SeqOutOfRange { seq: i64, upto: i64 },
+    SeqOutOfRange { seq: Seq, upto: i64 },
 }
 
 /// What a member is in a conversation, as far as the rules care.
@@ -136,7 +137,7 @@ pub fn role_change(current: Role, wanted: Role, admins: i64) -> Result<RoleChang
 pub struct Seat {
     pub user_id: UserId,
     pub role: Role,
-    pub joined_seq: i64,
+    pub joined_seq: Seq,
     pub joined_at: i64,
 }
 
@@ -153,7 +154,7 @@ pub fn heir(remaining: &[Seat]) -> Option<UserId> {
 /// The entry an `edit`, `delete` or `reaction` refers to, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub seq: i64,
+    pub seq: Seq,
     pub author: UserId,
     pub kind: MessageKind,
     /// A `delete` refers to it.
@@ -171,7 +172,7 @@ pub fn may_target(
     standing: Standing,
     target: Option<Target>,
 ) -> Result<(), Refusal> {
-    let t = target.filter(|t| t.seq >= joined && t.kind.is_visible_content() && !t.deleted);
+    let t = target.filter(|t| t.seq >= Seq(joined) && t.kind.is_visible_content() && !t.deleted);
     let Some(t) = t else { return Err(Refusal::NotFound) };
     match kind {
         MessageKind::Edit if t.author != sender => Err(Refusal::EditByOther),
@@ -183,9 +184,9 @@ pub fn may_target(
 
 /// Whether a member may move a delivery or read pointer to `seq`, given the last seq they may
 /// see (`None` if they never were a member).
-pub fn pointer_move(upto: Option<i64>, seq: i64) -> Result<(), Refusal> {
+pub fn pointer_move(upto: Option<i64>, seq: Seq) -> Result<(), Refusal> {
     let upto = upto.ok_or(Refusal::NotMember)?;
-    if seq < 0 || seq > upto {
+    if seq < Seq(0) || seq > Seq(upto) {
         return Err(Refusal::SeqOutOfRange { seq, upto });
     }
     Ok(())
@@ -203,11 +204,11 @@ pub struct HistoryBounds {
 
 /// The page bounds for a member who joined at `joined` in a log whose last seq is `last`:
 /// nothing from before they joined, nothing past the end, forward from `after_seq` when given.
-pub fn history_bounds(joined: i64, last: i64, after_seq: Option<i64>, before_seq: Option<i64>) -> HistoryBounds {
+pub fn history_bounds(joined: i64, last: i64, after_seq: Option<Seq>, before_seq: Option<Seq>) -> HistoryBounds {
     let above = joined - 1;
     HistoryBounds {
-        above: after_seq.map_or(above, |a| a.max(above)),
-        below: before_seq.unwrap_or(i64::MAX).min(last + 1),
+        above: after_seq.map_or(above, |a| (a.max(Seq(above))).0),
+        below: (before_seq.unwrap_or(Seq(i64::MAX)).min(Seq(last + 1))).0,
         forward: after_seq.is_some(),
     }
 }
@@ -294,14 +295,14 @@ mod tests {
         assert_eq!(role_change(Role::Member, Role::Admin, 1), Ok(RoleChange::Apply));
         let seat = |user_id, role, joined_seq, joined_at| Seat { user_id, role, joined_seq, joined_at };
         let members = [
-            seat(UserId(9), Role::Member, 3, 10),
-            seat(UserId(8), Role::Member, 1, 20),
-            seat(UserId(7), Role::Member, 1, 20),
-            seat(UserId(6), Role::Member, 1, 30),
+            seat(UserId(9), Role::Member, Seq(3), 10),
+            seat(UserId(8), Role::Member, Seq(1), 20),
+            seat(UserId(7), Role::Member, Seq(1), 20),
+            seat(UserId(6), Role::Member, Seq(1), 30),
         ];
         assert_eq!(heir(&members), Some(UserId(7)), "earliest join, then join time, then id");
         assert_eq!(
-            heir(&[seat(UserId(9), Role::Member, 1, 1), seat(UserId(5), Role::Admin, 4, 4)]),
+            heir(&[seat(UserId(9), Role::Member, Seq(1), 1), seat(UserId(5), Role::Admin, Seq(4), 4)]),
             None,
             "an admin remains"
         );
@@ -310,8 +311,8 @@ mod tests {
 
     #[test]
     fn edits_deletes_and_reactions_target_visible_content() {
-        let text = |author| Some(Target { seq: 5, author, kind: MessageKind::Text, deleted: false });
-        let media = Some(Target { seq: 5, author: UserId(2), kind: MessageKind::Media, deleted: false });
+        let text = |author| Some(Target { seq: Seq(5), author, kind: MessageKind::Text, deleted: false });
+        let media = Some(Target { seq: Seq(5), author: UserId(2), kind: MessageKind::Media, deleted: false });
         assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, text(UserId(2))), Ok(()));
         assert_eq!(
             may_target(MessageKind::Edit, UserId(3), 1, GROUP_ADMIN, text(UserId(2))),
@@ -331,9 +332,10 @@ mod tests {
             "before join"
         );
         assert_eq!(may_target(MessageKind::Reaction, UserId(3), 1, GROUP_MEMBER, None), Err(Refusal::NotFound));
-        let system = Some(Target { seq: 1, author: UserId(2), kind: MessageKind::ConversationCreated, deleted: false });
+        let system =
+            Some(Target { seq: Seq(1), author: UserId(2), kind: MessageKind::ConversationCreated, deleted: false });
         assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, system), Err(Refusal::NotFound));
-        let deleted = Some(Target { seq: 5, author: UserId(2), kind: MessageKind::Text, deleted: true });
+        let deleted = Some(Target { seq: Seq(5), author: UserId(2), kind: MessageKind::Text, deleted: true });
         assert_eq!(may_target(MessageKind::Edit, UserId(2), 1, GROUP_MEMBER, deleted), Err(Refusal::NotFound));
     }
 
@@ -341,19 +343,19 @@ mod tests {
     fn history_stays_in_the_window() {
         let b = |above, below, forward| HistoryBounds { above, below, forward };
         assert_eq!(history_bounds(3, 20, None, None), b(2, 21, false));
-        assert_eq!(history_bounds(3, 20, Some(0), Some(10)), b(2, 10, true));
-        assert_eq!(history_bounds(3, 20, Some(10), Some(99)), b(10, 21, true));
+        assert_eq!(history_bounds(3, 20, Some(Seq(0)), Some(Seq(10))), b(2, 10, true));
+        assert_eq!(history_bounds(3, 20, Some(Seq(10)), Some(Seq(99))), b(10, 21, true));
     }
 
     #[test]
     fn pointers_stay_in_the_window() {
-        assert_eq!(pointer_move(None, 1), Err(Refusal::NotMember));
-        assert_eq!(pointer_move(Some(5), 5), Ok(()));
-        assert_eq!(pointer_move(Some(5), 0), Ok(()));
-        assert_eq!(pointer_move(Some(5), 6), Err(Refusal::SeqOutOfRange { seq: 6, upto: 5 }));
-        assert_eq!(pointer_move(Some(5), -1), Err(Refusal::SeqOutOfRange { seq: -1, upto: 5 }));
+        assert_eq!(pointer_move(None, Seq(1)), Err(Refusal::NotMember));
+        assert_eq!(pointer_move(Some(5), Seq(5)), Ok(()));
+        assert_eq!(pointer_move(Some(5), Seq(0)), Ok(()));
+        assert_eq!(pointer_move(Some(5), Seq(6)), Err(Refusal::SeqOutOfRange { seq: Seq(6), upto: 5 }));
+        assert_eq!(pointer_move(Some(5), Seq(-1)), Err(Refusal::SeqOutOfRange { seq: Seq(-1), upto: 5 }));
         assert_eq!(
-            Refusal::SeqOutOfRange { seq: 6, upto: 5 }.to_string(),
+            Refusal::SeqOutOfRange { seq: Seq(6), upto: 5 }.to_string(),
             "seq 6 is not in this conversation (last seq 5)"
         );
     }

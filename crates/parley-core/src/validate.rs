@@ -1,5 +1,6 @@
 //! Validation of what users send: names, passwords, client ids and message bodies.
 
+use crate::ids::Seq;
 use serde_json::{Map, Value};
 
 use crate::MessageKind;
@@ -63,7 +64,7 @@ pub struct ValidBody {
     /// The body as it is stored and sent: canonical JSON with only the known fields.
     pub json: String,
     /// The entry an `edit`, `delete` or `reaction` refers to.
-    pub target_seq: Option<i64>,
+    pub target_seq: Option<Seq>,
 }
 
 /// Checks a client's `kind` and `body` and returns the canonical body to store.
@@ -125,7 +126,7 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
             return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str())));
         }
     }
-    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq })
+    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq) })
 }
 
 fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn edits_deletes_reactions() {
         let e = message_body("edit", &json!({"target_seq": 4, "text": "fixed"})).unwrap();
-        assert_eq!(e.target_seq, Some(4));
+        assert_eq!(e.target_seq, Some(Seq(4)));
         assert!(message_body("edit", &json!({"text": "no target"})).is_err());
         assert!(message_body("delete", &json!({"target_seq": "4"})).is_err());
         assert_eq!(message_body("delete", &json!({"target_seq": 2})).unwrap().json, r#"{"target_seq":2}"#);

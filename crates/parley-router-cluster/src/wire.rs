@@ -205,7 +205,7 @@ fn put_position(buf: &mut BytesMut, p: Option<LogPosition>) {
         Some(p) => {
             buf.put_u8(1);
             buf.put_i64_le(i64::from(p.conversation_id));
-            buf.put_i64_le(p.seq);
+            buf.put_i64_le(p.seq.0);
             match p.sender_device_id {
                 None => buf.put_u8(0),
                 Some(d) => {
@@ -285,7 +285,7 @@ impl<'a> Reader<'a> {
         let conversation_id = ConversationId(self.i64()?);
         let seq = self.i64()?;
         let sender_device_id = if self.u8()? == 0 { None } else { Some(DeviceId(self.i64()?)) };
-        Some(Some(LogPosition { conversation_id, seq, sender_device_id }))
+        Some(Some(LogPosition { conversation_id, seq: Seq(seq), sender_device_id }))
     }
 }
 
@@ -300,7 +300,7 @@ mod tests {
             json: Bytes::from_static(b"{\"type\":\"message\"}"),
             position: Some(LogPosition {
                 conversation_id: ConversationId(7),
-                seq: 42,
+                seq: Seq(42),
                 sender_device_id: Some(DeviceId(9)),
             }),
         };

@@ -29,7 +29,7 @@ pub use local::LocalRouter;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogPosition {
     pub conversation_id: ConversationId,
-    pub seq: i64,
+    pub seq: Seq,
     /// The device that sent it: that device skips the frame (it got `sent` instead) but still
     /// counts the seq as seen.
     pub sender_device_id: Option<DeviceId>,

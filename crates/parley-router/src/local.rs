@@ -219,7 +219,7 @@ mod tests {
             json: Bytes::from_static(b"m"),
             position: Some(crate::LogPosition {
                 conversation_id: ConversationId(1),
-                seq: 1,
+                seq: Seq(1),
                 sender_device_id: Some(DeviceId(100)),
             }),
         };

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 pub(crate) fn message(m: &model::Message) -> wire::Message {
     wire::Message {
         conversation_id: Id(m.conversation_id.0),
-        seq: m.seq,
+        seq: m.seq.0,
         message_id: Id(m.message_id.0),
         sender_id: Id(m.sender_id.0),
         sender_device_id: m.sender_device_id.map(|d| Id(d.0)),
@@ -27,11 +27,11 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
         kind: c.kind.as_str().to_owned(),
         title: c.title.clone(),
         created_at: c.created_at,
-        last_seq: c.last_seq,
+        last_seq: c.last_seq.0,
         last_message: c.last_message.as_ref().map(message),
         unread_count: c.unread_count,
-        read_seq: c.read_seq,
-        delivered_seq: c.delivered_seq,
+        read_seq: c.read_seq.0,
+        delivered_seq: c.delivered_seq.0,
         members_count: c.members_count,
         members: c.members.as_ref().map(|ms| {
             ms.iter()
@@ -40,8 +40,8 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
                     username: m.username.clone(),
                     display_name: m.display_name.clone(),
                     role: m.role.as_str().to_owned(),
-                    read_seq: m.read_seq,
-                    delivered_seq: m.delivered_seq,
+                    read_seq: m.read_seq.0,
+                    delivered_seq: m.delivered_seq.0,
                 })
                 .collect()
         }),

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parley_core::MessageKind;
-use parley_core::ids::{ConversationId, UserId};
+use parley_core::ids::{ConversationId, Seq, UserId};
 use parley_core::limits::RECEIPTS_LIVE_MAX_MEMBERS;
 use parley_core::model::{Message, ReceiptChange};
 use parley_proto::Id;
@@ -114,7 +114,7 @@ pub(crate) async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent
 /// What one commit batch handed to the router: its messages, and the acks that say they left.
 #[derive(Default)]
 struct Routing {
-    messages: Vec<(ConversationId, i64)>,
+    messages: Vec<(ConversationId, Seq)>,
     acks: Vec<RouteAck>,
 }
 
@@ -259,8 +259,8 @@ async fn send_receipts(app: &Arc<App>, conv: ConversationId, changes: &[ReceiptC
         let json = ServerFrame::Receipt(Receipt {
             conversation_id: Id(r.conversation_id.0),
             user_id: Id(r.user_id.0),
-            delivered_seq: r.delivered_seq,
-            read_seq: r.read_seq,
+            delivered_seq: r.delivered_seq.0,
+            read_seq: r.read_seq.0,
         })
         .to_json();
         app.router.deliver(&current, &Outbound { json: Bytes::from(json), position: None });
@@ -346,7 +346,7 @@ mod tests {
     use super::*;
 
     fn change(user: UserId, d: i64) -> ReceiptChange {
-        ReceiptChange { conversation_id: ConversationId(1), user_id: user, delivered_seq: d, read_seq: 0 }
+        ReceiptChange { conversation_id: ConversationId(1), user_id: user, delivered_seq: Seq(d), read_seq: Seq(0) }
     }
 
     #[test]
@@ -360,7 +360,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(45));
         let due = t.due();
         assert_eq!(due.len(), 1);
-        let mut got: Vec<(UserId, i64)> = due[0].1.iter().map(|r| (r.user_id, r.delivered_seq)).collect();
+        let mut got: Vec<(UserId, i64)> = due[0].1.iter().map(|r| (r.user_id, r.delivered_seq.0)).collect();
         got.sort_unstable();
         assert_eq!(got, vec![(UserId(7), 3), (UserId(8), 3)], "the latest per member");
     }

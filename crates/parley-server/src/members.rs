@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use parley_core::ids::{ConversationId, UserId};
+use parley_core::ids::{ConversationId, Seq, UserId};
 use parley_core::model::MemberWindow;
 use parley_store::Store;
 
@@ -57,12 +57,12 @@ impl Members {
     fn new(windows: Vec<MemberWindow>, upto: i64) -> Self {
         // A list loaded from storage holds every change committed before the load, so at least
         // everything up to its latest boundary.
-        let boundary = windows.iter().map(|w| w.left_seq.unwrap_or(w.joined_seq)).max().unwrap_or(0);
-        Members { windows, upto: AtomicI64::new(upto.max(boundary)) }
+        let boundary = windows.iter().map(|w| w.left_seq.unwrap_or(w.joined_seq)).max().unwrap_or(Seq(0));
+        Members { windows, upto: AtomicI64::new(upto.max(boundary.0)) }
     }
 
     /// Who may see `seq`.
-    pub fn recipients(&self, seq: i64) -> Vec<UserId> {
+    pub fn recipients(&self, seq: Seq) -> Vec<UserId> {
         self.windows.iter().filter(|w| w.sees(seq)).map(|w| w.user_id).collect()
     }
 
@@ -132,22 +132,22 @@ impl MemberCache {
     /// list is known to cover and `seq`, they are read from the log (or, past a few, the list is
     /// reloaded): a membership change among them means a reload. The broadcast invalidation
     /// usually gets here first; this closes the race with it.
-    pub async fn for_seq(&self, conv: ConversationId, seq: i64) -> Option<Arc<Members>> {
+    pub async fn for_seq(&self, conv: ConversationId, seq: Seq) -> Option<Arc<Members>> {
         let cached = self.lock().get(&conv).cloned();
-        let Some(m) = cached else { return self.load(conv, seq).await };
+        let Some(m) = cached else { return self.load(conv, seq.0).await };
         let upto = m.upto.load(Ordering::Acquire);
-        if upto >= seq - 1 {
-            m.upto.fetch_max(seq, Ordering::AcqRel);
+        if upto >= (seq - 1).0 {
+            m.upto.fetch_max(seq.0, Ordering::AcqRel);
             return Some(m);
         }
-        if seq - 1 - upto <= GAP_CHECK_MAX
-            && let Ok(between) = self.store.log_range(conv, upto, seq - 1, GAP_CHECK_MAX as u32).await
+        if seq - 1 - upto <= Seq(GAP_CHECK_MAX)
+            && let Ok(between) = self.store.log_range(conv, Seq(upto), seq - 1, GAP_CHECK_MAX as u32).await
             && !between.iter().any(|e| e.kind.changes_members())
         {
-            m.upto.fetch_max(seq, Ordering::AcqRel);
+            m.upto.fetch_max(seq.0, Ordering::AcqRel);
             return Some(m);
         }
-        self.load(conv, seq).await
+        self.load(conv, seq.0).await
     }
 
     /// Forgets `conv`'s members: a membership change was committed.
@@ -164,16 +164,16 @@ mod tests {
     fn windows_pick_recipients() {
         let m = Members::new(
             vec![
-                MemberWindow { user_id: UserId(1), joined_seq: 1, left_seq: None },
-                MemberWindow { user_id: UserId(2), joined_seq: 1, left_seq: Some(5) },
-                MemberWindow { user_id: UserId(3), joined_seq: 8, left_seq: None },
+                MemberWindow { user_id: UserId(1), joined_seq: Seq(1), left_seq: None },
+                MemberWindow { user_id: UserId(2), joined_seq: Seq(1), left_seq: Some(Seq(5)) },
+                MemberWindow { user_id: UserId(3), joined_seq: Seq(8), left_seq: None },
             ],
             0,
         );
         assert_eq!(m.upto.load(Ordering::Relaxed), 8, "exact up to its latest boundary");
-        assert_eq!(m.recipients(5), vec![UserId(1), UserId(2)]);
-        assert_eq!(m.recipients(6), vec![UserId(1)]);
-        assert_eq!(m.recipients(8), vec![UserId(1), UserId(3)]);
+        assert_eq!(m.recipients(Seq(5)), vec![UserId(1), UserId(2)]);
+        assert_eq!(m.recipients(Seq(6)), vec![UserId(1)]);
+        assert_eq!(m.recipients(Seq(8)), vec![UserId(1), UserId(3)]);
         assert_eq!(m.current().collect::<Vec<_>>(), vec![UserId(1), UserId(3)]);
         assert!(m.is_current(UserId(1)) && !m.is_current(UserId(2)) && !m.is_current(UserId(4)));
     }

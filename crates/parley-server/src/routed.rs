@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley_core::ids::ConversationId;
+use parley_core::ids::{ConversationId, Seq};
 use parley_router::RouteError;
 use tokio::sync::oneshot;
 
@@ -46,16 +46,16 @@ use tokio::sync::oneshot;
 /// stored; a retry with the same `client_id` returns it and routes it again).
 const WAIT: Duration = Duration::from_secs(10);
 
-type Waiter = (i64, oneshot::Sender<Result<(), RouteError>>);
+type Waiter = (Seq, oneshot::Sender<Result<(), RouteError>>);
 
 #[derive(Default)]
 struct Entry {
     /// Sends to this conversation between `expect` and the end of their wait.
     interest: usize,
     /// The highest seq fanout has routed (or failed to) while this entry existed.
-    routed: i64,
+    routed: Seq,
     /// Seqs whose routing failed, while this entry exists.
-    failed: Vec<i64>,
+    failed: Vec<Seq>,
     waiters: Vec<Waiter>,
 }
 
@@ -94,7 +94,7 @@ impl Routed {
     }
 
     /// Fanout routed these messages (in commit order), with this outcome.
-    pub fn done(&self, messages: &[(ConversationId, i64)], result: &Result<(), RouteError>) {
+    pub fn done(&self, messages: &[(ConversationId, Seq)], result: &Result<(), RouteError>) {
         let mut map = self.lock();
         for &(conv, seq) in messages {
             let Some(e) = map.get_mut(&conv) else { continue };
@@ -116,7 +116,7 @@ impl Routed {
     }
 
     /// Waits until fanout has routed `seq` of the interest's conversation.
-    pub async fn wait(&self, interest: &Interest, seq: i64) -> Result<(), RouteError> {
+    pub async fn wait(&self, interest: &Interest, seq: Seq) -> Result<(), RouteError> {
         let rx = {
             let mut map = self.lock();
             let e = map.entry(interest.conv).or_default();
@@ -135,7 +135,7 @@ impl Routed {
     }
 }
 
-fn outcome(failed: &[i64], seq: i64, last: &Result<(), RouteError>) -> Result<(), RouteError> {
+fn outcome(failed: &[Seq], seq: Seq, last: &Result<(), RouteError>) -> Result<(), RouteError> {
     match last {
         Err(e) if failed.contains(&seq) => Err(e.clone()),
         _ if failed.contains(&seq) => Err(unrouted()),
@@ -156,13 +156,16 @@ mod tests {
         let r = Arc::new(Routed::default());
         let a = r.expect(ConversationId(1));
         let b = r.expect(ConversationId(1));
-        r.done(&[(ConversationId(1), 4)], &Ok(()));
-        assert!(r.wait(&a, 4).await.is_ok(), "already routed");
+        r.done(&[(ConversationId(1), Seq(4))], &Ok(()));
+        assert!(r.wait(&a, Seq(4)).await.is_ok(), "already routed");
         let r2 = r.clone();
-        let waiting = tokio::spawn(async move { r2.wait(&b, 6).await });
+        let waiting = tokio::spawn(async move { r2.wait(&b, Seq(6)).await });
         tokio::task::yield_now().await;
-        r.done(&[(ConversationId(1), 5)], &Ok(()));
-        r.done(&[(ConversationId(2), 9), (ConversationId(1), 6)], &Err(RouteError::Unavailable("down".into())));
+        r.done(&[(ConversationId(1), Seq(5))], &Ok(()));
+        r.done(
+            &[(ConversationId(2), Seq(9)), (ConversationId(1), Seq(6))],
+            &Err(RouteError::Unavailable("down".into())),
+        );
         assert!(waiting.await.unwrap().is_err(), "its routing failed");
         drop(a);
         assert!(r.lock().is_empty(), "nothing kept once no send waits");

@@ -67,7 +67,7 @@ pub(crate) async fn finish(app: &App, queued: Queued) -> ApiResult<SendOutcome> 
             routed.wait(interest, m.seq).await
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, conv = %m.conversation_id, seq = m.seq, "stored but not routed");
+            tracing::warn!(error = %e, conv = %m.conversation_id, seq = %m.seq, "stored but not routed");
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "the message is stored but could not yet reach every node: send it again with the same client_id",

@@ -43,7 +43,7 @@ async fn join(
     conv: ConversationId,
     users: &[UserId],
     roles: &[&str],
-    seq: i64,
+    seq: Seq,
     now: i64,
 ) -> PgResult<()> {
     execute(
@@ -55,7 +55,7 @@ async fn join(
              left_seq = NULL, joined_at = excluded.joined_at,
              read_seq = greatest(members.read_seq, excluded.read_seq),
              delivered_seq = greatest(members.delivered_seq, excluded.delivered_seq)",
-        &[&conv.0, &crate::raw(users), &roles, &seq, &now],
+        &[&conv.0, &crate::raw(users), &roles, &seq.0, &now],
     )
     .await?;
     execute(
@@ -94,7 +94,7 @@ pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> Pg
     }
     let (users, roles): (&[UserId], &[&str]) =
         if a == b { (&[a], &["member"]) } else { (&[a, b], &["member", "member"]) };
-    join(ctx, id, users, roles, 1, now).await?;
+    join(ctx, id, users, roles, Seq(1), now).await?;
     insert_entry(ctx, Entry::system(id, a, SystemEntry::ConversationCreated(Created::Direct))).await?;
     Ok((id, true))
 }
@@ -125,7 +125,7 @@ pub(crate) async fn create_group(
     let users: Vec<UserId> = std::iter::once(creator).chain(others.iter().copied()).collect();
     let roles: Vec<&str> =
         std::iter::once(Role::Admin.as_str()).chain(std::iter::repeat_n(Role::Member.as_str(), others.len())).collect();
-    join(ctx, id, &users, &roles, 1, now).await?;
+    join(ctx, id, &users, &roles, Seq(1), now).await?;
     let created = SystemEntry::ConversationCreated(Created::Group { title: title.to_owned(), user_ids: users });
     insert_entry(ctx, Entry::system(id, creator, created)).await?;
     Ok(id)
@@ -172,7 +172,7 @@ pub(crate) async fn add_members(
     }
     let seq = next_seq(ctx.db, conv).await?;
     let roles = vec![Role::Member.as_str(); new.len()];
-    join(ctx, conv, &new, &roles, seq, now_ms()).await?;
+    join(ctx, conv, &new, &roles, Seq(seq), now_ms()).await?;
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::MembersAdded { user_ids: new, by: actor })).await?;
     Ok(())
 }
@@ -220,7 +220,7 @@ pub(crate) async fn remove_member(
         seats.push(Seat {
             user_id: UserId(r.try_get(0)?),
             role: Role::parse(&role),
-            joined_seq: r.try_get(2)?,
+            joined_seq: Seq(r.try_get(2)?),
             joined_at: r.try_get(3)?,
         });
     }
@@ -312,11 +312,11 @@ fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationV
         kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
         title: r.try_get(2)?,
         created_at: r.try_get(3)?,
-        last_seq: r.try_get(4)?,
+        last_seq: Seq(r.try_get(4)?),
         last_message,
         unread_count: r.try_get(9)?,
-        read_seq: r.try_get(7)?,
-        delivered_seq: r.try_get(8)?,
+        read_seq: Seq(r.try_get(7)?),
+        delivered_seq: Seq(r.try_get(8)?),
         members_count: r.try_get(5)?,
         members,
     })
@@ -339,8 +339,8 @@ async fn member_views(db: &ClientWrapper, id: ConversationId) -> PgResult<Vec<Me
                 username: r.try_get(1)?,
                 display_name: r.try_get(2)?,
                 role: Role::parse(&role),
-                read_seq: r.try_get(4)?,
-                delivered_seq: r.try_get(5)?,
+                read_seq: Seq(r.try_get(4)?),
+                delivered_seq: Seq(r.try_get(5)?),
             })
         })
         .collect()
@@ -391,7 +391,11 @@ pub(crate) async fn member_windows(db: &ClientWrapper, id: ConversationId) -> Pg
         query(db, "SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = $1", &[&id.0]).await?;
     rows.iter()
         .map(|r| {
-            Ok(MemberWindow { user_id: UserId(r.try_get(0)?), joined_seq: r.try_get(1)?, left_seq: r.try_get(2)? })
+            Ok(MemberWindow {
+                user_id: UserId(r.try_get(0)?),
+                joined_seq: Seq(r.try_get(1)?),
+                left_seq: r.try_get::<_, Option<i64>>(2)?.map(Seq),
+            })
         })
         .collect()
 }

@@ -468,19 +468,19 @@ impl Store for PgStore {
         Ok(messages::backlog(&*self.reader().await?, device, user).await?)
     }
 
-    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>> {
-        Ok(messages::range(&*self.reader().await?, id, after_seq, upto_seq, limit).await?)
+    async fn log_range(&self, id: ConversationId, after_seq: Seq, upto_seq: Seq, limit: u32) -> Result<Vec<Message>> {
+        Ok(messages::range(&*self.reader().await?, id, after_seq.0, upto_seq.0, limit).await?)
     }
 
-    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>> {
         self.submit(Op::Ack { device, user, conv: id, seq }).await
     }
 
-    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>> {
         self.submit(Op::Read { user, conv: id, seq }).await
     }
 
-    async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+    async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary> {
         Ok(messages::receipts(&*self.reader().await?, user, id, seq).await?)
     }
 

@@ -32,7 +32,7 @@ pub(crate) fn message(r: &Row, at: usize) -> PgResult<Message> {
     let body: String = r.try_get(at + 8)?;
     Ok(Message {
         conversation_id: ConversationId(r.try_get(at)?),
-        seq: r.try_get(at + 1)?,
+        seq: Seq(r.try_get(at + 1)?),
         message_id: MessageId(r.try_get(at + 2)?),
         sender_id: UserId(r.try_get(at + 3)?),
         sender_device_id: r.try_get::<_, Option<i64>>(at + 4)?.map(DeviceId),
@@ -63,7 +63,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
     .try_get(0)?;
     let msg = Message {
         conversation_id: e.conv,
-        seq,
+        seq: Seq(seq),
         message_id: MessageId(ctx.ids.next()),
         sender_id: e.sender,
         sender_device_id: e.device,
@@ -78,7 +78,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
         &format!("INSERT INTO messages ({COLS}, target_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
         &[
             &msg.conversation_id.0,
-            &msg.seq,
+            &msg.seq.0,
             &msg.message_id.0,
             &msg.sender_id.0,
             &msg.sender_device_id.map(i64::from),
@@ -86,7 +86,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
             &msg.ts,
             &msg.kind.as_str(),
             &msg.body,
-            &e.target_seq,
+            &e.target_seq.map(i64::from),
         ],
     )
     .await?;
@@ -94,7 +94,7 @@ pub(crate) async fn insert_entry(ctx: &mut Ctx<'_>, e: Entry) -> PgResult<Messag
         execute(
             ctx.db,
             "INSERT INTO idempotency (sender_id, client_id, conversation_id, seq) VALUES ($1, $2, $3, $4)",
-            &[&msg.sender_id.0, client_id, &msg.conversation_id.0, &msg.seq],
+            &[&msg.sender_id.0, client_id, &msg.conversation_id.0, &msg.seq.0],
         )
         .await?;
     }
@@ -163,7 +163,7 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
         return Err(StoreError::NotMember.into());
     };
     if let Some(target) = m.target_seq {
-        authorize_target(ctx.db, m, &w, target).await?;
+        authorize_target(ctx.db, m, &w, target.0).await?;
     }
     let message = insert_entry(
         ctx,
@@ -197,7 +197,7 @@ async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target
         Some(r) => {
             let kind: String = r.try_get(1)?;
             Some(Target {
-                seq: target,
+                seq: Seq(target),
                 author: UserId(r.try_get(0)?),
                 // An unknown kind is nothing an edit may target.
                 kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
@@ -210,7 +210,7 @@ async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target
 }
 
 /// Whether `seq` is a position a member may move a pointer to ([`rules::pointer_move`]).
-fn check_pointer(upto: Option<i64>, seq: i64) -> Result<()> {
+fn check_pointer(upto: Option<i64>, seq: Seq) -> Result<()> {
     Ok(rules::pointer_move(upto, seq)?)
 }
 
@@ -223,15 +223,15 @@ pub(crate) async fn ack(
     device: DeviceId,
     user: UserId,
     conv: ConversationId,
-    seq: i64,
+    seq: Seq,
 ) -> PgResult<()> {
     check_pointer(upto(ctx.db, user, conv).await?, seq)?;
     ctx.advance_cursor(device, conv, seq);
-    ctx.advance_pointers(conv, user, seq, 0);
+    ctx.advance_pointers(conv, user, seq, Seq::ZERO);
     Ok(())
 }
 
-pub(crate) async fn read(ctx: &mut Ctx<'_>, user: UserId, conv: ConversationId, seq: i64) -> PgResult<()> {
+pub(crate) async fn read(ctx: &mut Ctx<'_>, user: UserId, conv: ConversationId, seq: Seq) -> PgResult<()> {
     check_pointer(upto(ctx.db, user, conv).await?, seq)?;
     // Having read a message implies having it.
     ctx.advance_pointers(conv, user, seq, seq);
@@ -337,7 +337,7 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                     *seq += 1;
                     let message = Message {
                         conversation_id: m.conversation_id,
-                        seq: *seq,
+                        seq: Seq(*seq),
                         message_id: MessageId(ctx.ids.next()),
                         sender_id: m.sender_id,
                         sender_device_id: m.sender_device_id,
@@ -360,7 +360,7 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                 let upto = windows.get(&(*conv, *user)).map(|&left| left.unwrap_or(last[conv]));
                 check_pointer(upto, *seq).map(|()| {
                     ctx.advance_cursor(*device, *conv, *seq);
-                    ctx.advance_pointers(*conv, *user, *seq, 0);
+                    ctx.advance_pointers(*conv, *user, *seq, Seq::ZERO);
                     Reply::Unit
                 })
             }
@@ -395,7 +395,7 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
     // Entries are in seq order per conversation, so the last one of each has its new last_seq.
     let mut tops: HashMap<ConversationId, (i64, i64)> = HashMap::new();
     for m in entries {
-        tops.insert(m.conversation_id, (m.seq, m.ts));
+        tops.insert(m.conversation_id, (m.seq.0, m.ts));
     }
     let mut tops: Vec<_> = tops.into_iter().collect();
     tops.sort_unstable();
@@ -404,7 +404,7 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
     let top_ts: Vec<i64> = tops.iter().map(|t| t.1.1).collect();
 
     let convs: Vec<i64> = entries.iter().map(|m| m.conversation_id.0).collect();
-    let seqs: Vec<i64> = entries.iter().map(|m| m.seq).collect();
+    let seqs: Vec<i64> = entries.iter().map(|m| m.seq.0).collect();
     let ids: Vec<i64> = entries.iter().map(|m| m.message_id.0).collect();
     let senders: Vec<i64> = entries.iter().map(|m| m.sender_id.0).collect();
     let devices: Vec<Option<i64>> = entries.iter().map(|m| m.sender_device_id.map(i64::from)).collect();
@@ -417,7 +417,7 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
     let key_senders: Vec<i64> = keyed.iter().map(|m| m.sender_id.0).collect();
     let key_ids: Vec<&str> = keyed.iter().filter_map(|m| m.client_id.as_deref()).collect();
     let key_convs: Vec<i64> = keyed.iter().map(|m| m.conversation_id.0).collect();
-    let key_seqs: Vec<i64> = keyed.iter().map(|m| m.seq).collect();
+    let key_seqs: Vec<i64> = keyed.iter().map(|m| m.seq.0).collect();
 
     let conv_st = db
         .prepare_cached(
@@ -494,8 +494,8 @@ pub(crate) async fn backlog(db: &ClientWrapper, device: DeviceId, user: UserId) 
         .map(|r| {
             Ok(Backlog {
                 conversation_id: ConversationId(r.try_get(0)?),
-                after_seq: r.try_get(1)?,
-                upto_seq: r.try_get(2)?,
+                after_seq: Seq(r.try_get(1)?),
+                upto_seq: Seq(r.try_get(2)?),
             })
         })
         .collect()
@@ -518,16 +518,16 @@ pub(crate) async fn receipts(
     db: &ClientWrapper,
     user: UserId,
     conv: ConversationId,
-    seq: i64,
+    seq: Seq,
 ) -> PgResult<ReceiptSummary> {
     let Some(Window { joined, .. }) = current(db, user, conv).await? else {
         return Err(StoreError::NotFound.into());
     };
-    if seq < joined {
+    if seq < Seq(joined) {
         return Err(StoreError::NotFound.into());
     }
     let Some(sender) =
-        query_opt(db, "SELECT sender_id FROM messages WHERE conversation_id = $1 AND seq = $2", &[&conv.0, &seq])
+        query_opt(db, "SELECT sender_id FROM messages WHERE conversation_id = $1 AND seq = $2", &[&conv.0, &seq.0])
             .await?
     else {
         return Err(StoreError::NotFound.into());
@@ -541,7 +541,7 @@ pub(crate) async fn receipts(
                 count(*) FILTER (WHERE delivered_seq >= $2 OR user_id = $3),
                 count(*) FILTER (WHERE read_seq >= $2 OR user_id = $3)
          FROM members WHERE conversation_id = $1 AND left_seq IS NULL",
-        &[&conv.0, &seq, &sender.0],
+        &[&conv.0, &seq.0, &sender.0],
     )
     .await?;
     let members_count: i64 = counts.try_get(0)?;
@@ -556,7 +556,7 @@ pub(crate) async fn receipts(
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let (u, d, rd): (UserId, i64, i64) = (UserId(r.try_get(0)?), r.try_get(1)?, r.try_get(2)?);
-            out.push((u, u == sender || d >= seq, u == sender || rd >= seq));
+            out.push((u, u == sender || d >= seq.0, u == sender || rd >= seq.0));
         }
         Some(out)
     } else {

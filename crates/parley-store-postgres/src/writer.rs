@@ -72,8 +72,8 @@ pub(crate) enum Op {
     RemoveMember { actor: UserId, conv: ConversationId, user: UserId },
     SetRole { actor: UserId, conv: ConversationId, user: UserId, role: Role },
     Send(NewMessage),
-    Ack { device: DeviceId, user: UserId, conv: ConversationId, seq: i64 },
-    Read { user: UserId, conv: ConversationId, seq: i64 },
+    Ack { device: DeviceId, user: UserId, conv: ConversationId, seq: Seq },
+    Read { user: UserId, conv: ConversationId, seq: Seq },
 }
 
 impl Op {
@@ -175,9 +175,9 @@ pub(crate) struct Ctx<'c> {
     pub ids: &'c IdGen,
     pub events: Vec<StoreEvent>,
     /// Coalesced device cursors: (device, conversation) → seq.
-    cursors: HashMap<(DeviceId, ConversationId), i64>,
+    cursors: HashMap<(DeviceId, ConversationId), Seq>,
     /// Coalesced member pointers: (conversation, user) → (delivered_seq, read_seq).
-    pointers: HashMap<(ConversationId, UserId), (i64, i64)>,
+    pointers: HashMap<(ConversationId, UserId), (Seq, Seq)>,
     /// Coalesced activity stamps: device → last_active_at, user → last_seen.
     touches: HashMap<DeviceId, i64>,
     last_seen: HashMap<UserId, i64>,
@@ -196,12 +196,12 @@ impl<'c> Ctx<'c> {
         }
     }
 
-    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
+    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: Seq) {
         let e = self.cursors.entry((device, conv)).or_insert(seq);
         *e = (*e).max(seq);
     }
 
-    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: Seq, read: Seq) {
         let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
         *e = (e.0.max(delivered), e.1.max(read));
     }
@@ -264,7 +264,7 @@ impl<'c> Ctx<'c> {
                     return Ok(0);
                 }
                 let (d, c, s): (Vec<i64>, Vec<i64>, Vec<i64>) =
-                    unzip3(cursors.iter().map(|&((d, c), s)| (d.0, c.0, s)));
+                    unzip3(cursors.iter().map(|&((d, c), s)| (d.0, c.0, s.0)));
                 db.execute(&cur_st, &[&d, &c, &s]).await
             },
             async {
@@ -272,7 +272,7 @@ impl<'c> Ctx<'c> {
                     return Ok(Vec::new());
                 }
                 let (c, u): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&((c, u), _)| (c.0, u.0)).unzip();
-                let (d, r): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&(_, p)| p).unzip();
+                let (d, r): (Vec<i64>, Vec<i64>) = pointers.iter().map(|&(_, (d, r))| (d.0, r.0)).unzip();
                 db.query(&ptr_st, &[&c, &u, &d, &r]).await
             },
             async {
@@ -295,8 +295,8 @@ impl<'c> Ctx<'c> {
             changes.push(ReceiptChange {
                 conversation_id: ConversationId(row.try_get(0)?),
                 user_id: UserId(row.try_get(1)?),
-                delivered_seq: row.try_get(2)?,
-                read_seq: row.try_get(3)?,
+                delivered_seq: Seq(row.try_get(2)?),
+                read_seq: Seq(row.try_get(3)?),
             });
         }
         // Deterministic order keeps the events (and tests) stable, as in SQLite.

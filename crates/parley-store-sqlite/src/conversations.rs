@@ -39,7 +39,7 @@ fn insert_conversation(
 
 /// Makes `user` a member from `seq` on (a new row, or a former member's row reopened), with
 /// pointers at the seq before they joined, and counts them.
-fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq: i64, now: i64) -> Result<()> {
+fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq: Seq, now: i64) -> Result<()> {
     ctx.conn
         .prepare_cached(
             "INSERT INTO members (conversation_id, user_id, role, joined_seq, left_seq, joined_at, read_seq, delivered_seq)
@@ -48,7 +48,7 @@ fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq:
                  left_seq = NULL, joined_at = excluded.joined_at,
                  read_seq = max(read_seq, excluded.read_seq), delivered_seq = max(delivered_seq, excluded.delivered_seq)",
         )?
-        .execute(params![conv.0, user.0, role.as_str(), seq, now])?;
+        .execute(params![conv.0, user.0, role.as_str(), seq.0, now])?;
     ctx.conn
         .prepare_cached("UPDATE conversations SET members_count = members_count + 1 WHERE id = ?1")?
         .execute([conv.0])?;
@@ -78,7 +78,7 @@ pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Res
     insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now)?;
     let members: &[UserId] = if a == b { &[a] } else { &[a, b] };
     for &m in members {
-        join(ctx, id, m, Role::Member, 1, now)?;
+        join(ctx, id, m, Role::Member, Seq(1), now)?;
     }
     insert_entry(ctx, Entry::system(id, a, SystemEntry::ConversationCreated(Created::Direct)))?;
     Ok((id, true))
@@ -108,9 +108,9 @@ pub(crate) fn create_group(
     let id = ConversationId(ctx.ids.next());
     let now = now_ms();
     insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now)?;
-    join(ctx, id, creator, Role::Admin, 1, now)?;
+    join(ctx, id, creator, Role::Admin, Seq(1), now)?;
     for &m in &others {
-        join(ctx, id, m, Role::Member, 1, now)?;
+        join(ctx, id, m, Role::Member, Seq(1), now)?;
     }
     let user_ids: Vec<UserId> = std::iter::once(creator).chain(others).collect();
     let created = SystemEntry::ConversationCreated(Created::Group { title: title.to_owned(), user_ids });
@@ -165,7 +165,7 @@ pub(crate) fn add_members(
     let seq = next_seq(ctx.conn, conv)?;
     let now = now_ms();
     for &u in &new {
-        join(ctx, conv, u, Role::Member, seq, now)?;
+        join(ctx, conv, u, Role::Member, Seq(seq), now)?;
     }
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::MembersAdded { user_ids: new, by: actor }))?;
     Ok(())
@@ -195,7 +195,7 @@ pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: Convers
             Ok(Seat {
                 user_id: UserId(r.get(0)?),
                 role: Role::parse(&role),
-                joined_seq: r.get(2)?,
+                joined_seq: Seq(r.get(2)?),
                 joined_at: r.get(3)?,
             })
         })?;
@@ -235,11 +235,11 @@ struct Membership {
     kind: ConversationKind,
     title: Option<String>,
     created_at: i64,
-    last_seq: i64,
+    last_seq: Seq,
     members_count: i64,
-    joined_seq: i64,
-    read_seq: i64,
-    delivered_seq: i64,
+    joined_seq: Seq,
+    read_seq: Seq,
+    delivered_seq: Seq,
 }
 
 const MEMBERSHIP_COLS: &str =
@@ -253,11 +253,11 @@ fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Me
             kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
             title: r.get(2)?,
             created_at: r.get(3)?,
-            last_seq: r.get(4)?,
+            last_seq: Seq(r.get(4)?),
             members_count: r.get(5)?,
-            joined_seq: r.get(6)?,
-            read_seq: r.get(7)?,
-            delivered_seq: r.get(8)?,
+            joined_seq: Seq(r.get(6)?),
+            read_seq: Seq(r.get(7)?),
+            delivered_seq: Seq(r.get(8)?),
         },
     ))
 }
@@ -282,7 +282,7 @@ fn last_visible(c: &Connection, id: ConversationId, joined: i64) -> Result<Optio
                 "SELECT body FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'edit'
                  ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![id.0, m.seq], |r| r.get(0))
+            .query_row(params![id.0, m.seq.0], |r| r.get(0))
             .optional()?;
         if let Some(edit) = edit {
             m.body = rules::fold_edit(&m.body, &edit);
@@ -304,9 +304,9 @@ fn build_view(
             "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id != ?3 AND kind IN {}",
             content_kinds_sql()
         ))?
-        .query_row(params![id.0, m.read_seq.max(m.joined_seq - 1), user.0], |r| r.get(0))?;
+        .query_row(params![id.0, m.read_seq.max(m.joined_seq - 1).0, user.0], |r| r.get(0))?;
     let members = if with_members { Some(member_views(c, id)?) } else { None };
-    let last_message = last_visible(c, id, m.joined_seq)?;
+    let last_message = last_visible(c, id, m.joined_seq.0)?;
     Ok(assemble(id, m, unread_count, last_message, members))
 }
 
@@ -345,8 +345,8 @@ fn member_views(c: &Connection, id: ConversationId) -> Result<Vec<MemberView>> {
             username: r.get(1)?,
             display_name: r.get(2)?,
             role: Role::parse(&role),
-            read_seq: r.get(4)?,
-            delivered_seq: r.get(5)?,
+            read_seq: Seq(r.get(4)?),
+            delivered_seq: Seq(r.get(5)?),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -406,12 +406,12 @@ pub(crate) fn views(
     let Some(earliest) = rows.values().map(|(m, _)| m.joined_seq).min() else {
         return Ok(Vec::new());
     };
-    let last = last_visible(&tx, id, earliest)?;
+    let last = last_visible(&tx, id, earliest.0)?;
     let members = if with_members { Some(member_views(&tx, id)?) } else { None };
     let mut out = Vec::with_capacity(rows.len());
     for &user in users {
         if let Some((m, unread)) = rows.remove(&user) {
-            let last_message = rules::last_message_for(last.as_ref(), |l| l.seq, m.joined_seq).cloned();
+            let last_message = rules::last_message_for(last.as_ref(), |l| l.seq.0, m.joined_seq.0).cloned();
             out.push((user, assemble(id, m, unread, last_message, members.clone())));
         }
     }
@@ -432,7 +432,11 @@ pub(crate) fn list(c: &Connection, user: UserId) -> Result<Vec<ConversationView>
 pub(crate) fn member_windows(c: &Connection, id: ConversationId) -> Result<Vec<MemberWindow>> {
     let mut st = c.prepare_cached("SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = ?1")?;
     let rows = st.query_map([id.0], |r| {
-        Ok(MemberWindow { user_id: UserId(r.get(0)?), joined_seq: r.get(1)?, left_seq: r.get(2)? })
+        Ok(MemberWindow {
+            user_id: UserId(r.get(0)?),
+            joined_seq: Seq(r.get(1)?),
+            left_seq: r.get::<_, Option<i64>>(2)?.map(Seq),
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

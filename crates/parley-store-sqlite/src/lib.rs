@@ -321,19 +321,19 @@ impl Store for SqliteStore {
         self.query(move |c| messages::backlog(c, device, user)).await
     }
 
-    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>> {
-        self.query(move |c| messages::range(c, id, after_seq, upto_seq, limit)).await
+    async fn log_range(&self, id: ConversationId, after_seq: Seq, upto_seq: Seq, limit: u32) -> Result<Vec<Message>> {
+        self.query(move |c| messages::range(c, id, after_seq.0, upto_seq.0, limit)).await
     }
 
-    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>> {
         self.submit(false, move |ctx| messages::ack(ctx, device, user, id, seq)).await
     }
 
-    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>> {
+    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>> {
         self.submit(false, move |ctx| messages::read(ctx, user, id, seq)).await
     }
 
-    async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+    async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary> {
         self.query(move |c| messages::receipts(c, user, id, seq)).await
     }
 

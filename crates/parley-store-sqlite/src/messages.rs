@@ -23,7 +23,7 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let body: String = r.get(8)?;
     Ok(Message {
         conversation_id: ConversationId(r.get(0)?),
-        seq: r.get(1)?,
+        seq: Seq(r.get(1)?),
         message_id: MessageId(r.get(2)?),
         sender_id: UserId(r.get(3)?),
         sender_device_id: r.get::<_, Option<i64>>(4)?.map(DeviceId),
@@ -49,7 +49,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
         .query_row(params![e.conv.0, ts], |r| r.get(0))?;
     let msg = Message {
         conversation_id: e.conv,
-        seq,
+        seq: Seq(seq),
         message_id: MessageId(ctx.ids.next()),
         sender_id: e.sender,
         sender_device_id: e.device,
@@ -65,7 +65,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
         ))?
         .execute(params![
             msg.conversation_id.0,
-            msg.seq,
+            msg.seq.0,
             msg.message_id.0,
             msg.sender_id.0,
             msg.sender_device_id.map(i64::from),
@@ -73,7 +73,7 @@ pub(crate) fn insert_entry(ctx: &mut WriteCtx<'_>, e: Entry) -> Result<Message> 
             msg.ts,
             msg.kind.as_str(),
             msg.body,
-            e.target_seq
+            e.target_seq.map(i64::from)
         ])?;
     ctx.events.push(StoreEvent::Message(msg.clone()));
     Ok(msg)
@@ -123,7 +123,7 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
         return Err(StoreError::NotMember.into());
     };
     if let Some(target) = m.target_seq {
-        authorize_target(ctx.conn, &m, &w, target)?;
+        authorize_target(ctx.conn, &m, &w, target.0)?;
     }
     let message = insert_entry(
         ctx,
@@ -153,7 +153,7 @@ fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> 
         .query_row(params![m.conversation_id.0, target], |r| {
             let kind: String = r.get(1)?;
             Ok(Target {
-                seq: target,
+                seq: Seq(target),
                 author: UserId(r.get(0)?),
                 // An unknown kind is nothing an edit may target.
                 kind: MessageKind::parse(&kind).unwrap_or(MessageKind::ConversationCreated),
@@ -164,15 +164,15 @@ fn authorize_target(c: &Connection, m: &NewMessage, w: &Window, target: i64) -> 
     Ok(rules::may_target(m.kind, m.sender_id, w.joined, w.standing(), found)?)
 }
 
-pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: i64) -> Result<bool> {
+pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: Seq) -> Result<bool> {
     Ok(c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?1 AND target_seq = ?2 AND kind = 'delete')",
     )?
-    .query_row(params![conv.0, seq], |r| r.get(0))?)
+    .query_row(params![conv.0, seq.0], |r| r.get(0))?)
 }
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
-fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: Seq) -> Result<()> {
     Ok(rules::pointer_move(window(c, user, conv)?.map(|w| w.upto()), seq)?)
 }
 
@@ -181,15 +181,15 @@ pub(crate) fn ack(
     device: DeviceId,
     user: UserId,
     conv: ConversationId,
-    seq: i64,
+    seq: Seq,
 ) -> Result<()> {
     check_pointer(ctx.conn, user, conv, seq)?;
     ctx.advance_cursor(device, conv, seq);
-    ctx.advance_pointers(conv, user, seq, 0);
+    ctx.advance_pointers(conv, user, seq, Seq::ZERO);
     Ok(())
 }
 
-pub(crate) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, seq: i64) -> Result<()> {
+pub(crate) fn read(ctx: &mut WriteCtx<'_>, user: UserId, conv: ConversationId, seq: Seq) -> Result<()> {
     check_pointer(ctx.conn, user, conv, seq)?;
     // Having read a message implies having it.
     ctx.advance_pointers(conv, user, seq, seq);
@@ -230,7 +230,7 @@ pub(crate) fn backlog(c: &Connection, device: DeviceId, user: UserId) -> Result<
          WHERE m.user_id = ?2",
     )?;
     let rows = st.query_map(params![device.0, user.0], |r| {
-        Ok(Backlog { conversation_id: ConversationId(r.get(0)?), after_seq: r.get(1)?, upto_seq: r.get(2)? })
+        Ok(Backlog { conversation_id: ConversationId(r.get(0)?), after_seq: Seq(r.get(1)?), upto_seq: Seq(r.get(2)?) })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -243,16 +243,16 @@ pub(crate) fn range(c: &Connection, conv: ConversationId, after: i64, upto: i64,
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: i64) -> Result<ReceiptSummary> {
+pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: Seq) -> Result<ReceiptSummary> {
     let Some(Window { joined, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound.into());
     };
-    if seq < joined {
+    if seq < Seq(joined) {
         return Err(StoreError::NotFound.into());
     }
     let sender: Option<UserId> = c
         .prepare_cached("SELECT sender_id FROM messages WHERE conversation_id = ?1 AND seq = ?2")?
-        .query_row(params![conv.0, seq], |r| r.get(0).map(UserId))
+        .query_row(params![conv.0, seq.0], |r| r.get(0).map(UserId))
         .optional()?;
     let Some(sender) = sender else {
         return Err(StoreError::NotFound.into());
@@ -264,7 +264,7 @@ pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
             "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
              AND ({col} >= ?2 OR user_id = ?3)"
         ))?
-        .query_row(params![conv.0, seq, sender.0], |r| r.get(0))?)
+        .query_row(params![conv.0, seq.0, sender.0], |r| r.get(0))?)
     };
     let members_count: i64 =
         c.prepare_cached("SELECT members_count FROM conversations WHERE id = ?1")?.query_row([conv.0], |r| r.get(0))?;
@@ -277,7 +277,7 @@ pub(crate) fn receipts(c: &Connection, user: UserId, conv: ConversationId, seq: 
         )?;
         let rows = st.query_map([conv.0], |r| {
             let (u, d, rd): (UserId, i64, i64) = (UserId(r.get(0)?), r.get(1)?, r.get(2)?);
-            Ok((u, u == sender || d >= seq, u == sender || rd >= seq))
+            Ok((u, u == sender || d >= seq.0, u == sender || rd >= seq.0))
         })?;
         Some(rows.collect::<rusqlite::Result<_>>()?)
     } else {

@@ -45,18 +45,18 @@ pub(crate) struct WriteCtx<'c> {
     pub ids: &'c IdGen,
     pub events: Vec<StoreEvent>,
     /// Coalesced device cursors: (device, conversation) → seq.
-    cursors: HashMap<(DeviceId, ConversationId), i64>,
+    cursors: HashMap<(DeviceId, ConversationId), Seq>,
     /// Coalesced member pointers: (conversation, user) → (delivered_seq, read_seq).
-    pointers: HashMap<(ConversationId, UserId), (i64, i64)>,
+    pointers: HashMap<(ConversationId, UserId), (Seq, Seq)>,
 }
 
 impl WriteCtx<'_> {
-    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: i64) {
+    pub(crate) fn advance_cursor(&mut self, device: DeviceId, conv: ConversationId, seq: Seq) {
         let e = self.cursors.entry((device, conv)).or_insert(seq);
         *e = (*e).max(seq);
     }
 
-    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: i64, read: i64) {
+    pub(crate) fn advance_pointers(&mut self, conv: ConversationId, user: UserId, delivered: Seq, read: Seq) {
         let e = self.pointers.entry((conv, user)).or_insert((delivered, read));
         *e = (e.0.max(delivered), e.1.max(read));
     }
@@ -68,7 +68,7 @@ impl WriteCtx<'_> {
              ON CONFLICT (device_id, conversation_id) DO UPDATE SET seq = max(seq, excluded.seq)",
         )?;
         for ((device, conv), seq) in self.cursors.drain() {
-            cur.execute(params![device.0, conv.0, seq])?;
+            cur.execute(params![device.0, conv.0, seq.0])?;
         }
         let mut ptr = self.conn.prepare_cached(
             "UPDATE members SET delivered_seq = max(delivered_seq, ?3), read_seq = max(read_seq, ?4)
@@ -79,13 +79,13 @@ impl WriteCtx<'_> {
         // Deterministic order keeps the events (and tests) stable.
         pointers.sort_unstable_by_key(|&(k, _)| k);
         for ((conv, user), (delivered, read)) in pointers {
-            let mut rows = ptr.query(params![conv.0, user.0, delivered, read])?;
+            let mut rows = ptr.query(params![conv.0, user.0, delivered.0, read.0])?;
             if let Some(row) = rows.next()? {
                 self.events.push(StoreEvent::Receipt(ReceiptChange {
                     conversation_id: conv,
                     user_id: user,
-                    delivered_seq: row.get(0)?,
-                    read_seq: row.get(1)?,
+                    delivered_seq: Seq(row.get(0)?),
+                    read_seq: Seq(row.get(1)?),
                 }));
             }
         }

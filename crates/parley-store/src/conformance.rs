@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parley_core::MessageKind;
-use parley_core::ids::{ConversationId, DeviceId, UserId};
+use parley_core::ids::{ConversationId, DeviceId, Seq, UserId};
 use parley_core::model::{NewAccount, Role};
 use tokio::sync::mpsc;
 
@@ -157,7 +157,7 @@ pub async fn direct_conversations_are_one_per_pair(h: Harness) {
     assert_eq!(h.store.member_windows(own).await.unwrap().iter().map(|w| w.user_id).collect::<Vec<_>>(), vec![a]);
     assert_eq!(h.store.create_direct(a, UserId(424242)).await, Err(StoreError::NotFound));
     let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
-    assert_eq!((view.last_seq, view.members_count, view.members.unwrap().len()), (1, 2, 2));
+    assert_eq!((view.last_seq.0, view.members_count, view.members.unwrap().len()), (1, 2, 2));
     assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
 }
 
@@ -167,13 +167,13 @@ pub async fn sends_are_gap_free_and_published_in_order(mut h: Harness) {
     for i in 0..5 {
         let out = h.store.send(text(conv, a, Some(dev), &format!("c{i}"), "hi")).await.unwrap();
         assert!(!out.duplicate);
-        assert_eq!(out.message.seq, 2 + i);
+        assert_eq!(out.message.seq, Seq(2 + i));
     }
     let seqs: Vec<i64> = h
         .drain()
         .into_iter()
         .filter_map(|e| match e {
-            StoreEvent::Message(m) => Some(m.seq),
+            StoreEvent::Message(m) => Some(m.seq.0),
             _ => None,
         })
         .collect();
@@ -205,12 +205,12 @@ pub async fn strangers_cannot_send_or_read(h: Harness) {
     let (_a, _b, conv, _) = pair(&h).await;
     let eve = user(&h, "eve").await;
     assert_eq!(h.store.send(text(conv, eve, None, "x", "hi")).await.unwrap_err(), StoreError::NotMember);
-    assert_eq!(h.store.ack(DeviceId(1), eve, conv, 1).await, Err(StoreError::NotMember));
-    assert_eq!(h.store.read(eve, conv, 1).await, Err(StoreError::NotMember));
+    assert_eq!(h.store.ack(DeviceId(1), eve, conv, Seq(1)).await, Err(StoreError::NotMember));
+    assert_eq!(h.store.read(eve, conv, Seq(1)).await, Err(StoreError::NotMember));
     assert!(h.store.conversation(eve, conv, false).await.unwrap().is_none());
     let q = HistoryQuery { limit: 10, ..Default::default() };
     assert_eq!(h.store.history(eve, conv, q).await.unwrap_err(), StoreError::NotFound);
-    assert_eq!(h.store.receipts(eve, conv, 1).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.receipts(eve, conv, Seq(1)).await.unwrap_err(), StoreError::NotFound);
 }
 
 pub async fn history_pages(h: Harness) {
@@ -223,14 +223,14 @@ pub async fn history_pages(h: Harness) {
         let store = h.store.clone();
         async move {
             let q = HistoryQuery { after_seq: after, before_seq: before, limit };
-            store.history(a, conv, q).await.unwrap().iter().map(|m| m.seq).collect::<Vec<_>>()
+            store.history(a, conv, q).await.unwrap().iter().map(|m| m.seq.0).collect::<Vec<_>>()
         }
     };
     assert_eq!(page(None, None, 5).await, vec![17, 18, 19, 20, 21]);
-    assert_eq!(page(None, Some(10), 3).await, vec![7, 8, 9]);
-    assert_eq!(page(Some(10), None, 3).await, vec![11, 12, 13]);
-    assert_eq!(page(Some(10), Some(13), 50).await, vec![11, 12]);
-    assert_eq!(page(Some(21), None, 5).await, Vec::<i64>::new());
+    assert_eq!(page(None, Some(Seq(10)), 3).await, vec![7, 8, 9]);
+    assert_eq!(page(Some(Seq(10)), None, 3).await, vec![11, 12, 13]);
+    assert_eq!(page(Some(Seq(10)), Some(Seq(13)), 50).await, vec![11, 12]);
+    assert_eq!(page(Some(Seq(21)), None, 5).await, Vec::<i64>::new());
     assert_eq!(page(None, None, 50).await.len(), 21);
 }
 
@@ -242,20 +242,20 @@ pub async fn backlog_follows_cursors(h: Harness) {
     }
     let bl = h.store.backlog(bdev, b).await.unwrap();
     assert_eq!(bl.len(), 1);
-    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (0, 4));
-    h.store.ack(bdev, b, conv, 2).await.unwrap();
+    assert_eq!((bl[0].after_seq.0, bl[0].upto_seq.0), (0, 4));
+    h.store.ack(bdev, b, conv, Seq(2)).await.unwrap();
     let bl = h.store.backlog(bdev, b).await.unwrap();
-    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 4));
-    let range: Vec<i64> = h.store.log_range(conv, 2, 4, 100).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!((bl[0].after_seq.0, bl[0].upto_seq.0), (2, 4));
+    let range: Vec<i64> = h.store.log_range(conv, Seq(2), Seq(4), 100).await.unwrap().iter().map(|m| m.seq.0).collect();
     assert_eq!(range, vec![3, 4]);
-    h.store.ack(bdev, b, conv, 4).await.unwrap();
+    h.store.ack(bdev, b, conv, Seq(4)).await.unwrap();
     let bl = h.store.backlog(bdev, b).await.unwrap();
-    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (4, 4), "up to date, and still listed");
+    assert_eq!((bl[0].after_seq.0, bl[0].upto_seq.0), (4, 4), "up to date, and still listed");
     // Cursors are per device: another device of b still has everything.
     let other = h.store.create_device(b, "laptop", [3; 32]).await.unwrap().id;
-    assert_eq!(h.store.backlog(other, b).await.unwrap()[0].after_seq, 0);
+    assert_eq!(h.store.backlog(other, b).await.unwrap()[0].after_seq, Seq::ZERO);
     // Acking past the end is refused.
-    assert!(matches!(h.store.ack(bdev, b, conv, 99).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(h.store.ack(bdev, b, conv, Seq(99)).await, Err(StoreError::Invalid(_))));
 }
 
 pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
@@ -265,20 +265,20 @@ pub async fn pointers_only_grow_and_emit_receipts(mut h: Harness) {
     }
     let bdev = h.store.create_device(b, "tablet", [2; 32]).await.unwrap().id;
     h.drain();
-    h.store.ack(bdev, b, conv, 3).await.unwrap();
-    h.store.ack(bdev, b, conv, 2).await.unwrap();
-    h.store.read(b, conv, 4).await.unwrap();
+    h.store.ack(bdev, b, conv, Seq(3)).await.unwrap();
+    h.store.ack(bdev, b, conv, Seq(2)).await.unwrap();
+    h.store.read(b, conv, Seq(4)).await.unwrap();
     let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
-    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (4, 4, 1), "seq 5 is still unread");
-    h.store.read(b, conv, 5).await.unwrap();
-    h.store.read(b, conv, 1).await.unwrap();
+    assert_eq!((view.delivered_seq.0, view.read_seq.0, view.unread_count), (4, 4, 1), "seq 5 is still unread");
+    h.store.read(b, conv, Seq(5)).await.unwrap();
+    h.store.read(b, conv, Seq(1)).await.unwrap();
     let view = h.store.conversation(b, conv, false).await.unwrap().unwrap();
-    assert_eq!((view.delivered_seq, view.read_seq, view.unread_count), (5, 5, 0));
+    assert_eq!((view.delivered_seq.0, view.read_seq.0, view.unread_count), (5, 5, 0));
     let receipts: Vec<(i64, i64)> = h
         .drain()
         .into_iter()
         .filter_map(|e| match e {
-            StoreEvent::Receipt(r) if r.user_id == b => Some((r.delivered_seq, r.read_seq)),
+            StoreEvent::Receipt(r) if r.user_id == b => Some((r.delivered_seq.0, r.read_seq.0)),
             _ => None,
         })
         .collect();
@@ -300,7 +300,7 @@ pub async fn receipts_count_from_pointers(h: Harness) {
     let r = h.store.receipts(a, conv, m.seq).await.unwrap();
     assert_eq!((r.delivered_count, r.read_count), (2, 2));
     assert_eq!(r.members.unwrap().len(), 2);
-    assert_eq!(h.store.receipts(a, conv, 999).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(h.store.receipts(a, conv, Seq(999)).await.unwrap_err(), StoreError::NotFound);
 }
 
 pub async fn concurrent_sends_stay_gap_free(h: Harness) {
@@ -313,7 +313,7 @@ pub async fn concurrent_sends_stay_gap_free(h: Harness) {
             let mut seqs = Vec::new();
             for i in 0..50 {
                 let m = store.send(text(conv, sender, Some(dev), &format!("t{t}-{i}"), "x")).await.unwrap();
-                seqs.push(m.message.seq);
+                seqs.push(m.message.seq.0);
             }
             seqs
         }));
@@ -355,13 +355,13 @@ fn entry(
         client_id: Some(client_id.to_owned()),
         kind,
         body: body.to_string(),
-        target_seq: Some(target),
+        target_seq: Some(Seq(target)),
     }
 }
 
 async fn kinds(h: &Harness, user: UserId, conv: ConversationId) -> Vec<(i64, MessageKind)> {
     let q = HistoryQuery { limit: 200, ..Default::default() };
-    h.store.history(user, conv, q).await.unwrap().iter().map(|m| (m.seq, m.kind)).collect()
+    h.store.history(user, conv, q).await.unwrap().iter().map(|m| (m.seq.0, m.kind)).collect()
 }
 
 pub async fn groups_follow_membership_windows(h: Harness) {
@@ -384,13 +384,13 @@ pub async fn groups_follow_membership_windows(h: Harness) {
     h.store.send(text(g, a, None, "a2", "c is gone")).await.unwrap(); // seq 6
     // c keeps receiving up to the removal entry, and no longer reads or sends.
     let bl = h.store.backlog(DeviceId(99), c).await.unwrap();
-    assert_eq!((bl[0].after_seq, bl[0].upto_seq), (2, 5));
+    assert_eq!((bl[0].after_seq.0, bl[0].upto_seq.0), (2, 5));
     let q = HistoryQuery { limit: 10, ..Default::default() };
     assert_eq!(h.store.history(c, g, q).await.unwrap_err(), StoreError::NotFound);
     assert_eq!(h.store.send(text(g, c, None, "c1", "let me in")).await.unwrap_err(), StoreError::NotMember);
     let windows = h.store.member_windows(g).await.unwrap();
     let wc = windows.iter().find(|w| w.user_id == c).unwrap();
-    assert_eq!((wc.joined_seq, wc.left_seq), (3, Some(5)));
+    assert_eq!((wc.joined_seq.0, wc.left_seq.map(i64::from)), (3, Some(5)));
     // Re-added later, c sees from the new join only.
     h.store.add_members(a, g, &[c]).await.unwrap(); // seq 7
     assert_eq!(kinds(&h, c, g).await, vec![(7, MessageKind::MembersAdded)]);
@@ -430,7 +430,7 @@ pub async fn groups_are_capped_at_1024(h: Harness) {
     let before = h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq;
     assert!(matches!(h.store.add_members(admin, g, &ids[1023..]).await, Err(StoreError::Invalid(_))));
     assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq, before, "nothing changed");
-    let r = h.store.receipts(admin, g, 1).await.unwrap();
+    let r = h.store.receipts(admin, g, Seq(1)).await.unwrap();
     assert_eq!((r.members_count, r.members.is_none()), (1024, true));
 }
 
@@ -446,21 +446,21 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(h: Harness) {
     let react = |s: UserId, cid: &str, t: i64| {
         entry(g, s, cid, MessageKind::Reaction, t, serde_json::json!({"target_seq": t, "emoji": "+1"}))
     };
-    assert!(matches!(h.store.send(edit(c, "c1", m.seq)).await, Err(StoreError::Forbidden(_))));
+    assert!(matches!(h.store.send(edit(c, "c1", m.seq.0)).await, Err(StoreError::Forbidden(_))));
     assert_eq!(
         h.store.send(edit(b, "b2", 1)).await.unwrap_err(),
         StoreError::NotFound,
         "system entries are not content"
     );
     assert_eq!(h.store.send(react(c, "c2", 99)).await.unwrap_err(), StoreError::NotFound);
-    h.store.send(edit(b, "b3", m.seq)).await.unwrap();
-    h.store.send(react(c, "c3", m.seq)).await.unwrap();
+    h.store.send(edit(b, "b3", m.seq.0)).await.unwrap();
+    h.store.send(react(c, "c3", m.seq.0)).await.unwrap();
     let last = h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.unwrap();
     assert_eq!(last.seq, m.seq);
     assert!(last.body.contains("hello") && last.body.contains("edited"), "{}", last.body);
-    assert!(matches!(h.store.send(del(c, "c4", m.seq)).await, Err(StoreError::Forbidden(_))));
-    h.store.send(del(a, "a1", m.seq)).await.unwrap(); // a group admin may delete
-    assert_eq!(h.store.send(edit(b, "b4", m.seq)).await.unwrap_err(), StoreError::NotFound, "deleted");
+    assert!(matches!(h.store.send(del(c, "c4", m.seq.0)).await, Err(StoreError::Forbidden(_))));
+    h.store.send(del(a, "a1", m.seq.0)).await.unwrap(); // a group admin may delete
+    assert_eq!(h.store.send(edit(b, "b4", m.seq.0)).await.unwrap_err(), StoreError::NotFound, "deleted");
     assert!(h.store.conversation(a, g, false).await.unwrap().unwrap().last_message.is_none());
 }
 
@@ -493,11 +493,11 @@ pub async fn conversation_views_agree_with_each_view(h: Harness) {
     let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
     h.store.send(text(g, a, None, "a1", "one")).await.unwrap(); // seq 2
     let m = h.store.send(text(g, b, None, "b1", "two")).await.unwrap().message; // seq 3
-    h.store.read(c, g, 2).await.unwrap();
+    h.store.read(c, g, Seq(2)).await.unwrap();
     h.store.add_members(a, g, &[d]).await.unwrap(); // seq 4: d sees no content yet
     h.store.remove_member(a, g, c).await.unwrap(); // seq 5
     h.store
-        .send(entry(g, b, "b2", MessageKind::Edit, m.seq, serde_json::json!({"target_seq": m.seq, "text": "2"})))
+        .send(entry(g, b, "b2", MessageKind::Edit, m.seq.0, serde_json::json!({"target_seq": m.seq.0, "text": "2"})))
         .await
         .unwrap();
     let asked = [d, e, b, c, a, UserId(424242)];
@@ -543,7 +543,7 @@ pub async fn system_entries_are_typed_and_canonical(mut h: Harness) {
             _ => None,
         })
         .collect();
-    let stored = h.store.log_range(g, 0, 100, 100).await.unwrap();
+    let stored = h.store.log_range(g, Seq::ZERO, Seq(100), 100).await.unwrap();
     assert_eq!(published, stored, "what was published is what is read back");
     for (m, want) in stored.iter().zip(&expected) {
         assert_eq!(m.system.as_ref(), Some(want));
@@ -551,7 +551,7 @@ pub async fn system_entries_are_typed_and_canonical(mut h: Harness) {
     }
     assert_eq!(stored.len(), expected.len());
     let (_, _, conv, _) = pair(&h).await;
-    let first = &h.store.log_range(conv, 0, 1, 1).await.unwrap()[0];
+    let first = &h.store.log_range(conv, Seq::ZERO, Seq(1), 1).await.unwrap()[0];
     assert_eq!(first.system, Some(SystemEntry::ConversationCreated(Created::Direct)));
     assert_eq!(first.body, r#"{"kind":"direct"}"#);
     let sent = h.store.send(text(conv, first.sender_id, None, "x", "hi")).await.unwrap().message;

@@ -15,7 +15,7 @@ pub struct Entry {
     pub client_id: Option<String>,
     pub kind: MessageKind,
     pub body: String,
-    pub target_seq: Option<i64>,
+    pub target_seq: Option<Seq>,
     /// The typed body of a system entry, kept with the stored one for the event.
     pub system: Option<SystemEntry>,
 }

@@ -102,7 +102,7 @@ pub struct NewMessage {
     pub kind: parley_core::MessageKind,
     pub body: String,
     /// The entry an `edit`, `delete` or `reaction` refers to.
-    pub target_seq: Option<i64>,
+    pub target_seq: Option<Seq>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,8 +131,8 @@ impl<T> Ticket<T> {
 /// Which page of history to read; see PROTOCOL.md for the rules.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HistoryQuery {
-    pub after_seq: Option<i64>,
-    pub before_seq: Option<i64>,
+    pub after_seq: Option<Seq>,
+    pub before_seq: Option<Seq>,
     pub limit: u32,
 }
 
@@ -141,9 +141,9 @@ pub struct HistoryQuery {
 pub struct Backlog {
     pub conversation_id: ConversationId,
     /// The device's cursor (or the seq before the member joined).
-    pub after_seq: i64,
+    pub after_seq: Seq,
     /// The last seq the member may see.
-    pub upto_seq: i64,
+    pub upto_seq: Seq,
 }
 
 /// The storage boundary. Methods are in create, read, update, delete order per entity.
@@ -234,25 +234,25 @@ pub trait Store: Send + Sync + 'static {
     /// up-to-date ones too tells a connection where each conversation's live stream resumes.
     async fn backlog(&self, device: DeviceId, user: UserId) -> Result<Vec<Backlog>>;
     /// Entries with `after_seq < seq <= upto_seq`, ascending, at most `limit`.
-    async fn log_range(&self, id: ConversationId, after_seq: i64, upto_seq: i64, limit: u32) -> Result<Vec<Message>>;
+    async fn log_range(&self, id: ConversationId, after_seq: Seq, upto_seq: Seq, limit: u32) -> Result<Vec<Message>>;
 
     // --- pointers ---
     /// Queues moving `device`'s cursor and its user's `delivered_seq` up to `seq`; the ticket
     /// resolves when it has taken effect. Like sends, pointer moves queued one after another from
     /// one task take effect in that order, and may be written lazily (see the module docs), so a
     /// backend is free to hold them briefly and let them ride on the next durable commit.
-    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>>;
+    async fn enqueue_ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>>;
     /// [`Store::enqueue_ack`], then waits until it has taken effect.
-    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
+    async fn ack(&self, device: DeviceId, user: UserId, id: ConversationId, seq: Seq) -> Result<()> {
         self.enqueue_ack(device, user, id, seq).await?.wait().await
     }
     /// Queues moving `user`'s `read_seq` (and `delivered_seq`) up to `seq`; as `enqueue_ack`.
-    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<Ticket<()>>;
+    async fn enqueue_read(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<Ticket<()>>;
     /// [`Store::enqueue_read`], then waits until it has taken effect.
-    async fn read(&self, user: UserId, id: ConversationId, seq: i64) -> Result<()> {
+    async fn read(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<()> {
         self.enqueue_read(user, id, seq).await?.wait().await
     }
-    async fn receipts(&self, user: UserId, id: ConversationId, seq: i64) -> Result<ReceiptSummary>;
+    async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary>;
 
     /// Finishes queued writes and stops accepting new ones.
     async fn shutdown(&self);

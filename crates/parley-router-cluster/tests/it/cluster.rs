@@ -1,7 +1,7 @@
 //! What only the cluster router has: entries that expire, presence and invalidations across
 //! nodes, and recovery when NATS or Redis connections break or Redis loses its data.
 
-use parley_core::ids::{ConversationId, UserId};
+use parley_core::ids::{ConversationId, Seq, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +210,7 @@ async fn a_job_taken_by_a_node_that_dies_is_done_by_another() {
     // Another node carries it out once the ack wait (2 s in tests) has passed.
     let survivor = Arc::new(ClusterRouter::connect(config(&name, "survivor")).await.unwrap());
     let mut x = Conn::on(&(survivor.clone() as Arc<dyn Router>), 10, 100).await;
-    assert_eq!(x.next().await.position.unwrap().seq, 1, "delivered by the survivor");
+    assert_eq!(x.next().await.position.unwrap().seq, Seq(1), "delivered by the survivor");
     eventually("the survivor acknowledged the job", || async { survivor.stats().jobs_done == 1 }).await;
     stop_and_purge(&name, &[sender, survivor], &nats_url(), &redis_url()).await;
 }

@@ -2,7 +2,7 @@
 //! in-process router (three names for one router) and the cluster router (three nodes over
 //! NATS and Redis in this process).
 
-use parley_core::ids::{ConversationId, DeviceId, UserId};
+use parley_core::ids::{ConversationId, DeviceId, Seq, UserId};
 use parley_router::Kick;
 
 use crate::support::*;
@@ -105,7 +105,7 @@ async fn keeps_order_per_recipient(n: &Nodes) {
     }
     for c in [&mut x, &mut y] {
         for seq in 1..=200 {
-            assert_eq!(c.next().await.position.unwrap().seq, seq);
+            assert_eq!(c.next().await.position.unwrap().seq, Seq(seq));
         }
     }
 }
@@ -173,7 +173,7 @@ async fn durable_delivery_reaches_everyone(n: &Nodes) {
     }
     for c in &mut conns {
         for seq in 1..=5 {
-            assert_eq!(c.next().await.position.unwrap().seq, seq, "in order");
+            assert_eq!(c.next().await.position.unwrap().seq, Seq(seq), "in order");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Dependencies that go away and come back: a private `redis-server` or `nats-server` on a free
 //! port, stopped and restarted under two nodes, which must carry on without a restart of their own.
 
-use parley_core::ids::{ConversationId, UserId};
+use parley_core::ids::{ConversationId, Seq, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +151,7 @@ async fn a_nats_restart_fails_flushes_then_recovers_with_a_resync() {
     })
     .await;
     loop {
-        if x.next().await.position.is_some_and(|p| p.seq > 1000) {
+        if x.next().await.position.is_some_and(|p| p.seq > Seq(1000)) {
             break;
         }
     }

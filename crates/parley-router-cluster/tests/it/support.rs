@@ -151,7 +151,7 @@ pub(crate) fn message(conv: i64, seq: i64) -> Outbound {
     let conv = ConversationId(conv);
     Outbound {
         json: Bytes::from(format!("{{\"conversation_id\":\"{conv}\",\"seq\":{seq}}}")),
-        position: Some(LogPosition { conversation_id: conv, seq, sender_device_id: None }),
+        position: Some(LogPosition { conversation_id: conv, seq: Seq(seq), sender_device_id: None }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! A conversation's log over REST: history pages, posting (for bots and scripts), receipts.
 
-use parley_core::ids::ConversationId;
+use parley_core::ids::{ConversationId, Seq};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,8 +47,8 @@ pub(super) async fn history(
         },
     };
     let q = HistoryQuery {
-        after_seq: seq_param(&params, "after_seq")?,
-        before_seq: seq_param(&params, "before_seq")?,
+        after_seq: (seq_param(&params, "after_seq")?).map(Seq),
+        before_seq: (seq_param(&params, "before_seq")?).map(Seq),
         limit,
     };
     let messages = app.store.history(me.user_id, ConversationId(path_id(&id)), q).await?;
@@ -81,7 +81,7 @@ pub(super) async fn receipts(
     Path((id, seq)): Path<(String, String)>,
 ) -> ApiResult<Json<Receipts>> {
     let seq: i64 = seq.parse().map_err(|_| ApiError::bad_request("seq must be an integer"))?;
-    let r = app.store.receipts(me.user_id, ConversationId(path_id(&id)), seq).await?;
+    let r = app.store.receipts(me.user_id, ConversationId(path_id(&id)), Seq(seq)).await?;
     Ok(Json(Receipts {
         members_count: r.members_count,
         delivered_count: r.delivered_count,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use parley_core::ids::{ConversationId, DeviceId, UserId};
+use parley_core::ids::{ConversationId, DeviceId, Seq, UserId};
 use parley_core::limits::MAX_FRAME_BYTES;
 use parley_proto::ErrorCode;
 use parley_proto::frames::{self, ClientFrame, Pong, ServerFrame, close};
@@ -264,10 +264,10 @@ impl Conn {
             }
             ClientFrame::Send(frame) => self.send(frame, r#ref, pending).await,
             ClientFrame::Ack { conversation_id, seq } => {
-                self.ack(ConversationId(conversation_id.0), seq, r#ref, pending).await
+                self.ack(ConversationId(conversation_id.0), Seq(seq), r#ref, pending).await
             }
             ClientFrame::Read { conversation_id, seq } => {
-                self.read(ConversationId(conversation_id.0), seq, r#ref, pending).await
+                self.read(ConversationId(conversation_id.0), Seq(seq), r#ref, pending).await
             }
             ClientFrame::Typing { conversation_id, active } => {
                 self.typing(ConversationId(conversation_id.0), active, r#ref, pending).await

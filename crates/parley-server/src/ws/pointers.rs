@@ -3,17 +3,17 @@
 //! Pointer moves are queued in frame order like sends, so one that precedes a send rides on that
 //! send's commit instead of waiting for a commit of its own.
 
-use parley_core::ids::ConversationId;
+use parley_core::ids::{ConversationId, Seq};
 
 use super::conn::{Conn, Pending, error_reply};
 
 impl Conn {
-    pub(super) async fn ack(&mut self, conv: ConversationId, seq: i64, r#ref: Option<String>, pending: &mut Pending) {
+    pub(super) async fn ack(&mut self, conv: ConversationId, seq: Seq, r#ref: Option<String>, pending: &mut Pending) {
         let queued = self.app.store.enqueue_ack(self.device, self.user, conv, seq).await;
         self.pointer_reply(pending, queued, r#ref)
     }
 
-    pub(super) async fn read(&mut self, conv: ConversationId, seq: i64, r#ref: Option<String>, pending: &mut Pending) {
+    pub(super) async fn read(&mut self, conv: ConversationId, seq: Seq, r#ref: Option<String>, pending: &mut Pending) {
         let queued = self.app.store.enqueue_read(self.user, conv, seq).await;
         self.pointer_reply(pending, queued, r#ref)
     }

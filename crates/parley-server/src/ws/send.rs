@@ -24,7 +24,7 @@ impl Conn {
                             conversation_id: Id(o.message.conversation_id.0),
                             client_id: o.message.client_id.unwrap_or_default(),
                             message_id: Id(o.message.message_id.0),
-                            seq: o.message.seq,
+                            seq: o.message.seq.0,
                             ts: o.message.ts,
                         })
                         .to_json(),

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::ws::Utf8Bytes;
-use parley_core::ids::ConversationId;
+use parley_core::ids::{ConversationId, Seq};
 use parley_proto::frames::{ServerFrame, Synced, close};
 use parley_router::Outbound;
 
@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 const PAGE: u32 = 512;
 
 /// High-water marks of what a connection has written (or skipped as its own), per conversation.
-pub(super) type Seen = HashMap<ConversationId, i64>;
+pub(super) type Seen = HashMap<ConversationId, Seq>;
 
 /// Reading the log failed: the client reconnects and syncs again.
 fn sync_failed() -> End {
@@ -61,11 +61,11 @@ impl Conn {
         for b in backlog {
             let conv = b.conversation_id;
             let after = self.seen.get(&conv).copied().unwrap_or(b.after_seq).max(b.after_seq);
-            let (last, written) = self.write_log(conv, after, b.upto_seq).await?;
+            let (last, written) = self.write_log(conv, after.0, b.upto_seq.0).await?;
             self.app.metrics.replayed.fetch_add(written, Ordering::Relaxed);
             // Every conversation gets a high-water mark, up to date or not, so a live entry that
             // arrives ahead of an earlier one is seen as a gap and filled, never as the start.
-            self.seen.insert(conv, last);
+            self.seen.insert(conv, Seq(last));
         }
         self.flush().await
     }
@@ -76,7 +76,9 @@ impl Conn {
             let known = match self.seen.get(&p.conversation_id) {
                 Some(&last) => Some(last),
                 // Joined after this connection synced: its stream starts at the join entry.
-                None => self.app.members.window(p.conversation_id, self.user).await.map(|w| w.joined_seq - 1),
+                None => ((self.app.members.window(p.conversation_id, self.user).await.map(|w| w.joined_seq - 1))
+                    .map(i64::from))
+                .map(Seq),
             };
             if let Some(last) = known {
                 if p.seq <= last {
@@ -99,13 +101,13 @@ impl Conn {
 
     /// Routing reordered or dropped something (possible across nodes): read the gap from the log,
     /// within this user's membership window (a re-added member never sees the time they were out).
-    async fn fill_gap(&mut self, conv: ConversationId, after: i64, upto: i64) -> Result<(), End> {
+    async fn fill_gap(&mut self, conv: ConversationId, after: Seq, upto: Seq) -> Result<(), End> {
         let Some(w) = self.app.members.window(conv, self.user).await else {
             return Ok(());
         };
-        let after = after.max(w.joined_seq - 1);
+        let after = after.max(Seq((w.joined_seq - 1).0));
         let upto = w.left_seq.map_or(upto, |l| upto.min(l));
-        self.write_log(conv, after, upto).await?;
+        self.write_log(conv, after.0, upto.0).await?;
         Ok(())
     }
 
@@ -114,9 +116,10 @@ impl Conn {
     async fn write_log(&mut self, conv: ConversationId, mut after: i64, upto: i64) -> Result<(i64, u64), End> {
         let (device, mut written) = (self.device, 0);
         while after < upto {
-            let entries = self.app.store.log_range(conv, after, upto, PAGE).await.map_err(|_| sync_failed())?;
+            let entries =
+                self.app.store.log_range(conv, Seq(after), Seq(upto), PAGE).await.map_err(|_| sync_failed())?;
             let full = entries.len() as u32 == PAGE;
-            after = entries.last().map_or(after, |m| m.seq);
+            after = entries.last().map_or(after, |m| m.seq.0);
             for m in entries.iter().filter(|m| m.sender_device_id != Some(device)) {
                 self.feed(ServerFrame::Message(&convert::message(m)).to_json().into()).await?;
                 written += 1;

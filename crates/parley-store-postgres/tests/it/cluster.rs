@@ -1,7 +1,7 @@
 //! What only the PostgreSQL backend promises: several nodes on one database, migrations run
 //! from several nodes at once, and a writer that outlives its connection.
 
-use parley_core::ids::{ConversationId, UserId};
+use parley_core::ids::{ConversationId, Seq, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,7 +94,7 @@ async fn two_nodes_share_a_conversation() {
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let mut fresh: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.0).collect();
+    let mut fresh: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.0.0).collect();
     fresh.sort_unstable();
     assert_eq!(fresh, (2..=161).collect::<Vec<i64>>(), "one entry per client_id, gap-free");
     let mut ids: Vec<i64> = all.iter().filter(|m| !m.2).map(|m| m.1.0).collect();
@@ -131,14 +131,14 @@ async fn the_writer_outlives_its_connection() {
             Err(e) => panic!("unexpected error: {e:?}"),
         }
     }
-    assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
+    assert_eq!(seqs, [3, 4, 5, 6, 7].map(Seq).to_vec());
     db.terminate_connections().await;
     // Reads come back too: the pool drops closed connections.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match store.conversation(a, conv, false).await {
             Ok(view) => {
-                assert_eq!(view.unwrap().last_seq, 7);
+                assert_eq!(view.unwrap().last_seq, Seq(7));
                 break;
             }
             Err(StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
@@ -158,7 +158,7 @@ async fn the_store_rides_out_an_outage() {
     let store = PgStore::connect(&proxy.url(&db.url), 1, true, tx).await.expect("connect");
     let a = store.create_user("alice", "Alice", "h").await.unwrap().id;
     let (conv, _) = store.create_direct(a, a).await.unwrap();
-    assert_eq!(store.send(text(conv.0, a.0, "before".into())).await.unwrap().message.seq, 2);
+    assert_eq!(store.send(text(conv.0, a.0, "before".into())).await.unwrap().message.seq, Seq(2));
 
     proxy.down();
     // While the server cannot be reached, writes and reads are answered, and say so.
@@ -184,5 +184,5 @@ async fn the_store_rides_out_an_outage() {
             Err(e) => panic!("the writer did not come back: {e:?}"),
         }
     };
-    assert_eq!(seq, 3, "nothing was written during the outage");
+    assert_eq!(seq, Seq(3), "nothing was written during the outage");
 }
