@@ -223,8 +223,7 @@ fn is_fd_exhaustion(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         cur = err.source();
     }
-    let text = e.to_string();
-    text.contains("Too many open files") || text.contains("os error 24") || text.contains("os error 23")
+    false
 }
 
 /// Where a user is in the run.

@@ -239,19 +239,23 @@ impl Connection {
 
 /// A TCP connection to a `ws://host:port/...` URL from the local address `ip`.
 async fn connect_from(url: &str, ip: std::net::IpAddr) -> Result<TcpStream> {
-    let invalid = || ClientError::Connect(format!("cannot connect from {ip} to {url}: needs ws://host:port"));
+    let invalid = || ClientError::Connect {
+        what: format!("cannot connect from {ip} to {url}"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "needs ws://host:port"),
+    };
+    let io = |what: String| move |source| ClientError::Connect { what, source };
     let rest = url.strip_prefix("ws://").ok_or_else(invalid)?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let remote = tokio::net::lookup_host(authority)
         .await
-        .map_err(|e| ClientError::Connect(format!("{authority}: {e}")))?
+        .map_err(io(authority.to_owned()))?
         .find(|a| a.is_ipv4() == ip.is_ipv4())
         .ok_or_else(invalid)?;
     let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    socket.bind(std::net::SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(format!("bind {ip}: {e}")))?;
-    let stream = socket.connect(remote).await.map_err(|e| ClientError::Connect(format!("connect {remote}: {e}")))?;
-    stream.set_nodelay(true).map_err(|e| ClientError::Connect(e.to_string()))?;
+        .map_err(io("socket".into()))?;
+    socket.bind(std::net::SocketAddr::new(ip, 0)).map_err(io(format!("bind {ip}")))?;
+    let stream = socket.connect(remote).await.map_err(io(format!("connect {remote}")))?;
+    stream.set_nodelay(true).map_err(io("set TCP_NODELAY".into()))?;
     Ok(stream)
 }
 

@@ -25,8 +25,14 @@ pub enum ClientError {
     #[error("timed out")]
     Timeout,
     /// The socket could not be opened (address, bind or connect failure).
-    #[error("connect: {0}")]
-    Connect(String),
+    #[error("connect: {what}: {source}")]
+    Connect {
+        /// What was being done (`bind 127.0.0.2`, `connect 127.0.0.1:7700`, …).
+        what: String,
+        /// The operating system's error, kept so callers can tell causes apart by kind (an
+        /// exhausted file table, a refused connection) rather than by text.
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {

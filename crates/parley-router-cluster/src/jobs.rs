@@ -231,7 +231,9 @@ async fn run(inner: &Inner, msg: jetstream::Message) {
 pub(crate) async fn purge(js: &jetstream::Context, cluster: &str) -> Result<(), ClusterError> {
     match js.delete_stream(stream_name(cluster)).await {
         Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("not found") => Ok(()),
+        Err(e) if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            Ok(())
+        }
         Err(e) => Err(ClusterError::JetStream(e.to_string())),
     }
 }

@@ -1,6 +1,6 @@
 //! Passwords, tokens and the bearer-token extractor.
 //!
-//! Passwords are hashed with argon2id off the async threads (see [`Passwords`]). Tokens are 256
+//! Passwords are hashed with argon2id off the async threads (see `passwords.rs`). Tokens are 256
 //! random bits shown to the client once; the server keeps only their SHA-256, so checking one is
 //! an index lookup, never an argon2 run.
 
@@ -16,23 +16,19 @@ use sha2::{Digest, Sha256};
 use crate::error::{ApiError, ApiResult};
 use crate::state::App;
 
-// The hasher is a service `App` owns, so it lives apart from this handler-side code (which needs
-// `App`); re-exported so `parley_server::auth::Passwords` keeps its path.
-pub use crate::passwords::Passwords;
-
 /// A new session token: 256 random bits, hex-encoded.
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn token_hash(token: &str) -> [u8; 32] {
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// Resolves a token to its device, recording the device's activity now and then.
-pub async fn device_for_token(app: &App, token: &str) -> ApiResult<Option<Device>> {
+pub(crate) async fn device_for_token(app: &App, token: &str) -> ApiResult<Option<Device>> {
     if token.is_empty() || token.len() > 256 {
         return Ok(None);
     }
@@ -53,7 +49,7 @@ pub async fn device_for_token(app: &App, token: &str) -> ApiResult<Option<Device
 
 /// The authenticated caller of a REST request (`Authorization: Bearer <token>`).
 #[derive(Clone, Copy, Debug)]
-pub struct Authed {
+pub(crate) struct Authed {
     pub user_id: UserId,
     pub device_id: DeviceId,
 }

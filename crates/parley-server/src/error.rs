@@ -10,34 +10,34 @@ use parley_proto::rest::{ErrorBody, ErrorDetail};
 use parley_store::StoreError;
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { code, message: message.into(), retry_after_ms: None }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }
 
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(ErrorCode::NotFound, "not found")
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing, invalid or revoked token")
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }
 
-    pub fn rate_limited(retry_after_ms: u64) -> Self {
+    pub(crate) fn rate_limited(retry_after_ms: u64) -> Self {
         ApiError {
             code: ErrorCode::RateLimited,
             message: "too many requests; slow down".into(),
@@ -46,7 +46,7 @@ impl ApiError {
     }
 
     /// The WebSocket `error` frame for this error, answering the frame that carried `r#ref`.
-    pub fn to_frame(&self, r#ref: Option<String>) -> String {
+    pub(crate) fn to_frame(&self, r#ref: Option<String>) -> String {
         ServerFrame::Error(ErrorFrame {
             code: self.code,
             message: self.message.clone(),
@@ -104,4 +104,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -46,6 +46,7 @@ use parley_proto::frames::{Receipt, ServerFrame};
 use parley_router::{LogPosition, Outbound, RouteAck, RouteError};
 use parley_store::StoreEvent;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::convert;
 use crate::members::Members;
@@ -66,12 +67,15 @@ const ACK_QUEUE: usize = 4096;
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent>>) {
-    let workers = Workers::start(&app);
+    // The tasks that live as long as this loop: the workers and the routing reporter. They are
+    // this loop's own, so stopping fanout (aborting this future) stops them with it.
+    let mut own = JoinSet::new();
+    let workers = Workers::start(&app, &mut own);
     let views = Arc::new(Semaphore::new(CONVERSATION_FRAME_JOBS));
     // In a cluster: each commit batch's routing outcome, awaited in order beside this loop.
     let acks = app.routed.as_ref().map(|_| {
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
-        app.tasks.spawn(report_routing(app.clone(), rx));
+        own.spawn(report_routing(app.clone(), rx));
         tx
     });
     let interval = Duration::from_millis(app.config.receipt_interval_ms.max(1));
@@ -314,11 +318,11 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(app: &Arc<App>) -> Workers {
+    fn start(app: &Arc<App>, tasks: &mut JoinSet<()>) -> Workers {
         let queues = (0..app.config.fanout_workers.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<(Outbound, Vec<UserId>)>(WORKER_QUEUE);
-                let (tasks, app) = (&app.tasks, app.clone());
+                let app = app.clone();
                 tasks.spawn(async move {
                     while let Some((frame, users)) = rx.recv().await {
                         let started = Instant::now();

@@ -2,15 +2,15 @@
 //! axum. [`run`] takes a bound listener and a shutdown token, so tests and the binary start it
 //! the same way.
 
-pub mod auth;
+mod auth;
 mod cluster;
-pub mod config;
+mod config;
 mod convert;
-pub mod error;
+mod error;
 mod fanout;
 mod json;
 mod members;
-pub mod metrics;
+mod metrics;
 mod passwords;
 mod presence;
 mod ratelimit;
@@ -21,6 +21,7 @@ mod state;
 mod ws;
 
 use parley_core::ids::UserId;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-pub use state::App;
+use state::App;
 
 /// Events queued between the store's writer and the fanout task; a backend is opened with the
 /// sending half of a channel this long (see [`event_channel`]).
-pub const EVENT_QUEUE: usize = 1024;
+const EVENT_QUEUE: usize = 1024;
 
 /// The channel a store publishes its [`StoreEvent`]s on and [`run`] consumes.
 pub fn event_channel() -> (parley_store::EventSender, mpsc::Receiver<Vec<StoreEvent>>) {
@@ -101,15 +102,30 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let http =
+        axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut http = std::pin::pin!(http.into_future());
+    tokio::select! {
+        served = &mut http => served?,
+        () = shutdown.cancelled() => {}
+    }
     // The deadline starts when draining does, and every step below shares it.
-    let draining = shutdown.clone();
-    let http = axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(draining.cancelled_owned());
-    http.await?;
     let deadline = Instant::now() + timeout;
     tracing::info!("draining connections");
+    // In-flight HTTP requests (a REST send waiting for its commit, say) finish first.
+    match tokio::time::timeout_at(deadline, &mut http).await {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!("HTTP requests did not finish within the shutdown timeout"),
+    }
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("connections did not close within the shutdown timeout");
+    }
+    // What handlers and fanout started (activity stamps, presence rechecks, conversation
+    // frames) finishes while the store still takes writes; grace timers end at the drain's start.
+    app.tasks.close();
+    if tokio::time::timeout_at(deadline, app.tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish within the shutdown timeout");
     }
     if tokio::time::timeout_at(deadline, app.presence.flush_last_seen()).await.is_err() {
         tracing::warn!("last-seen times were not all written within the shutdown timeout");
@@ -122,13 +138,8 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, router.shutdown()).await.is_err() {
         tracing::warn!("the router did not stop within the shutdown timeout");
     }
+    // The long-lived loops (fanout with its workers, the sweeper, the probes) stop last.
     background.shutdown().await;
-    // What those loops started (routing reports, fanout workers, conversation frames, presence
-    // rechecks) ends on its own once its inputs are gone; grace timers end at the drain's start.
-    app.tasks.close();
-    if tokio::time::timeout_at(deadline, app.tasks.wait()).await.is_err() {
-        tracing::warn!("background tasks did not finish within the shutdown timeout");
-    }
     tracing::info!("stopped");
     Ok(())
 }

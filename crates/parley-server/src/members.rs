@@ -46,7 +46,7 @@ const MEMBER_CACHE_MAX: usize = 100_000;
 const GAP_CHECK_MAX: i64 = 64;
 
 /// The member windows of one conversation.
-pub struct Members {
+pub(crate) struct Members {
     windows: Vec<MemberWindow>,
     /// The highest seq up to which these windows are known to be exact: every membership change
     /// at or below it is in them. Fanout moves it along with the entries it routes.
@@ -62,34 +62,34 @@ impl Members {
     }
 
     /// Who may see `seq`.
-    pub fn recipients(&self, seq: Seq) -> Vec<UserId> {
+    pub(crate) fn recipients(&self, seq: Seq) -> Vec<UserId> {
         self.windows.iter().filter(|w| w.sees(seq)).map(|w| w.user_id).collect()
     }
 
     /// The members now (who have not left).
-    pub fn current(&self) -> impl Iterator<Item = UserId> + '_ {
+    pub(crate) fn current(&self) -> impl Iterator<Item = UserId> + '_ {
         self.windows.iter().filter(|w| w.left_seq.is_none()).map(|w| w.user_id)
     }
 
     /// `user`'s membership window, if they ever were a member.
-    pub fn window(&self, user: UserId) -> Option<MemberWindow> {
+    pub(crate) fn window(&self, user: UserId) -> Option<MemberWindow> {
         self.windows.iter().find(|w| w.user_id == user).copied()
     }
 
     /// Whether `user` is a member now.
-    pub fn is_current(&self, user: UserId) -> bool {
+    pub(crate) fn is_current(&self, user: UserId) -> bool {
         self.window(user).is_some_and(|w| w.left_seq.is_none())
     }
 }
 
 /// Member windows per conversation, loaded from the store it was built with.
-pub struct MemberCache {
+pub(crate) struct MemberCache {
     store: Arc<dyn Store>,
     map: Mutex<HashMap<ConversationId, Arc<Members>>>,
 }
 
 impl MemberCache {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         MemberCache { store, map: Mutex::new(HashMap::new()) }
     }
 
@@ -98,7 +98,7 @@ impl MemberCache {
     }
 
     /// `conv`'s members, from the cache or else from storage; `None` if storage failed.
-    pub async fn get(&self, conv: ConversationId) -> Option<Arc<Members>> {
+    pub(crate) async fn get(&self, conv: ConversationId) -> Option<Arc<Members>> {
         if let Some(m) = self.lock().get(&conv) {
             return Some(m.clone());
         }
@@ -106,7 +106,7 @@ impl MemberCache {
     }
 
     /// `user`'s window in `conv`, if they ever were a member (and the members could be read).
-    pub async fn window(&self, conv: ConversationId, user: UserId) -> Option<MemberWindow> {
+    pub(crate) async fn window(&self, conv: ConversationId, user: UserId) -> Option<MemberWindow> {
         self.get(conv).await.and_then(|m| m.window(user))
     }
 
@@ -132,7 +132,7 @@ impl MemberCache {
     /// list is known to cover and `seq`, they are read from the log (or, past a few, the list is
     /// reloaded): a membership change among them means a reload. The broadcast invalidation
     /// usually gets here first; this closes the race with it.
-    pub async fn for_seq(&self, conv: ConversationId, seq: Seq) -> Option<Arc<Members>> {
+    pub(crate) async fn for_seq(&self, conv: ConversationId, seq: Seq) -> Option<Arc<Members>> {
         let cached = self.lock().get(&conv).cloned();
         let Some(m) = cached else { return self.load(conv, seq.0).await };
         let upto = m.upto.load(Ordering::Acquire);
@@ -151,7 +151,7 @@ impl MemberCache {
     }
 
     /// Forgets `conv`'s members: a membership change was committed.
-    pub fn invalidate(&self, conv: ConversationId) {
+    pub(crate) fn invalidate(&self, conv: ConversationId) {
         self.lock().remove(&conv);
     }
 }

@@ -8,7 +8,7 @@ use parley_core::histogram::{COUNTS, Histogram, MICROS};
 use parley_proto::ErrorCode;
 use parley_store::WriterStats;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub connections_opened: AtomicU64,
     pub sends: AtomicU64,
     pub sends_duplicate: AtomicU64,
@@ -54,28 +54,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn inc(counter: &AtomicU64) {
+    pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[i].fetch_add(1, Relaxed);
         }
     }
 
     /// Records a probe of a dependency.
-    pub fn dependency(&self, name: &'static str, up: bool, round_trip: std::time::Duration) {
+    pub(crate) fn dependency(&self, name: &'static str, up: bool, round_trip: std::time::Duration) {
         self.dependencies.lock().unwrap_or_else(|e| e.into_inner()).insert(name, (up, round_trip));
     }
 
-    pub fn rest_error(&self, code: ErrorCode) {
+    pub(crate) fn rest_error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.rest_errors[i].fetch_add(1, Relaxed);
         }
     }
 
-    pub fn render(&self, connections_current: usize, store: &WriterStats) -> String {
+    pub(crate) fn render(&self, connections_current: usize, store: &WriterStats) -> String {
         let mut out = String::with_capacity(8192);
         let counters: [(&str, &str, &AtomicU64); 8] = [
             ("connections_opened_total", "WebSocket connections authenticated.", &self.connections_opened),
@@ -173,7 +173,7 @@ impl Metrics {
 }
 
 /// Appends the cluster router's counters (cluster mode only).
-pub fn render_router(out: &mut String, s: &parley_router::RouterStats) {
+pub(crate) fn render_router(out: &mut String, s: &parley_router::RouterStats) {
     let counters = [
         (
             "cluster_node_messages_published_total",

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 
-pub struct Passwords {
+pub(crate) struct Passwords {
     permits: Arc<Semaphore>,
     /// Verified against when a username does not exist, so a wrong username costs as much time
     /// as a wrong password and logins do not reveal which accounts exist.
@@ -18,7 +18,7 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    pub async fn new(concurrency: usize) -> Passwords {
+    pub(crate) async fn new(concurrency: usize) -> Passwords {
         let dummy_hash = tokio::task::spawn_blocking(|| hash_blocking("parley-dummy-password"))
             .await
             .expect("hashing task")
@@ -26,7 +26,7 @@ impl Passwords {
         Passwords { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash }
     }
 
-    pub async fn hash(&self, password: &str) -> ApiResult<String> {
+    pub(crate) async fn hash(&self, password: &str) -> ApiResult<String> {
         let _permit = self
             .permits
             .acquire()
@@ -37,7 +37,7 @@ impl Passwords {
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is no account.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> ApiResult<bool> {
+    pub(crate) async fn verify(&self, password: &str, hash: Option<&str>) -> ApiResult<bool> {
         let _permit = self
             .permits
             .acquire()

@@ -50,7 +50,7 @@ const OFFLINE_RETRY_MAX: Duration = Duration::from_secs(16);
 
 /// Where a subscribing connection gets its frames.
 #[derive(Clone)]
-pub struct Watcher {
+pub(crate) struct Watcher {
     pub conn_id: u64,
     pub user_id: UserId,
     pub frames: mpsc::Sender<Outbound>,
@@ -148,7 +148,7 @@ fn push_bytes(w: &Watcher, json: Bytes) {
     }
 }
 
-pub struct Presence {
+pub(crate) struct Presence {
     state: Mutex<State>,
     grace: Duration,
     /// The cluster's presence; `None` in embedded mode, where this node knows everything.
@@ -165,7 +165,7 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn new(
+    pub(crate) fn new(
         grace: Duration,
         cluster: Option<Arc<dyn ClusterBus>>,
         store: Arc<dyn Store>,
@@ -179,12 +179,8 @@ impl Presence {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn is_online(&self, user: UserId) -> bool {
-        self.lock().online(user)
-    }
-
     /// A connection of `user` authenticated.
-    pub fn connected(&self, user: UserId) {
+    pub(crate) fn connected(&self, user: UserId) {
         let mut st = self.lock();
         let was_online = st.online(user);
         *st.connections.entry(user).or_default() += 1;
@@ -198,7 +194,7 @@ impl Presence {
 
     /// A connection of `user` closed. When it was the last, the user goes offline after the
     /// grace period unless a device comes back first.
-    pub fn disconnected(self: &Arc<Self>, user: UserId) {
+    pub(crate) fn disconnected(self: &Arc<Self>, user: UserId) {
         let now = parley_core::now_ms();
         let generation = {
             let mut st = self.lock();
@@ -272,7 +268,7 @@ impl Presence {
 
     /// In a cluster: a change of a user's cluster-wide presence (from any node, in any order).
     /// Watchers here hear of it if it changes what they see.
-    pub fn apply(&self, s: PresenceState) {
+    pub(crate) fn apply(&self, s: PresenceState) {
         let mut st = self.lock();
         let seen = |st: &State| {
             let f = st.frame(s.user_id, s.user_id);
@@ -285,7 +281,7 @@ impl Presence {
     }
 
     /// In a cluster: another node recorded a user's last-seen privacy.
-    pub fn visibility(&self, user: UserId, visible: bool) {
+    pub(crate) fn visibility(&self, user: UserId, visible: bool) {
         let mut st = self.lock();
         if st.loaded.contains(&user) {
             st.visible.insert(user, visible);
@@ -342,7 +338,7 @@ impl Presence {
 
     /// The presence `viewer` may see of each id in `raw` (as the client wrote them): real for
     /// contacts, uninformative for everyone else (strangers, unknown ids and non-ids alike).
-    pub async fn snapshot(&self, viewer: UserId, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
+    pub(crate) async fn snapshot(&self, viewer: UserId, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
         let ids = parse(raw);
         let contacts = self.contacts(viewer, &ids).await?;
         let fetched = self.cluster_states(&contacts.iter().copied().collect::<Vec<_>>()).await;
@@ -360,7 +356,7 @@ impl Presence {
 
     /// `presence_subscribe`: watches the contacts among the ids and returns the one frame per id
     /// to answer with (the caller sends them as the reply, ahead of any later change).
-    pub async fn subscribe(&self, watcher: Watcher, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
+    pub(crate) async fn subscribe(&self, watcher: Watcher, raw: &[String]) -> Result<Vec<PresenceFrame>, ApiError> {
         let ids = parse(raw);
         let contacts = self.contacts(watcher.user_id, &ids).await?;
         if self.cluster.is_some() {
@@ -398,7 +394,7 @@ impl Presence {
         Ok(frames)
     }
 
-    pub fn unsubscribe(&self, conn_id: u64, users: &[UserId]) {
+    pub(crate) fn unsubscribe(&self, conn_id: u64, users: &[UserId]) {
         let mut st = self.lock();
         for u in users {
             if let Some(w) = st.watchers.get_mut(u) {
@@ -415,7 +411,7 @@ impl Presence {
     }
 
     /// Forgets every subscription of a closed connection.
-    pub fn connection_closed(&self, conn_id: u64) {
+    pub(crate) fn connection_closed(&self, conn_id: u64) {
         let users: Vec<UserId> =
             self.lock().watching.remove(&conn_id).map(|s| s.into_iter().collect()).unwrap_or_default();
         self.unsubscribe(conn_id, &users);
@@ -423,7 +419,7 @@ impl Presence {
 
     /// `user` left or was removed from a conversation: end every subscription between them and
     /// someone they no longer share a conversation with.
-    pub async fn revalidate(&self, user: UserId) {
+    pub(crate) async fn revalidate(&self, user: UserId) {
         // Pairs involving `user`: (watcher connection, watcher user, watched user).
         let pairs: Vec<(u64, UserId, UserId)> = {
             let st = self.lock();
@@ -462,7 +458,7 @@ impl Presence {
     }
 
     /// A user changed whether they show their last seen (already stored).
-    pub fn set_visible(&self, user: UserId, visible: bool) {
+    pub(crate) fn set_visible(&self, user: UserId, visible: bool) {
         self.lock().visible.insert(user, visible);
         if let Some(cluster) = &self.cluster {
             cluster.visibility_changed(user, visible);
@@ -471,7 +467,7 @@ impl Presence {
 
     /// On shutdown: writes the last seen of everyone whose offline is still pending, so users
     /// online at a graceful stop keep an accurate last seen after the restart.
-    pub async fn flush_last_seen(&self) {
+    pub(crate) async fn flush_last_seen(&self) {
         let pending: Vec<(UserId, i64)> = {
             let st = self.lock();
             st.going_offline.keys().filter_map(|u| st.last_seen.get(u).map(|&at| (*u, at))).collect()

@@ -15,14 +15,14 @@ struct Bucket {
     at: Instant,
 }
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     shards: Box<[Mutex<HashMap<DeviceId, Bucket>>]>,
 }
 
 impl RateLimiter {
-    pub fn new(rate_per_sec: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32) -> Self {
         RateLimiter {
             rate: rate_per_sec.max(0.001),
             burst: f64::from(burst.max(1)),
@@ -31,7 +31,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `device`; `Err(ms)` says how long until one is available.
-    pub fn check(&self, device: DeviceId) -> Result<(), u64> {
+    pub(crate) fn check(&self, device: DeviceId) -> Result<(), u64> {
         let now = Instant::now();
         let mut shard =
             self.shards[(device.0 as u64 % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner());

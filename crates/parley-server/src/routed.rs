@@ -60,12 +60,12 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub struct Routed {
+pub(crate) struct Routed {
     map: Mutex<HashMap<ConversationId, Entry>>,
 }
 
 /// A send's interest in its conversation's routing; dropping it ends the interest.
-pub struct Interest {
+pub(crate) struct Interest {
     routed: Arc<Routed>,
     conv: ConversationId,
 }
@@ -88,13 +88,13 @@ impl Routed {
     }
 
     /// Before a send to `conv` is queued: from now on fanout's progress in `conv` is recorded.
-    pub fn expect(self: &Arc<Self>, conv: ConversationId) -> Interest {
+    pub(crate) fn expect(self: &Arc<Self>, conv: ConversationId) -> Interest {
         self.lock().entry(conv).or_default().interest += 1;
         Interest { routed: self.clone(), conv }
     }
 
     /// Fanout routed these messages (in commit order), with this outcome.
-    pub fn done(&self, messages: &[(ConversationId, Seq)], result: &Result<(), RouteError>) {
+    pub(crate) fn done(&self, messages: &[(ConversationId, Seq)], result: &Result<(), RouteError>) {
         let mut map = self.lock();
         for &(conv, seq) in messages {
             let Some(e) = map.get_mut(&conv) else { continue };
@@ -116,7 +116,7 @@ impl Routed {
     }
 
     /// Waits until fanout has routed `seq` of the interest's conversation.
-    pub async fn wait(&self, interest: &Interest, seq: Seq) -> Result<(), RouteError> {
+    pub(crate) async fn wait(&self, interest: &Interest, seq: Seq) -> Result<(), RouteError> {
         let rx = {
             let mut map = self.lock();
             let e = map.entry(interest.conv).or_default();

@@ -20,7 +20,7 @@ use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::routed::Routed;
 
-pub struct App {
+pub(crate) struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub router: Arc<dyn Router>,
@@ -37,19 +37,18 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
     pub connections: TaskTracker,
-    /// Every background task the server's services start (presence grace timers, fanout's
-    /// workers and routing reports, conversation frames, cluster follow-ups, device activity
-    /// writes), kept apart from `connections` so shutdown can first drain the connections (which
-    /// start more of these tasks as they close) and then wait here with a deadline: close it,
-    /// then `wait()`. Fanout's long-lived tasks end once `fanout::run` is stopped (their queues
-    /// close); a presence grace timer may sleep up to `presence_grace_ms` first, which the
-    /// deadline bounds and `Presence::flush_last_seen` makes harmless.
+    /// The short-lived tasks handlers, fanout and presence start (presence grace timers,
+    /// conversation frames, presence rechecks, cluster follow-ups, device activity writes), kept
+    /// apart from `connections` so shutdown first drains the connections (which start more of
+    /// these as they close) and then waits here, within the same deadline, while the store still
+    /// takes writes. Grace timers end as soon as draining starts. Fanout's long-lived workers are
+    /// its own (they stop with it), not here.
     pub tasks: TaskTracker,
     pub next_conn_id: AtomicU64,
 }
 
 impl App {
-    pub async fn new(
+    pub(crate) async fn new(
         config: Config,
         store: Arc<dyn Store>,
         router: Arc<dyn Router>,

@@ -8,7 +8,6 @@ use parley_core::model::*;
 use parley_core::now_ms;
 use parley_core::rules::{self, GroupAct, RoleChange, Seat};
 use parley_core::system::{Created, SystemEntry};
-use parley_store::entry::content_kinds_sql;
 use tokio_postgres::Row;
 
 use crate::messages::{self, Entry, current, insert_entry, lock};
@@ -412,4 +411,24 @@ pub(crate) async fn contacts_among(db: &ClientWrapper, user: UserId, candidates:
     )
     .await?;
     rows.iter().map(|r| Ok(UserId(r.try_get(0)?))).collect()
+}
+
+/// The kinds counted as content (unread counts, `last_message`) as an SQL list, e.g.
+/// `('text','media','encrypted')`, from core's `MessageKind::visible_content`, the rule's one
+/// home. (Kind names are plain ASCII words: nothing to escape.)
+pub(crate) fn content_kinds_sql() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let kinds: Vec<String> =
+            parley_core::MessageKind::visible_content().map(|k| format!("'{}'", k.as_str())).collect();
+        format!("({})", kinds.join(","))
+    })
+}
+
+#[cfg(test)]
+mod content_kinds_tests {
+    #[test]
+    fn content_kinds_as_sql() {
+        assert_eq!(super::content_kinds_sql(), "('text','media','encrypted')");
+    }
 }

@@ -157,9 +157,7 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
             || c.starts_with("53") // insufficient resources (too many connections, ...)
             || c.starts_with("57P"); // admin shutdown, crash shutdown, cannot connect now
     }
-    e.is_closed()
-        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        || e.to_string().starts_with("timeout")
+    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// True when another transaction made this one fail and running it again may succeed.
@@ -217,9 +215,6 @@ fn gone() -> StoreError {
 fn config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
     if config.get_application_name().is_none() {
         config.application_name("parley");
     }
@@ -228,8 +223,14 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
 }
 
 /// Opens one connection, its I/O driven by a task of its own.
+///
+/// Connecting is bounded by our own timeout (or the URL's `connect_timeout`, if shorter), so a
+/// server that never answers becomes [`StoreError::Unavailable`] by type, not by error text.
 pub(crate) async fn open(config: &tokio_postgres::Config) -> PgResult<ClientWrapper> {
-    let (client, connection) = config.connect(NoTls).await?;
+    let limit = config.get_connect_timeout().map_or(CONNECT_TIMEOUT, |t| (*t).min(CONNECT_TIMEOUT));
+    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::Unavailable("connecting to PostgreSQL timed out".into()))??;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %describe(&e), "PostgreSQL connection ended");

@@ -43,16 +43,6 @@ pub fn system_of(kind: MessageKind, body: &str) -> Option<SystemEntry> {
     SystemEntry::decode(kind, body).ok().flatten()
 }
 
-/// The SQL literal list of the kinds counted as content (unread counts, `last_message`), such as
-/// `('text','media','encrypted')`, built from [`MessageKind::is_visible_content`] so the rule
-/// keeps one home. (Kind names are plain ASCII words: nothing to escape.)
-pub fn content_kinds_sql() -> &'static str {
-    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    LIST.get_or_init(|| {
-        let kinds: Vec<String> = MessageKind::visible_content().map(|k| format!("'{}'", k.as_str())).collect();
-        format!("({})", kinds.join(","))
-    })
-}
 /// A user's membership row and the conversation it is in.
 pub struct Window {
     pub joined: i64,
@@ -72,15 +62,5 @@ impl Window {
     /// The last seq this member may see.
     pub fn upto(&self) -> i64 {
         self.left.unwrap_or(self.last)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_kinds_as_sql() {
-        assert_eq!(content_kinds_sql(), "('text','media','encrypted')");
     }
 }
