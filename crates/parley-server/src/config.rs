@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address of the one HTTP listener (REST, WebSocket, health, metrics).
     pub listen: String,
+    // The backends' settings: read by the binary, which builds the backends and hands them to
+    // `run`; the server itself never looks at them.
     /// Where the embedded database lives.
     pub data_dir: PathBuf,
     /// This node's name. A number 0–1023 is also the node number that is part of every id it

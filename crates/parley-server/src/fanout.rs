@@ -24,13 +24,10 @@
 //! 1,024-member send never holds up other conversations. The sender's `sent` does not wait for any
 //! of this: it is answered when the commit is done.
 //!
-//! Receipts are pointers on the member row (`delivered_seq`, `read_seq`), updated from coalesced
-//! acks and reads; the receipts endpoint counts members with `delivered_seq >= seq` through the
-//! `(conversation_id, delivered_seq)` and `(conversation_id, read_seq)` indexes. Live `receipt`
-//! frames go to conversations of up to 32 members, at most one push per conversation per 250 ms.
-//!
-//! Edits, deletes and reactions are log entries with a `target_seq` column (indexed), so "is this
-//! deleted?" and "its latest edit" are index lookups and the log stays write-once.
+//! Receipts are two pointers per member (`delivered_seq`, `read_seq`) that the store's writer
+//! moves from coalesced acks and reads; each move comes back as a `StoreEvent::Receipt`. Live
+//! `receipt` frames go to conversations of up to 32 members, at most one per conversation per
+//! 250 ms (`ReceiptThrottle`); larger groups read the counts from the receipts endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -53,6 +53,8 @@ pub struct Backends {
     pub router: Arc<dyn Router>,
     /// Presence and invalidations across nodes; `None` in embedded mode.
     pub cluster: Option<Arc<dyn ClusterBus>>,
+    /// What these are, for the start log (e.g. `SQLite in ./data`).
+    pub description: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +73,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let Backends { store, events, router, cluster } = backends;
+    let Backends { store, events, router, cluster, description } = backends;
     let tracker = TaskTracker::new();
     let app = App::new(config, store.clone(), router.clone(), cluster.clone(), shutdown.clone(), tracker.clone()).await;
 
@@ -87,13 +89,7 @@ pub async fn run(
     // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).
     probe_once(&app).await;
     background.spawn(health_probes(app.clone()));
-    match (&app.config.store, app.config.clustered()) {
-        (Some(_), true) => tracing::info!(addr = %listener.local_addr()?, node = %app.config.node_id,
-            cluster = %app.config.cluster, "parley is listening (PostgreSQL, NATS, Redis)"),
-        (Some(_), false) => tracing::info!(addr = %listener.local_addr()?, "parley is listening (PostgreSQL)"),
-        (None, _) => tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(),
-            "parley is listening"),
-    }
+    tracing::info!(addr = %listener.local_addr()?, backends = %description, "parley is listening");
 
     let timeout = Duration::from_millis(app.config.shutdown_timeout_ms);
     // Frames are small and latency matters: no Nagle delay on any socket.

@@ -21,7 +21,7 @@
 //! connections; the first one publishes `online: true` to the connections that watch the user, and
 //! when the last one closes the user's `last_seen` is stamped in memory and a timer publishes
 //! `online: false` after the grace period unless a connection came back first (so a reconnecting
-//! phone does not flap). Only the published offline writes `last_seen` to SQLite, as a non-durable
+//! phone does not flap). Only the published offline writes `last_seen` to the store, as a non-durable
 //! (no fsync, coalesced) write. Watching is per connection: `presence_subscribe` checks, in one
 //! query per id, that the two users share a conversation; a membership entry that removes someone
 //! makes fanout recheck that user's subscriptions. Typing is checked against the in-memory member

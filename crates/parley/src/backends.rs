@@ -33,7 +33,12 @@ pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backends> {
         }
         _ => (Arc::new(LocalRouter::new()), None),
     };
-    Ok(Backends { store, events, router, cluster })
+    let description = match (&config.store, &cluster) {
+        (Some(_), Some(_)) => format!("PostgreSQL, NATS, Redis; node {} of cluster {}", config.node_id, config.cluster),
+        (Some(_), None) => "PostgreSQL".to_owned(),
+        (None, _) => format!("SQLite in {}", config.data_dir.display()),
+    };
+    Ok(Backends { store, events, router, cluster, description })
 }
 
 /// Connects to PostgreSQL as this node. A numeric `node_id` is the node number, and a second node

@@ -1,7 +1,8 @@
 //! One WebSocket connection: a single task that owns the socket and `select!`s over the
 //! shutdown token, its kick channel, replies that became ready, its outbound queue, incoming
 //! frames and a keepalive tick; and [`Conn::dispatch`], the one `match` over client frames, which
-//! hands each frame family to its own module (`send`, `pointers`, `typing`, `presence`).
+//! hands each frame family to its own module (`auth`, `send`, `pointers`, `typing`, `presence`,
+//! `sync`).
 //!
 //! Frames from the client are handled in order: each one that needs the store becomes a future
 //! in `pending`, a `FuturesOrdered`, which yields replies in the order the frames came even
