@@ -37,7 +37,8 @@ fn every_module_starts_with_a_doc_line() {
     assert!(missing.is_empty(), "modules without a `//!` first line:\n{}", missing.join("\n"));
 }
 
-/// The names in `[dependencies]` of a crate's manifest.
+/// The names in a crate manifest's normal dependency tables (`[dependencies]` and any
+/// `[target.*.dependencies]`; dev-dependencies are the tests' business).
 fn dependencies(krate: &str) -> Vec<String> {
     let manifest = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
         .unwrap_or_else(|e| panic!("{krate}/Cargo.toml: {e}"));
@@ -46,11 +47,24 @@ fn dependencies(krate: &str) -> Vec<String> {
     for line in manifest.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_deps = line == "[dependencies]";
+            let table = line.trim_matches(['[', ']']);
+            in_deps = table == "dependencies" || (table.starts_with("target.") && table.ends_with(".dependencies"));
         } else if in_deps && let Some((name, _)) = line.split_once(['=', '.']) {
             out.push(name.trim().to_owned());
         }
     }
+    out
+}
+
+/// Every crate of the workspace, by folder name (= crate name).
+fn crates() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(workspace().join("crates"))
+        .expect("crates/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
     out
 }
 
@@ -67,10 +81,20 @@ fn boundaries_hold() {
             assert!(!deps.iter().any(|x| x == d), "{krate} must not depend on {d}");
         }
     }
-    // The domain and the wire know nothing of storage, routing or HTTP.
+    // The domain and the wire know nothing of storage, routing or HTTP, nor of each other.
     for krate in ["parley-core", "parley-proto"] {
         for d in ["parley-store", "parley-router", "parley-server", "axum", "tokio"] {
             assert!(!dependencies(krate).iter().any(|x| x == d), "{krate} must not depend on {d}");
+        }
+    }
+    assert!(!dependencies("parley-core").iter().any(|d| d == "parley-proto"), "parley-core must not know the wire");
+    let ours: Vec<String> = dependencies("parley-proto").into_iter().filter(|d| d.starts_with("parley-")).collect();
+    assert!(ours.is_empty(), "parley-proto must depend on nothing of ours: {ours:?}");
+    assert!(!dependencies("parley-client").iter().any(|d| d == "parley-server"), "the SDK must not know the server");
+    // Only the binary wires backends in.
+    for krate in crates().iter().filter(|k| *k != "parley" && !backends.contains(&k.as_str())) {
+        for b in backends {
+            assert!(!dependencies(krate).iter().any(|d| d == b), "only the binary may depend on {b}, not {krate}");
         }
     }
     // Each backend depends on its trait crate, and on no other backend.
