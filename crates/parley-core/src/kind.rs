@@ -79,17 +79,18 @@ impl MessageKind {
         MessageKind::ALL.into_iter().filter(|k| k.is_visible_content())
     }
 
+    /// [`MessageKind::visible_content`] as a quoted, comma-separated list of names
+    /// (`'text','media','encrypted'`), the form a query's `IN (...)` takes. Names are plain ASCII
+    /// words, so there is nothing to escape.
+    pub fn visible_content_list() -> String {
+        MessageKind::visible_content().map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(",")
+    }
+
     /// After an entry of this kind a conversation's members or their roles differ, so what is
     /// kept about them (who receives what, each member's view) must be read again.
+    /// Every system kind but `title_changed` does.
     pub fn changes_members(self) -> bool {
-        matches!(
-            self,
-            MessageKind::ConversationCreated
-                | MessageKind::MembersAdded
-                | MessageKind::MemberRemoved
-                | MessageKind::MemberLeft
-                | MessageKind::RoleChanged
-        )
+        self.is_system() && self != MessageKind::TitleChanged
     }
 }
 
@@ -109,5 +110,13 @@ mod tests {
     fn visible_content_is_text_media_encrypted() {
         let kinds: Vec<&str> = MessageKind::visible_content().map(MessageKind::as_str).collect();
         assert_eq!(kinds, ["text", "media", "encrypted"]);
+        assert_eq!(MessageKind::visible_content_list(), "'text','media','encrypted'");
+    }
+
+    #[test]
+    fn membership_kinds() {
+        let kinds: Vec<&str> =
+            MessageKind::ALL.into_iter().filter(|k| k.changes_members()).map(MessageKind::as_str).collect();
+        assert_eq!(kinds, ["conversation_created", "members_added", "member_removed", "member_left", "role_changed"]);
     }
 }

@@ -413,22 +413,9 @@ pub(crate) async fn contacts_among(db: &ClientWrapper, user: UserId, candidates:
     rows.iter().map(|r| Ok(UserId(r.try_get(0)?))).collect()
 }
 
-/// The kinds counted as content (unread counts, `last_message`) as an SQL list, e.g.
-/// `('text','media','encrypted')`, from core's `MessageKind::visible_content`, the rule's one
-/// home. (Kind names are plain ASCII words: nothing to escape.)
-pub(crate) fn content_kinds_sql() -> &'static str {
-    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    LIST.get_or_init(|| {
-        let kinds: Vec<String> =
-            parley_core::MessageKind::visible_content().map(|k| format!("'{}'", k.as_str())).collect();
-        format!("({})", kinds.join(","))
-    })
-}
-
-#[cfg(test)]
-mod content_kinds_tests {
-    #[test]
-    fn content_kinds_as_sql() {
-        assert_eq!(super::content_kinds_sql(), "('text','media','encrypted')");
-    }
+/// The kinds counted as content (unread counts, `last_message`) as an SQL list, from core's rule.
+fn content_kinds_sql() -> &'static str {
+    static LIST: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("({})", parley_core::MessageKind::visible_content_list()));
+    &LIST
 }
