@@ -5,9 +5,9 @@
 //! resyncs. So `deliver` never waits: it pushes to bounded per-connection queues and, when one is
 //! full, tells that connection to close with 4009 instead of stalling everyone else.
 //!
-//! Two implementations keep the same promises, checked by one conformance suite: [`LocalRouter`]
-//! (embedded mode, one process, here) and `ClusterRouter` (many nodes over NATS and Redis, in
-//! the `parley-router-cluster` crate, whose `tests/it` stamps the suite out for both).
+//! Two implementations keep the same promises, checked by one conformance suite (`conformance`,
+//! stamped out by each router crate's tests): [`LocalRouter`] (embedded mode, one process, here)
+//! and `ClusterRouter` (many nodes over NATS and Redis, in the `parley-router-cluster` crate).
 //! This crate must never depend on a transport (NATS, Redis, sockets). A cluster also carries presence and cache invalidations between nodes; that
 //! part is the [`ClusterBus`] trait, which only the cluster router implements.
 
@@ -20,6 +20,8 @@ use bytes::Bytes;
 use parley_core::ids::*;
 use tokio::sync::mpsc;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod local;
 
 pub use local::LocalRouter;

@@ -241,3 +241,28 @@ mod tests {
         assert_eq!(k2.try_recv().unwrap(), Kick::Revoked);
     }
 }
+
+/// The in-process router against the router conformance suite: one router under three names.
+#[cfg(test)]
+mod conformance {
+    use std::sync::Arc;
+
+    use crate::LocalRouter;
+    use crate::conformance::{Harness, Nodes};
+
+    struct Local(Arc<LocalRouter>);
+
+    impl Harness for Local {
+        fn nodes(&self) -> Nodes {
+            Nodes { a: self.0.clone(), b: self.0.clone(), c: self.0.clone(), distributed: false }
+        }
+
+        async fn cleanup(self) {}
+    }
+
+    async fn local() -> Local {
+        Local(Arc::new(LocalRouter::new()))
+    }
+
+    crate::router_conformance!(local());
+}

@@ -101,17 +101,21 @@ pub async fn run(
     let http =
         axum::serve(listener, routes::router(app.clone())).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut http = std::pin::pin!(http.into_future());
-    tokio::select! {
-        served = &mut http => served?,
-        () = shutdown.cancelled() => {}
-    }
+    // `http` ends only after `shutdown` (or on an I/O error); it may end in the same poll.
+    let served = tokio::select! {
+        served = &mut http => Some(served),
+        () = shutdown.cancelled() => None,
+    };
     // The deadline starts when draining does, and every step below shares it.
     let deadline = Instant::now() + timeout;
     tracing::info!("draining connections");
     // In-flight HTTP requests (a REST send waiting for its commit, say) finish first.
-    match tokio::time::timeout_at(deadline, &mut http).await {
-        Ok(served) => served?,
-        Err(_) => tracing::warn!("HTTP requests did not finish within the shutdown timeout"),
+    match served {
+        Some(served) => served?,
+        None => match tokio::time::timeout_at(deadline, &mut http).await {
+            Ok(served) => served?,
+            Err(_) => tracing::warn!("HTTP requests did not finish within the shutdown timeout"),
+        },
     }
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {

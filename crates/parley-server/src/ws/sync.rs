@@ -61,11 +61,11 @@ impl Conn {
         for b in backlog {
             let conv = b.conversation_id;
             let after = self.seen.get(&conv).copied().unwrap_or(b.after_seq).max(b.after_seq);
-            let (last, written) = self.write_log(conv, after.0, b.upto_seq.0).await?;
+            let (last, written) = self.write_log(conv, after, b.upto_seq).await?;
             self.app.metrics.replayed.fetch_add(written, Ordering::Relaxed);
             // Every conversation gets a high-water mark, up to date or not, so a live entry that
             // arrives ahead of an earlier one is seen as a gap and filled, never as the start.
-            self.seen.insert(conv, Seq(last));
+            self.seen.insert(conv, last);
         }
         self.flush().await
     }
@@ -105,21 +105,20 @@ impl Conn {
         let Some(w) = self.app.members.window(conv, self.user).await else {
             return Ok(());
         };
-        let after = after.max(Seq((w.joined_seq - 1).0));
+        let after = after.max(w.joined_seq - 1);
         let upto = w.left_seq.map_or(upto, |l| upto.min(l));
-        self.write_log(conv, after.0, upto.0).await?;
+        self.write_log(conv, after, upto).await?;
         Ok(())
     }
 
     /// Writes `conv`'s log entries in (`after`, `upto`], page by page, skipping this device's own
     /// sends. Returns the last seq examined (`after` when there was none) and the frames written.
-    async fn write_log(&mut self, conv: ConversationId, mut after: i64, upto: i64) -> Result<(i64, u64), End> {
+    async fn write_log(&mut self, conv: ConversationId, mut after: Seq, upto: Seq) -> Result<(Seq, u64), End> {
         let (device, mut written) = (self.device, 0);
         while after < upto {
-            let entries =
-                self.app.store.log_range(conv, Seq(after), Seq(upto), PAGE).await.map_err(|_| sync_failed())?;
+            let entries = self.app.store.log_range(conv, after, upto, PAGE).await.map_err(|_| sync_failed())?;
             let full = entries.len() as u32 == PAGE;
-            after = entries.last().map_or(after, |m| m.seq.0);
+            after = entries.last().map_or(after, |m| m.seq);
             for m in entries.iter().filter(|m| m.sender_device_id != Some(device)) {
                 self.feed(ServerFrame::Message(&convert::message(m)).to_json().into()).await?;
                 written += 1;
