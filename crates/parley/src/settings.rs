@@ -4,23 +4,37 @@
 use anyhow::Context;
 use parley_server::Config;
 
+use crate::backends::BackendSettings;
 use crate::cli::ServeArgs;
 
-pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut cfg = match &args.config {
+/// The server's settings and the backends' from one file and command line: the file's keys that
+/// name a backend setting go to [`BackendSettings`], the rest to the server's [`Config`]; both
+/// refuse unknown keys.
+pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)> {
+    let (mut cfg, mut be) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str::<Config>(&text).with_context(|| format!("invalid settings in {}", path.display()))?
+            let invalid = || format!("invalid settings in {}", path.display());
+            let mut table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+            let mut backends = toml::Table::new();
+            for key in BackendSettings::KEYS {
+                if let Some(v) = table.remove(key) {
+                    backends.insert(key.to_owned(), v);
+                }
+            }
+            (
+                table.try_into::<Config>().with_context(invalid)?,
+                backends.try_into::<BackendSettings>().with_context(invalid)?,
+            )
         }
-        None => Config::default(),
+        None => (Config::default(), BackendSettings::default()),
     };
     macro_rules! layer {
-        ($($field:ident),* $(,)?) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
+        ($on:ident: $($field:ident),* $(,)?) => { $( if let Some(v) = &args.$field { $on.$field = v.clone(); } )* };
     }
-    layer!(
+    layer!(be: data_dir, node_id, cluster);
+    layer!(cfg:
         listen,
-        data_dir,
-        node_id,
         send_rate_per_sec,
         send_burst,
         outbound_queue,
@@ -36,15 +50,14 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         receipt_interval_ms,
         presence_grace_ms,
         typing_interval_ms,
-        cluster,
     );
-    for (arg, field) in [(&args.store, &mut cfg.store), (&args.nats, &mut cfg.nats), (&args.redis, &mut cfg.redis)] {
+    for (arg, field) in [(&args.store, &mut be.store), (&args.nats, &mut be.nats), (&args.redis, &mut be.redis)] {
         if arg.is_some() {
             field.clone_from(arg);
         }
     }
     if args.no_migrate {
-        cfg.migrate_on_start = false;
+        be.migrate_on_start = false;
     }
     if args.admin_token.is_some() {
         cfg.admin_token = args.admin_token.clone();
@@ -52,19 +65,19 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     if cfg.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("admin_token must be at least 16 characters");
     }
-    if cfg.node_id.is_empty() || !cfg.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if be.node_id.is_empty() || !be.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         anyhow::bail!("node_id must be letters, digits, '-' or '_' (it names the node on NATS and Redis)");
     }
-    if cfg.store.as_deref().is_some_and(|s| !s.starts_with("postgres://") && !s.starts_with("postgresql://")) {
+    if be.store.as_deref().is_some_and(|s| !s.starts_with("postgres://") && !s.starts_with("postgresql://")) {
         anyhow::bail!("store must be a postgres:// URL (leave it unset for the embedded database)");
     }
-    if cfg.nats.is_some() != cfg.redis.is_some() {
+    if be.nats.is_some() != be.redis.is_some() {
         anyhow::bail!("a cluster needs both nats and redis");
     }
-    if cfg.clustered() && cfg.store.is_none() {
+    if be.clustered() && be.store.is_none() {
         anyhow::bail!("a cluster needs a shared store: set store to a postgres:// URL");
     }
-    Ok(cfg)
+    Ok((cfg, be))
 }
 
 #[cfg(test)]
@@ -77,7 +90,7 @@ mod tests {
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsend_burst = 7\n").unwrap();
         let args = ServeArgs { config: Some(file), send_burst: Some(9), ..Default::default() };
-        let cfg = load(&args).unwrap();
+        let (cfg, _) = load(&args).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:9000");
         assert_eq!(cfg.send_burst, 9);
         assert_eq!(cfg.outbound_queue, Config::default().outbound_queue);
@@ -90,5 +103,15 @@ mod tests {
         std::fs::write(&file, "lissten = \"x\"\n").unwrap();
         let args = ServeArgs { config: Some(file), ..Default::default() };
         assert!(load(&args).is_err());
+    }
+
+    #[test]
+    fn backend_keys_go_to_the_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "node_id = \"gw-1\"\ncluster = \"eu\"\nsend_burst = 7\n").unwrap();
+        let args = ServeArgs { config: Some(file), cluster: Some("us".into()), ..Default::default() };
+        let (cfg, be) = load(&args).unwrap();
+        assert_eq!((be.node_id.as_str(), be.cluster.as_str(), cfg.send_burst), ("gw-1", "us", 7));
     }
 }

@@ -9,14 +9,14 @@ use crate::cli::{LogFormat, ServeArgs};
 use crate::settings;
 
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = settings::load(&args)?;
+    let (config, backend_settings) = settings::load(&args)?;
     let filter = EnvFilter::try_new(args.log.as_deref().unwrap_or("info")).context("invalid --log filter")?;
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format.unwrap_or(LogFormat::Text) {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
-    let backends = crate::backends::connect(&config).await?;
+    let backends = crate::backends::connect(&backend_settings, &config).await?;
     let listener = bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
