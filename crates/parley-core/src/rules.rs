@@ -40,7 +40,7 @@ pub enum Refusal {
     #[error("only the original sender or a group admin may delete a message")]
     DeleteByOther,
     #[error("seq {seq} is not in this conversation (last seq {upto})")]
-    SeqOutOfRange { seq: Seq, upto: i64 },
+    SeqOutOfRange { seq: Seq, upto: Seq },
 }
 
 /// What a member is in a conversation, as far as the rules care.
@@ -184,9 +184,9 @@ pub fn may_target(
 
 /// Whether a member may move a delivery or read pointer to `seq`, given the last seq they may
 /// see (`None` if they never were a member).
-pub fn pointer_move(upto: Option<i64>, seq: Seq) -> Result<(), Refusal> {
+pub fn pointer_move(upto: Option<Seq>, seq: Seq) -> Result<(), Refusal> {
     let upto = upto.ok_or(Refusal::NotMember)?;
-    if seq < Seq(0) || seq > Seq(upto) {
+    if seq < Seq::ZERO || seq > upto {
         return Err(Refusal::SeqOutOfRange { seq, upto });
     }
     Ok(())
@@ -195,8 +195,8 @@ pub fn pointer_move(upto: Option<i64>, seq: Seq) -> Result<(), Refusal> {
 /// The seqs a history page may hold, both bounds exclusive: `above < seq < below`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryBounds {
-    pub above: i64,
-    pub below: i64,
+    pub above: Seq,
+    pub below: Seq,
     /// Read forward from `above` (the oldest first); otherwise the page is the newest entries
     /// below `below`, still returned oldest first.
     pub forward: bool,
@@ -204,11 +204,11 @@ pub struct HistoryBounds {
 
 /// The page bounds for a member who joined at `joined` in a log whose last seq is `last`:
 /// nothing from before they joined, nothing past the end, forward from `after_seq` when given.
-pub fn history_bounds(joined: i64, last: i64, after_seq: Option<Seq>, before_seq: Option<Seq>) -> HistoryBounds {
+pub fn history_bounds(joined: Seq, last: Seq, after_seq: Option<Seq>, before_seq: Option<Seq>) -> HistoryBounds {
     let above = joined - 1;
     HistoryBounds {
-        above: after_seq.map_or(above, |a| (a.max(Seq(above))).0),
-        below: (before_seq.unwrap_or(Seq(i64::MAX)).min(Seq(last + 1))).0,
+        above: after_seq.map_or(above, |a| a.max(above)),
+        below: before_seq.unwrap_or(Seq(i64::MAX)).min(last + 1),
         forward: after_seq.is_some(),
     }
 }
@@ -342,20 +342,20 @@ mod tests {
     #[test]
     fn history_stays_in_the_window() {
         let b = |above, below, forward| HistoryBounds { above, below, forward };
-        assert_eq!(history_bounds(3, 20, None, None), b(2, 21, false));
-        assert_eq!(history_bounds(3, 20, Some(Seq(0)), Some(Seq(10))), b(2, 10, true));
-        assert_eq!(history_bounds(3, 20, Some(Seq(10)), Some(Seq(99))), b(10, 21, true));
+        assert_eq!(history_bounds(Seq(3), Seq(20), None, None), b(Seq(2), Seq(21), false));
+        assert_eq!(history_bounds(Seq(3), Seq(20), Some(Seq(0)), Some(Seq(10))), b(Seq(2), Seq(10), true));
+        assert_eq!(history_bounds(Seq(3), Seq(20), Some(Seq(10)), Some(Seq(99))), b(Seq(10), Seq(21), true));
     }
 
     #[test]
     fn pointers_stay_in_the_window() {
         assert_eq!(pointer_move(None, Seq(1)), Err(Refusal::NotMember));
-        assert_eq!(pointer_move(Some(5), Seq(5)), Ok(()));
-        assert_eq!(pointer_move(Some(5), Seq(0)), Ok(()));
-        assert_eq!(pointer_move(Some(5), Seq(6)), Err(Refusal::SeqOutOfRange { seq: Seq(6), upto: 5 }));
-        assert_eq!(pointer_move(Some(5), Seq(-1)), Err(Refusal::SeqOutOfRange { seq: Seq(-1), upto: 5 }));
+        assert_eq!(pointer_move(Some(Seq(5)), Seq(5)), Ok(()));
+        assert_eq!(pointer_move(Some(Seq(5)), Seq(0)), Ok(()));
+        assert_eq!(pointer_move(Some(Seq(5)), Seq(6)), Err(Refusal::SeqOutOfRange { seq: Seq(6), upto: Seq(5) }));
+        assert_eq!(pointer_move(Some(Seq(5)), Seq(-1)), Err(Refusal::SeqOutOfRange { seq: Seq(-1), upto: Seq(5) }));
         assert_eq!(
-            Refusal::SeqOutOfRange { seq: Seq(6), upto: 5 }.to_string(),
+            Refusal::SeqOutOfRange { seq: Seq(6), upto: Seq(5) }.to_string(),
             "seq 6 is not in this conversation (last seq 5)"
         );
     }

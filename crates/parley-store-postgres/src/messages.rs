@@ -211,7 +211,7 @@ async fn authorize_target(db: &ClientWrapper, m: &NewMessage, w: &Window, target
 
 /// Whether `seq` is a position a member may move a pointer to ([`rules::pointer_move`]).
 fn check_pointer(upto: Option<i64>, seq: Seq) -> Result<()> {
-    Ok(rules::pointer_move(upto, seq)?)
+    Ok(rules::pointer_move(upto.map(Seq), seq)?)
 }
 
 async fn upto(db: &ClientWrapper, user: UserId, conv: ConversationId) -> PgResult<Option<i64>> {
@@ -460,19 +460,19 @@ pub(crate) async fn history(
     let Some(Window { joined, last, .. }) = current(db, user, conv).await? else {
         return Err(StoreError::NotFound.into());
     };
-    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
+    let b = rules::history_bounds(Seq(joined), Seq(last), q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
     Ok(if b.forward {
         let sql = format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"
         );
-        messages(&query(db, &sql, &[&conv.0, &b.above, &b.below, &limit]).await?)?
+        messages(&query(db, &sql, &[&conv.0, &b.above.0, &b.below.0, &limit]).await?)?
     } else {
         let sql = format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
              ORDER BY seq DESC LIMIT $4"
         );
-        let mut v = messages(&query(db, &sql, &[&conv.0, &b.above, &b.below, &limit]).await?)?;
+        let mut v = messages(&query(db, &sql, &[&conv.0, &b.above.0, &b.below.0, &limit]).await?)?;
         v.reverse();
         v
     })

@@ -173,7 +173,7 @@ pub(crate) fn is_deleted(c: &Connection, conv: ConversationId, seq: Seq) -> Resu
 
 /// Checks that `user` may move a pointer to `seq` in `conv`.
 fn check_pointer(c: &Connection, user: UserId, conv: ConversationId, seq: Seq) -> Result<()> {
-    Ok(rules::pointer_move(window(c, user, conv)?.map(|w| w.upto()), seq)?)
+    Ok(rules::pointer_move(window(c, user, conv)?.map(|w| Seq(w.upto())), seq)?)
 }
 
 pub(crate) fn ack(
@@ -200,19 +200,19 @@ pub(crate) fn history(c: &Connection, user: UserId, conv: ConversationId, q: His
     let Some(Window { joined, last, .. }) = current(c, user, conv)? else {
         return Err(StoreError::NotFound.into());
     };
-    let b = rules::history_bounds(joined, last, q.after_seq, q.before_seq);
+    let b = rules::history_bounds(Seq(joined), Seq(last), q.after_seq, q.before_seq);
     let limit = i64::from(q.limit);
     let mut out: Vec<Message> = if b.forward {
         let mut st = c.prepare_cached(&format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4"
         ))?;
-        st.query_map(params![conv.0, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?
+        st.query_map(params![conv.0, b.above.0, b.below.0, limit], row)?.collect::<rusqlite::Result<_>>()?
     } else {
         let mut st = c.prepare_cached(&format!(
             "SELECT {COLS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
         ))?;
         let mut v: Vec<Message> =
-            st.query_map(params![conv.0, b.above, b.below, limit], row)?.collect::<rusqlite::Result<_>>()?;
+            st.query_map(params![conv.0, b.above.0, b.below.0, limit], row)?.collect::<rusqlite::Result<_>>()?;
         v.reverse();
         v
     };

@@ -76,9 +76,7 @@ impl Conn {
             let known = match self.seen.get(&p.conversation_id) {
                 Some(&last) => Some(last),
                 // Joined after this connection synced: its stream starts at the join entry.
-                None => ((self.app.members.window(p.conversation_id, self.user).await.map(|w| w.joined_seq - 1))
-                    .map(i64::from))
-                .map(Seq),
+                None => self.app.members.window(p.conversation_id, self.user).await.map(|w| w.joined_seq - 1),
             };
             if let Some(last) = known {
                 if p.seq <= last {
