@@ -15,8 +15,9 @@ use parley_store_postgres::{ConnectError, PgStore};
 use parley_store_sqlite::SqliteStore;
 
 /// The backends' settings, layered like the server's (file, environment, flags) from the same
-/// TOML file and command line; the server never sees them.
-#[derive(Clone, Debug, serde::Deserialize)]
+/// TOML file and command line; the server never sees them. No `Debug`: `store` may hold a
+/// database password, and nothing here should ever be printed whole.
+#[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct BackendSettings {
     /// Where the embedded database lives.
