@@ -5,6 +5,8 @@
 /** @typedef {import('./types.js').Conversation} Conversation */
 /** @typedef {import('./types.js').Message} Message */
 /** @typedef {import('./types.js').Presence} Presence */
+/** @typedef {import('./types.js').ConversationSettings} ConversationSettings */
+/** @typedef {import('./types.js').PushRegistration} PushRegistration */
 
 /** An answer with an error status, or no answer at all (`status` 0: the network failed). */
 export class ApiError extends Error {
@@ -111,6 +113,11 @@ export class Api {
     return this.request('GET', '/v1/me');
   }
 
+  /** Do not disturb until `until` (ms), or off with null. @param {number | null} until */
+  setDnd(until) {
+    return this.request('PATCH', '/v1/me', { dnd_until: until });
+  }
+
   /** @param {string} username @returns {Promise<User>} */
   user(username) {
     return this.request('GET', `/v1/users/${encodeURIComponent(username)}`);
@@ -168,6 +175,15 @@ export class Api {
   }
 
   /**
+   * Changes the user's notification settings of a conversation (only the fields given).
+   * @param {string} id @param {Partial<ConversationSettings>} patch
+   * @returns {Promise<ConversationSettings>}
+   */
+  async conversationSettings(id, patch) {
+    return (await this.request('PATCH', `/v1/conversations/${encodeURIComponent(id)}/settings`, patch)).settings;
+  }
+
+  /**
    * A page of the log, ascending.
    * @param {string} id
    * @param {{after?: number, before?: number, limit?: number}} range
@@ -179,5 +195,30 @@ export class Api {
     if (range.before !== undefined) q.set('before_seq', String(range.before));
     q.set('limit', String(range.limit ?? 50));
     return (await this.request('GET', `/v1/conversations/${encodeURIComponent(id)}/messages?${q}`)).messages;
+  }
+
+  // --- push ---
+
+  /** The server's VAPID public key (base64url), the browser's `applicationServerKey`. @returns {Promise<string>} */
+  async vapidKey() {
+    return (await this.request('GET', '/v1/push/vapid')).public_key;
+  }
+
+  /**
+   * Registers this device's Web Push subscription (from `PushSubscription.toJSON()`).
+   * @param {{endpoint: string, keys: {p256dh: string, auth: string}}} subscription
+   */
+  registerPush(subscription) {
+    return this.request('PUT', '/v1/devices/current/push', { kind: 'webpush', ...subscription });
+  }
+
+  /** @returns {Promise<null>} */
+  unregisterPush() {
+    return this.request('DELETE', '/v1/devices/current/push');
+  }
+
+  /** @returns {Promise<PushRegistration | null>} */
+  async pushStatus() {
+    return (await this.request('GET', '/v1/push/status')).push;
   }
 }

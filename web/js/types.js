@@ -17,6 +17,7 @@
  * @property {string} user_id
  * @property {string} username
  * @property {string} display_name
+ * @property {number | null} [dnd_until] do not disturb until then (ms); only in `GET /v1/me`
  */
 
 /**
@@ -59,6 +60,7 @@
  * @property {string} [role]
  * @property {string} [caption]
  * @property {string} [algorithm]
+ * @property {string[]} [mentions] user ids of the members a text names with `@username`
  */
 
 /**
@@ -74,6 +76,25 @@
  * @property {number} delivered_seq
  * @property {number} members_count
  * @property {Member[]} [members]
+ * @property {ConversationSettings} [settings] the user's own, for notifications
+ */
+
+/**
+ * How the user wants to hear about a conversation: `muted_until` silences it for a while,
+ * `notify` says which messages notify at all ("none" is muted for good).
+ * @typedef {object} ConversationSettings
+ * @property {number | null} muted_until
+ * @property {'all' | 'mentions' | 'none'} notify
+ */
+
+/**
+ * This device's push registration as the server sees it (`GET /v1/push/status`).
+ * @typedef {object} PushRegistration
+ * @property {string} kind
+ * @property {number} registered_at
+ * @property {number | null} last_success_at
+ * @property {string | null} last_error
+ * @property {number | null} invalidated_at
  */
 
 /**
@@ -116,6 +137,7 @@
  * @property {boolean} [active]
  * @property {boolean} [online]
  * @property {number | null} [last_seen]
+ * @property {string} [kind] of `push_invalidated`: which push registration died
  */
 
 export {};

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod kind;
 pub mod limits;
 pub mod model;
+pub mod push;
 pub mod rules;
 pub mod system;
 pub mod validate;

@@ -104,6 +104,8 @@ pub struct ConversationView {
     pub delivered_seq: Seq,
     pub members_count: i64,
     pub members: Option<Vec<MemberView>>,
+    /// This member's notification settings.
+    pub settings: crate::push::MemberSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -89,6 +89,9 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
             if let Some(v) = opt_seq(obj, "reply_to_seq")? {
                 out.insert("reply_to_seq".into(), v.into());
             }
+            if let Some(m) = mentions(obj)? {
+                out.insert("mentions".into(), m);
+            }
         }
         MessageKind::Edit => {
             target_seq = Some(req_seq(obj, "target_seq")?);
@@ -127,6 +130,28 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
         }
     }
     Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq) })
+}
+
+/// `mentions`: the user ids (strings) a text names, for notifications; at most one per member of
+/// the largest group, repeats dropped. Ids of non-members are kept but push nobody.
+fn mentions(obj: &Map<String, Value>) -> Result<Option<Value>, Invalid> {
+    let Some(v) = obj.get("mentions") else { return Ok(None) };
+    let Some(list) = v.as_array() else { return Err(bad("body.mentions must be an array of user ids")) };
+    if list.len() > MAX_GROUP_MEMBERS {
+        return Err(bad(format!("body.mentions names at most {} users", MAX_GROUP_MEMBERS)));
+    }
+    let mut out: Vec<Value> = Vec::with_capacity(list.len());
+    for id in list {
+        match id.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                if !out.iter().any(|o| o.as_str() == Some(s)) {
+                    out.push(id.clone());
+                }
+            }
+            _ => return Err(bad("body.mentions must be an array of user id strings")),
+        }
+    }
+    Ok(Some(Value::Array(out)))
 }
 
 fn text<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {

@@ -119,6 +119,8 @@ pub(crate) async fn delete_device(ctx: &mut Ctx<'_>, user_id: UserId, device_id:
     let n = execute(ctx.db, "DELETE FROM devices WHERE id = $1 AND user_id = $2", &[&device_id.0, &user_id.0]).await?;
     if n > 0 {
         execute(ctx.db, "DELETE FROM device_cursors WHERE device_id = $1", &[&device_id.0]).await?;
+        execute(ctx.db, "DELETE FROM push_registrations WHERE device_id = $1", &[&device_id.0]).await?;
+        execute(ctx.db, "DELETE FROM push_jobs WHERE device_id = $1", &[&device_id.0]).await?;
     }
     Ok(n > 0)
 }

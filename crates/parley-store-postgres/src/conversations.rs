@@ -1,5 +1,6 @@
 //! Conversations, membership and the per-member view of a conversation.
 
+use parley_core::push::{MemberSettings, Notify};
 use std::collections::HashSet;
 
 use deadpool_postgres::ClientWrapper;
@@ -266,7 +267,7 @@ fn view_sql(filter: &str) -> String {
                 (SELECT count(*) FROM messages x
                  WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq - 1)
                    AND x.sender_id <> m.user_id AND x.kind IN {content}) AS unread,
-                {last}, lv.edit, m.user_id
+                {last}, lv.edit, m.user_id, m.muted_until, m.notify
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          LEFT JOIN LATERAL (
              SELECT r.*, (SELECT e.body FROM messages e
@@ -292,6 +293,8 @@ fn view_sql(filter: &str) -> String {
 const LAST_AT: usize = 10;
 const EDIT_AT: usize = 19;
 const USER_AT: usize = 20;
+/// Columns of the member's notification settings.
+const SETTINGS_AT: usize = 21;
 
 fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationView> {
     let kind: String = r.try_get(1)?;
@@ -318,6 +321,10 @@ fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationV
         delivered_seq: Seq(r.try_get(8)?),
         members_count: r.try_get(5)?,
         members,
+        settings: MemberSettings {
+            muted_until: r.try_get(SETTINGS_AT)?,
+            notify: Notify::parse(r.try_get::<_, &str>(SETTINGS_AT + 1)?).unwrap_or_default(),
+        },
     })
 }
 

@@ -55,6 +55,7 @@
 mod accounts;
 mod conversations;
 mod messages;
+mod push;
 mod schema;
 mod writer;
 
@@ -65,12 +66,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use parley_core::ids::*;
 use parley_core::model::*;
+use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use parley_store::{
+    PushDone, PushJob,
     Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
 };
 use writer::{Msg, Op, Reply};
@@ -483,6 +486,54 @@ impl Store for PgStore {
 
     async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary> {
         Ok(messages::receipts(&*self.reader().await?, user, id, seq).await?)
+    }
+
+    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>> {
+        Ok(push::set_settings(&*self.reader().await?, user, id, patch).await?)
+    }
+
+    async fn set_dnd(&self, user: UserId, until: Option<i64>) -> Result<()> {
+        Ok(push::set_dnd(&*self.reader().await?, user, until).await?)
+    }
+
+    async fn dnd_until(&self, user: UserId) -> Result<Option<i64>> {
+        Ok(push::dnd_until(&*self.reader().await?, user).await?)
+    }
+
+    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration> {
+        Ok(push::set_push(&*self.reader().await?, device, user, kind, address).await?)
+    }
+
+    async fn delete_push(&self, device: DeviceId) -> Result<bool> {
+        Ok(push::delete_push(&*self.reader().await?, device).await?)
+    }
+
+    async fn push_registration(&self, device: DeviceId) -> Result<Option<PushRegistration>> {
+        Ok(push::registration_of(&*self.reader().await?, device).await?)
+    }
+
+    async fn take_push_invalidated(&self, device: DeviceId) -> Result<Option<PushKind>> {
+        Ok(push::take_invalidated(&*self.reader().await?, device).await?)
+    }
+
+    async fn claim_pushes(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<PushJob>> {
+        Ok(push::claim(&*self.reader().await?, node, now, lease_ms, limit).await?)
+    }
+
+    async fn next_push_due(&self) -> Result<Option<i64>> {
+        Ok(push::next_due(&*self.reader().await?).await?)
+    }
+
+    async fn finish_pushes(&self, done: Vec<PushDone>) -> Result<()> {
+        Ok(push::finish(&*self.reader().await?, done).await?)
+    }
+
+    async fn release_pushes(&self, node: &str) -> Result<()> {
+        Ok(push::release(&*self.reader().await?, node).await?)
+    }
+
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(push::secret(&*self.reader().await?, name, fresh).await?)
     }
 
     async fn shutdown(&self) {

@@ -179,6 +179,9 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
         },
     )
     .await?;
+    if crate::push::queue(ctx.db, std::slice::from_ref(&message)).await? {
+        ctx.events.push(StoreEvent::PushQueued);
+    }
     Ok(SendOutcome { message, duplicate: false })
 }
 
@@ -386,7 +389,7 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
     if entries.is_empty() {
         return Ok(());
     }
-    write_entries(db, &entries).await
+    write_entries_and_pushes(ctx, &entries).await
 }
 
 /// Writes a segment's entries: each conversation's new `last_seq` and activity, the rows, and
@@ -448,6 +451,15 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
             db.execute(&key_st, &[&key_senders, &key_ids, &key_convs, &key_seqs]).await
         }
     },)?;
+    Ok(())
+}
+
+/// [`write_entries`], then the pushes the entries cause, in the same transaction.
+pub(crate) async fn write_entries_and_pushes(ctx: &mut Ctx<'_>, entries: &[Message]) -> PgResult<()> {
+    write_entries(ctx.db, entries).await?;
+    if crate::push::queue(ctx.db, entries).await? {
+        ctx.events.push(StoreEvent::PushQueued);
+    }
     Ok(())
 }
 

@@ -113,6 +113,50 @@ CREATE TABLE device_cursors (
     seq             BIGINT NOT NULL,
     PRIMARY KEY (device_id, conversation_id)
 ) WITH (fillfactor = 80);
+"#,
+    // 2: push notifications: per-member settings, do not disturb, each device's registration,
+    // the push queue (one row per device and conversation, claimed with SKIP LOCKED by any node)
+    // and the server's secrets (the VAPID key, shared by every node).
+    r#"
+ALTER TABLE members ADD COLUMN muted_until BIGINT;
+ALTER TABLE members ADD COLUMN notify TEXT NOT NULL DEFAULT 'all';
+ALTER TABLE users ADD COLUMN dnd_until BIGINT;
+CREATE TABLE push_registrations (
+    device_id         BIGINT PRIMARY KEY,
+    user_id           BIGINT NOT NULL,
+    kind              TEXT NOT NULL,
+    address           TEXT NOT NULL,
+    p256dh            TEXT,
+    auth              TEXT,
+    sandbox           BOOLEAN NOT NULL DEFAULT FALSE,
+    registered_at     BIGINT NOT NULL,
+    last_success_at   BIGINT,
+    last_error_at     BIGINT,
+    last_error_status INTEGER,
+    last_error_reason TEXT,
+    invalidated_at    BIGINT,
+    invalidation_told BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX push_registrations_by_user ON push_registrations(user_id);
+CREATE TABLE push_jobs (
+    device_id       BIGINT NOT NULL,
+    conversation_id BIGINT NOT NULL,
+    seq             BIGINT,
+    queued_at       BIGINT NOT NULL,
+    merged          INTEGER NOT NULL DEFAULT 0,
+    due_at          BIGINT NOT NULL,
+    window_end      BIGINT NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    lease_until     BIGINT NOT NULL DEFAULT 0,
+    lease_owner     TEXT,
+    PRIMARY KEY (device_id, conversation_id)
+) WITH (fillfactor = 80);
+CREATE INDEX push_jobs_due ON push_jobs(due_at) WHERE seq IS NOT NULL;
+CREATE INDEX push_jobs_idle ON push_jobs(window_end) WHERE seq IS NULL;
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
 "#];
 
 /// The schema version this build expects.

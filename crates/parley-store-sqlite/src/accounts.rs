@@ -107,6 +107,7 @@ pub(crate) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: 
         .execute(params![device_id.0, user_id.0])?;
     if n > 0 {
         ctx.conn.prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?.execute([device_id.0])?;
+        crate::push::delete_push(ctx, device_id)?;
     }
     Ok(n > 0)
 }

@@ -1,5 +1,6 @@
 //! Conversations, membership and the per-member view of a conversation.
 
+use parley_core::push::{MemberSettings, Notify};
 use std::collections::{HashMap, HashSet};
 
 use parley_core::ids::*;
@@ -239,10 +240,11 @@ struct Membership {
     joined_seq: Seq,
     read_seq: Seq,
     delivered_seq: Seq,
+    settings: MemberSettings,
 }
 
-const MEMBERSHIP_COLS: &str =
-    "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, m.read_seq, m.delivered_seq";
+const MEMBERSHIP_COLS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, \
+     m.read_seq, m.delivered_seq, m.muted_until, m.notify";
 
 fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Membership)> {
     let kind: String = r.get(1)?;
@@ -257,6 +259,10 @@ fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Me
             joined_seq: Seq(r.get(6)?),
             read_seq: Seq(r.get(7)?),
             delivered_seq: Seq(r.get(8)?),
+            settings: MemberSettings {
+                muted_until: r.get(9)?,
+                notify: Notify::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
+            },
         },
     ))
 }
@@ -328,6 +334,7 @@ fn assemble(
         delivered_seq: m.delivered_seq,
         members_count: m.members_count,
         members,
+        settings: m.settings,
     }
 }
 
@@ -392,7 +399,7 @@ pub(crate) fn views(
         ))?;
         let wanted: HashSet<UserId> = users.iter().copied().collect();
         let rows =
-            st.query_map([id.0], |r| Ok((UserId(r.get::<_, i64>(9)?), membership_row(r)?.1, r.get::<_, i64>(10)?)))?;
+            st.query_map([id.0], |r| Ok((UserId(r.get::<_, i64>(11)?), membership_row(r)?.1, r.get::<_, i64>(12)?)))?;
         let mut out = HashMap::new();
         for row in rows {
             let (user, m, unread) = row?;

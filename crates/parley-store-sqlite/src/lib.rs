@@ -5,6 +5,7 @@
 mod accounts;
 mod conversations;
 mod messages;
+mod push;
 mod schema;
 mod writer;
 
@@ -17,8 +18,9 @@ use parley_core::model::*;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 use parley_store::{
-    Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
+    Backlog, PushDone, PushJob, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
 };
 use writer::{Finish, Job, Msg, RunFn, WriteCtx};
 
@@ -335,6 +337,58 @@ impl Store for SqliteStore {
 
     async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary> {
         self.query(move |c| messages::receipts(c, user, id, seq)).await
+    }
+
+    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>> {
+        self.write(true, move |ctx| push::set_settings(ctx, user, id, patch)).await
+    }
+
+    async fn set_dnd(&self, user: UserId, until: Option<i64>) -> Result<()> {
+        self.write(true, move |ctx| push::set_dnd(ctx, user, until)).await
+    }
+
+    async fn dnd_until(&self, user: UserId) -> Result<Option<i64>> {
+        self.query(move |c| push::dnd_until(c, user)).await
+    }
+
+    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration> {
+        self.write(true, move |ctx| push::set_push(ctx, device, user, kind, address)).await
+    }
+
+    async fn delete_push(&self, device: DeviceId) -> Result<bool> {
+        self.write(true, move |ctx| push::delete_push(ctx, device)).await
+    }
+
+    async fn push_registration(&self, device: DeviceId) -> Result<Option<PushRegistration>> {
+        self.query(move |c| push::registration_of(c, device)).await
+    }
+
+    async fn take_push_invalidated(&self, device: DeviceId) -> Result<Option<PushKind>> {
+        self.write(true, move |ctx| push::take_invalidated(ctx, device)).await
+    }
+
+    async fn claim_pushes(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<PushJob>> {
+        let node = node.to_owned();
+        // Lazily durable: a lease lost to a crash only makes the push due again at once.
+        self.write(false, move |ctx| push::claim(ctx, &node, now, lease_ms, limit)).await
+    }
+
+    async fn next_push_due(&self) -> Result<Option<i64>> {
+        self.query(push::next_due).await
+    }
+
+    async fn finish_pushes(&self, done: Vec<PushDone>) -> Result<()> {
+        self.write(true, move |ctx| push::finish(ctx, done)).await
+    }
+
+    async fn release_pushes(&self, node: &str) -> Result<()> {
+        let node = node.to_owned();
+        self.write(true, move |ctx| push::release(ctx, &node)).await
+    }
+
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        let name = name.to_owned();
+        self.write(true, move |ctx| push::secret(ctx, &name, fresh)).await
     }
 
     fn writer_stats(&self) -> Arc<WriterStats> {

@@ -138,6 +138,7 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
             system: None,
         },
     )?;
+    crate::push::queue(ctx, &message)?;
     Ok(SendOutcome { message, duplicate: false })
 }
 

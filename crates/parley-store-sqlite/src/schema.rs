@@ -87,6 +87,51 @@ ALTER TABLE users ADD COLUMN last_seen_visible INTEGER NOT NULL DEFAULT 1;
 DROP INDEX members_by_delivered;
 DROP INDEX members_by_read;
 "#,
+    // 5: push notifications: per-member settings, do not disturb, each device's registration,
+    // the push queue (one row per device and conversation) and the server's secrets.
+    r#"
+ALTER TABLE members ADD COLUMN muted_until INTEGER;
+ALTER TABLE members ADD COLUMN notify TEXT NOT NULL DEFAULT 'all';
+ALTER TABLE users ADD COLUMN dnd_until INTEGER;
+CREATE TABLE push_registrations (
+    device_id         INTEGER PRIMARY KEY,
+    user_id           INTEGER NOT NULL,
+    kind              TEXT NOT NULL,
+    -- the endpoint (Web Push, UnifiedPush) or the device token (APNs, FCM)
+    address           TEXT NOT NULL,
+    p256dh            TEXT,
+    auth              TEXT,
+    sandbox           INTEGER NOT NULL DEFAULT 0,
+    registered_at     INTEGER NOT NULL,
+    last_success_at   INTEGER,
+    last_error_at     INTEGER,
+    last_error_status INTEGER,
+    last_error_reason TEXT,
+    invalidated_at    INTEGER,
+    invalidation_told INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX push_registrations_by_user ON push_registrations(user_id);
+-- seq NULL: idle, kept until window_end so a message within the window is merged, not pushed.
+CREATE TABLE push_jobs (
+    device_id       INTEGER NOT NULL,
+    conversation_id INTEGER NOT NULL,
+    seq             INTEGER,
+    queued_at       INTEGER NOT NULL,
+    merged          INTEGER NOT NULL DEFAULT 0,
+    due_at          INTEGER NOT NULL,
+    window_end      INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    lease_until     INTEGER NOT NULL DEFAULT 0,
+    lease_owner     TEXT,
+    PRIMARY KEY (device_id, conversation_id)
+) WITHOUT ROWID;
+CREATE INDEX push_jobs_due ON push_jobs(due_at) WHERE seq IS NOT NULL;
+CREATE INDEX push_jobs_idle ON push_jobs(window_end) WHERE seq IS NULL;
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -20,6 +20,10 @@ use parley_core::model::*;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod entry;
+pub mod push;
+
+pub use push::{PushDone, PushJob, PushOutcome};
+use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -71,6 +75,8 @@ pub enum StoreEvent {
     Message(Message),
     /// A member's delivery or read pointer moved.
     Receipt(ReceiptChange),
+    /// The commit queued pushes: a worker should claim the due ones.
+    PushQueued,
 }
 
 /// How a backend's group commit behaves, for `/metrics`.
@@ -253,6 +259,36 @@ pub trait Store: Send + Sync + 'static {
         self.enqueue_read(user, id, seq).await?.wait().await
     }
     async fn receipts(&self, user: UserId, id: ConversationId, seq: Seq) -> Result<ReceiptSummary>;
+
+    // --- notification settings ---
+    /// Changes `user`'s settings in a conversation they are a current member of (`None` if not).
+    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>>;
+    /// Do not disturb for all of `user`'s conversations until `until` (`None` ends it).
+    async fn set_dnd(&self, user: UserId, until: Option<i64>) -> Result<()>;
+    async fn dnd_until(&self, user: UserId) -> Result<Option<i64>>;
+
+    // --- push registrations and the push queue (see [`push`]) ---
+    /// Replaces `device`'s registration (a fresh `registered_at`, not invalidated).
+    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration>;
+    /// Drops `device`'s registration and its queued pushes; false if it had none.
+    async fn delete_push(&self, device: DeviceId) -> Result<bool>;
+    async fn push_registration(&self, device: DeviceId) -> Result<Option<PushRegistration>>;
+    /// The kind of `device`'s invalidated registration if the device has not been told yet;
+    /// marks it told.
+    async fn take_push_invalidated(&self, device: DeviceId) -> Result<Option<PushKind>>;
+    /// Claims up to `limit` due pushes for `node` until `now + lease_ms`, earliest first.
+    async fn claim_pushes(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<PushJob>>;
+    /// When the next unclaimed push is due, if any is pending.
+    async fn next_push_due(&self) -> Result<Option<i64>>;
+    /// Records what became of claimed pushes.
+    async fn finish_pushes(&self, done: Vec<PushDone>) -> Result<()>;
+    /// Ends `node`'s leases (a node that restarts takes its own pushes back at once).
+    async fn release_pushes(&self, node: &str) -> Result<()>;
+
+    // --- server secrets ---
+    /// The secret called `name`, created as `fresh` by the first caller (every later call, on
+    /// any node, gets the first one's). Kept in the database: the VAPID key, the topic key.
+    async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>>;
 
     /// Finishes queued writes and stops accepting new ones.
     async fn shutdown(&self);
