@@ -209,7 +209,8 @@ export class Api {
    * @param {{endpoint: string, keys: {p256dh: string, auth: string}}} subscription
    */
   registerPush(subscription) {
-    return this.request('PUT', '/v1/devices/current/push', { kind: 'webpush', ...subscription });
+    const { endpoint, keys } = subscription;
+    return this.request('PUT', '/v1/devices/current/push', { kind: 'webpush', endpoint, keys: { p256dh: keys.p256dh, auth: keys.auth } });
   }
 
   /** @returns {Promise<null>} */

@@ -25,6 +25,19 @@ export function clock(ms) {
   return time.format(ms);
 }
 
+/**
+ * When something set for later ends: "14:05" today, "tomorrow, 08:00", "Tue, 14:05" within a
+ * week, "12 Mar, 14:05" after that.
+ * @param {number} ms
+ */
+export function untilTime(ms) {
+  const n = -daysAgo(ms);
+  if (n <= 0) return time.format(ms);
+  if (n === 1) return `tomorrow, ${time.format(ms)}`;
+  if (n < 7) return `${weekdayShort.format(ms)}, ${time.format(ms)}`;
+  return `${dayMonth.format(ms)}, ${time.format(ms)}`;
+}
+
 /** A long date and time, for tooltips. @param {number} ms */
 export function fullDateTime(ms) {
   return full.format(ms);

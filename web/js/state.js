@@ -17,6 +17,7 @@ import { Connection } from './socket.js';
 /** @typedef {import('./types.js').Message} Message */
 /** @typedef {import('./types.js').MessageBody} MessageBody */
 /** @typedef {import('./types.js').Conversation} Conversation */
+/** @typedef {import('./types.js').ConversationSettings} ConversationSettings */
 /** @typedef {import('./types.js').Presence} Presence */
 /** @typedef {import('./types.js').OutboxItem} OutboxItem */
 /** @typedef {import('./types.js').ServerFrame} ServerFrame */
@@ -60,6 +61,7 @@ import { Connection } from './socket.js';
  * @property {boolean} edited
  * @property {boolean} deleted
  * @property {number | undefined} replyTo
+ * @property {string[]} mentions user ids the text names
  * @property {Map<string, string>} reactions user id → emoji
  * @property {OutboxItem | null} pending
  * @property {string | null} clientId
@@ -78,9 +80,16 @@ import { Connection } from './socket.js';
 
 /**
  * @typedef {object} Hooks
- * @property {(what: 'list' | 'log' | 'presence' | 'status' | 'conv', id?: string) => void} changed
+ * @property {(what: 'list' | 'log' | 'presence' | 'status' | 'conv' | 'me', id?: string) => void} changed
  * @property {(conv: Conv, message: Message) => void} notify a new message arrived live
  * @property {() => void} revoked the session ended on the server
+ * @property {() => void} pushInvalidated the push service dropped this device's subscription
+ */
+
+/**
+ * How a conversation notifies now: every message, only those that mention the user, or none
+ * (`until`: when a timed mute ends; null when muted until unmuted).
+ * @typedef {{mode: 'all' | 'mentions'} | {mode: 'muted', until: number | null}} NotifyMode
  */
 
 /** Kinds that are messages people wrote (the ones `unread_count` counts). */
@@ -142,6 +151,8 @@ export class ChatState {
     this.typingSent = new Map();
     /** Direct conversation → the other user. @type {Map<string, string>} */
     this.peers = new Map();
+    /** Do not disturb until then (server ms), or null: the user's, from `GET /v1/me`. @type {number | null} */
+    this.dndUntil = null;
 
     this.outbox = new Outbox(session.user_id);
     this.outbox.subscribe(() => {
@@ -274,6 +285,58 @@ export class ChatState {
     return n;
   }
 
+  /** The server's clock, as far as we know it (mutes and do not disturb are in its time). */
+  now() {
+    return Date.now() + this.clockSkew;
+  }
+
+  /** @param {Conv} conv @returns {NotifyMode} */
+  notifyMode(conv) {
+    const s = conv.c.settings;
+    if (!s) return { mode: 'all' };
+    if (s.notify === 'none') return { mode: 'muted', until: null };
+    if (s.muted_until !== null && s.muted_until > this.now()) return { mode: 'muted', until: s.muted_until };
+    return { mode: s.notify === 'mentions' ? 'mentions' : 'all' };
+  }
+
+  /** Whether do not disturb is on now. */
+  dnd() {
+    return this.dndUntil !== null && this.dndUntil > this.now();
+  }
+
+  /**
+   * Whether a message that just arrived should notify the user here: the server decides the
+   * same for pushes (do not disturb, mutes, mentions only).
+   * @param {Conv} conv @param {Message} m
+   */
+  wantsNotification(conv, m) {
+    if (this.dnd()) return false;
+    const { mode } = this.notifyMode(conv);
+    if (mode === 'muted') return false;
+    return mode === 'all' || mentionsOf(m.body).includes(this.me.user_id);
+  }
+
+  /**
+   * The members of a conversation a text names with `@username`, as user ids (not the user).
+   * @param {string} id @param {string} text
+   */
+  mentionedIds(id, text) {
+    const conv = this.convs.get(id);
+    if (!conv) return [];
+    /** @type {Map<string, string>} */
+    const byName = new Map();
+    for (const m of conv.c.members || []) {
+      if (m.user_id !== this.me.user_id) byName.set(m.username.toLowerCase(), m.user_id);
+    }
+    /** @type {Set<string>} */
+    const ids = new Set();
+    for (const token of mentionTokens(text)) {
+      const name = token.names.find((n) => byName.has(n));
+      if (name) ids.add(/** @type {string} */ (byName.get(name)));
+    }
+    return Array.from(ids);
+  }
+
   // ------------------------------------------------------------------------------------------
   // A small cache so names show at once after a reload (refreshed from the server anyway).
   // ------------------------------------------------------------------------------------------
@@ -402,12 +465,18 @@ export class ChatState {
       // The server's snapshot is at least as new as what we saw live: take its counts, but never
       // move our own read pointer back (a read may still be on its way).
       const readSeq = Math.max(c.read_seq, conv.c.read_seq);
-      conv.c = { ...c, members, read_seq: readSeq, delivered_seq: Math.max(c.delivered_seq, conv.c.delivered_seq) };
+      conv.c = {
+        ...c,
+        members,
+        settings: c.settings ?? conv.c.settings,
+        read_seq: readSeq,
+        delivered_seq: Math.max(c.delivered_seq, conv.c.delivered_seq),
+      };
       conv.accounted = c.last_seq;
       conv.activity = Math.max(conv.activity, c.last_message ? c.last_message.ts : c.created_at);
       if (readSeq > c.read_seq) this.recount(conv);
     } else {
-      conv.c = { ...conv.c, title: c.title, members, members_count: c.members_count };
+      conv.c = { ...conv.c, title: c.title, members, members_count: c.members_count, settings: c.settings ?? conv.c.settings };
     }
     if (c.members) {
       let cacheChanged = false;
@@ -601,6 +670,7 @@ export class ChatState {
             edited: false,
             deleted: false,
             replyTo: typeof m.body?.reply_to_seq === 'number' ? m.body.reply_to_seq : undefined,
+            mentions: mentionsOf(m.body),
             reactions: new Map(),
             pending: null,
             clientId: m.client_id,
@@ -628,6 +698,7 @@ export class ChatState {
           edited: false,
           deleted: false,
           replyTo: item.body.reply_to_seq,
+          mentions: mentionsOf(item.body),
           reactions: new Map(),
           pending: item,
           clientId: item.client_id,
@@ -715,6 +786,9 @@ export class ChatState {
         break;
       case 'conversation':
         this.onConversation(/** @type {Conversation} */ (/** @type {unknown} */ (f)));
+        break;
+      case 'push_invalidated':
+        this.hooks.pushInvalidated();
         break;
       case 'error':
         this.onError(f);
@@ -951,11 +1025,15 @@ export class ChatState {
     return item;
   }
 
-  /** @param {string} id @param {string} text @param {number} [replyTo] */
-  sendText(id, text, replyTo) {
+  /**
+   * @param {string} id @param {string} text @param {number} [replyTo]
+   * @param {string[]} [mentions] members the text names (they may be notified when others are not)
+   */
+  sendText(id, text, replyTo, mentions) {
     /** @type {MessageBody} */
     const body = { text };
     if (replyTo) body.reply_to_seq = replyTo;
+    if (mentions && mentions.length) body.mentions = mentions;
     return this.enqueue(id, 'text', body);
   }
 
@@ -1156,6 +1234,25 @@ export class ChatState {
     this.hooks.changed('conv', id);
   }
 
+  /**
+   * Changes how a conversation notifies the user (the server tells the user's other devices).
+   * @param {string} id @param {Partial<ConversationSettings>} patch
+   */
+  async setNotify(id, patch) {
+    const settings = await this.api.conversationSettings(id, patch);
+    const conv = this.convs.get(id);
+    if (conv) conv.c.settings = settings;
+    this.hooks.changed('conv', id);
+    this.hooks.changed('list');
+  }
+
+  /** Do not disturb until `until` (server ms), or off with null. @param {number | null} until */
+  async setDnd(until) {
+    await this.api.setDnd(until);
+    this.dndUntil = until;
+    this.hooks.changed('me');
+  }
+
   /** @param {string} id */
   async leave(id) {
     await this.api.removeMember(id, this.me.user_id);
@@ -1194,6 +1291,29 @@ function applyChange(bubbles, kind, body, senderId) {
     if (body.emoji) target.reactions.set(senderId, body.emoji);
     else target.reactions.delete(senderId);
   }
+}
+
+/** The user ids a message body mentions (a well-formed list, or none). @param {MessageBody | undefined} body */
+export function mentionsOf(body) {
+  const m = body?.mentions;
+  return Array.isArray(m) ? m.filter((x) => typeof x === 'string') : [];
+}
+
+/** `@username` at the start or after something that is not part of a word or an address. */
+const MENTION_RE = /(?<![\p{L}\p{N}_.@-])@([a-z0-9_.-]{1,32})/giu;
+
+/**
+ * Each `@username` of a text: where its `@` is, and the names it may be, lowercased and longest
+ * first (a name may end in dots or dashes, which also end sentences: "@bob." is "bob." or "bob").
+ * @param {string} text
+ * @returns {{index: number, names: string[]}[]}
+ */
+export function mentionTokens(text) {
+  return Array.from(text.matchAll(MENTION_RE), (match) => {
+    const name = match[1].toLowerCase();
+    const trimmed = name.replace(/[.-]+$/u, '');
+    return { index: match.index ?? 0, names: trimmed && trimmed !== name ? [name, trimmed] : [name] };
+  });
 }
 
 /** A fresh client_id: random, so no two sends anywhere share one. */

@@ -705,8 +705,8 @@ async def handle_webpush(state, req):
         decrypt_webpush(sub, req.body, record)
 
     if auth_status is not None:
-        response = Response(auth_status, {"www-authenticate": "vapid"} if auth_status == 401 else {})
-        return await finish_record(state, record, response)
+        challenge = {"www-authenticate": "vapid"} if auth_status == 401 else {}
+        return await finish_record(state, record, Response(auth_status, challenge))
     spec = state.take_script(sub_id)
     if spec is None and sub is None:
         return await finish_record(state, record, Response(404))
@@ -867,10 +867,11 @@ async def handle_apns(state, req):
 
     apns_id = req.headers.get("apns-id") or str(uuid.uuid4()).upper()
     if reason is not None:
-        return await finish_record(state, record,
-                                   json_response(403, apns_error(403, reason), {"apns-id": apns_id}))
+        rejected = json_response(403, apns_error(403, reason), {"apns-id": apns_id})
+        return await finish_record(state, record, rejected)
     success = Response(200, {"apns-id": apns_id})
-    return await finish_record(state, record, await answer("apns", state.take_script(token), success))
+    response = await answer("apns", state.take_script(token), success)
+    return await finish_record(state, record, response)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -976,7 +977,8 @@ def check_android(android, errors):
     if priority is not None and str(priority).upper() not in ("NORMAL", "HIGH"):
         errors.append(f"android.priority {priority!r}, expected normal or high")
     ttl = android.get("ttl")
-    if ttl is not None and not (isinstance(ttl, str) and re.fullmatch(r"[0-9]+(\.[0-9]{1,9})?s", ttl)):
+    duration = r"[0-9]+(\.[0-9]{1,9})?s"  # protobuf Duration in JSON, e.g. "3.5s"
+    if ttl is not None and not (isinstance(ttl, str) and re.fullmatch(duration, ttl)):
         errors.append(f"android.ttl {ttl!r} is not a duration such as \"3.5s\"")
     if "collapse_key" in android and not isinstance(android["collapse_key"], str):
         errors.append("android.collapse_key is not a string")
@@ -1030,7 +1032,8 @@ async def handle_fcm_send(state, req):
     if req.method != "POST":
         errors.append(f"method {req.method}, messages:send takes POST")
     if req.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        errors.append(f"content-type {req.headers.get('content-type')!r}, expected application/json")
+        errors.append(f"content-type {req.headers.get('content-type')!r}, "
+                      "expected application/json")
     body = json_or_none(req.body)
     message = check_fcm_message(body, errors)
     record["target"] = message.get("token")
@@ -1080,7 +1083,7 @@ def add_script(state, body):
 
 async def wait_for_records(state, query):
     """GET /log: long-polls until n records (of the provider, if given) exist or the timeout
-    passes, then returns all of them in arrival order."""
+    passes, then returns all of them in arrival order (received_at_ms)."""
     n = int(query.get("n", 0))
     timeout = int(query.get("timeout_ms", 0)) / 1000
     provider = query.get("provider")
@@ -1090,7 +1093,8 @@ async def wait_for_records(state, query):
             await asyncio.wait_for(state.changed.wait_for(lambda: len(selected()) >= n), timeout)
     except asyncio.TimeoutError:
         pass
-    return {"records": selected()}
+    # Records are logged once answered; a scripted delay must not reorder them.
+    return {"records": sorted(selected(), key=lambda r: r["received_at_ms"])}
 
 
 async def handle_control(state, req):
@@ -1177,11 +1181,17 @@ def watch_stdin(loop, stop):
     """Ends the process when stdin reaches EOF: the parent test holds the pipe, so its death,
     however abrupt, closes it."""
     def wait_eof():
+        # os.read on the raw descriptor, not sys.stdin: a thread blocked inside the buffered
+        # reader holds its lock, and interpreter shutdown (after SIGTERM) aborts on that lock.
         try:
-            while sys.stdin.buffer.read(65536):
+            while os.read(0, 65536):
                 pass
-        finally:
+        except OSError:
+            pass
+        try:
             loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:  # the loop already ended (SIGTERM came first)
+            pass
     threading.Thread(target=wait_eof, daemon=True).start()
 
 

@@ -1,19 +1,22 @@
-// The right pane: the open conversation's header (title, online / last seen / typing), its
-// messages and the composer; or, with nothing open, a short welcome.
+// The right pane: the open conversation's header (title, online / last seen / typing, how it
+// notifies), its messages and the composer; or, with nothing open, a short welcome.
 
 import { avatar, colorIndex, h } from '../dom.js';
 import { icon } from '../icons.js';
-import { lastSeen, plural } from '../format.js';
+import { lastSeen, plural, untilTime } from '../format.js';
 import { MessageList } from './messages.js';
 import { Composer } from './composer.js';
-import { confirmDialog, newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
+import { confirmDialog, describeError, newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
 /** @typedef {import('../state.js').Conv} Conv */
+/** @typedef {import('../state.js').NotifyMode} NotifyMode */
+/** @typedef {import('../types.js').ConversationSettings} ConversationSettings */
 
 /** The quick reactions offered in a message's menu. */
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+const HOUR_MS = 3_600_000;
 
 export class ChatView {
   /**
@@ -46,6 +49,15 @@ export class ChatView {
       { class: 'icon-btn', attrs: { type: 'button', 'aria-label': 'Group info', 'aria-expanded': 'false' }, on: { click: () => toggleInfo() } },
       icon('info'),
     );
+    this.notifyButton = h(
+      'button',
+      {
+        class: 'icon-btn',
+        attrs: { type: 'button', 'aria-label': 'Notification settings', 'aria-haspopup': 'menu' },
+        on: { click: () => this.notifyMenu() },
+      },
+      icon('bell'),
+    );
     this.header = h(
       'header',
       { class: 'chat-header' },
@@ -60,6 +72,7 @@ export class ChatView {
         this.avatarSlot,
         h('span', { class: 'chat-heading-text' }, this.title, this.subtitle),
       ),
+      this.notifyButton,
       this.infoButton,
     );
     this.jumpBadge = h('span', { class: 'badge', attrs: { hidden: true } });
@@ -143,9 +156,12 @@ export class ChatView {
     const title = state.title(conv);
     const subtitle = this.subtitleText(conv);
     const peer = state.peer(conv);
-    const sig = JSON.stringify([title, subtitle, conv.c.kind, peer]);
+    const mode = state.notifyMode(conv);
+    const sig = JSON.stringify([title, subtitle, conv.c.kind, peer, mode]);
     if (sig === this.headerSig) return;
     this.headerSig = sig;
+    this.notifyButton.replaceChildren(icon(mode.mode === 'muted' ? 'bellOff' : mode.mode === 'mentions' ? 'at' : 'bell'));
+    this.notifyButton.title = `Notifications: ${notifyText(mode)}`;
     this.title.textContent = title;
     this.subtitle.textContent = subtitle.text;
     this.subtitle.className = `chat-subtitle ${subtitle.cls}`;
@@ -183,6 +199,37 @@ export class ChatView {
     const count = conv.c.members_count || (conv.c.members || []).length;
     const online = state.others(conv).filter((m) => state.presence.get(m.user_id)?.online).length;
     return { text: `${plural(count, 'member')}${online ? `, ${online} online` : ''}`, cls: '' };
+  }
+
+  /** The menu of how the open conversation notifies: mute for a while or for good, mentions only, all. */
+  notifyMenu() {
+    const state = this.state;
+    const id = this.convId;
+    const conv = id ? state.convs.get(id) : undefined;
+    if (!id || !conv) return;
+    const mode = state.notifyMode(conv);
+    /** @param {Partial<ConversationSettings>} patch */
+    const set = (patch) => () => {
+      this.composer.error.textContent = '';
+      state.setNotify(id, patch).catch((e) => {
+        this.composer.error.textContent = `Notifications not changed: ${describeError(e)}`;
+      });
+    };
+    /** @type {import('./dialogs.js').MenuItem[]} */
+    const items = [
+      { label: 'Mute for 8 hours', icon: 'bellOff', run: set({ muted_until: state.now() + 8 * HOUR_MS }) },
+      { label: 'Mute for 1 week', icon: 'bellOff', run: set({ muted_until: state.now() + 7 * 24 * HOUR_MS }) },
+      // For good is its own setting, not a far-away time: it survives any clock.
+      { label: 'Mute always', icon: 'bellOff', run: set({ notify: 'none', muted_until: null }) },
+    ];
+    if (conv.c.kind === 'group' && mode.mode !== 'mentions') {
+      items.push({ label: 'Mentions only', icon: 'at', run: set({ notify: 'mentions', muted_until: null }) });
+    }
+    if (mode.mode !== 'all') {
+      items.push({ label: mode.mode === 'muted' ? 'Unmute' : 'All messages', icon: 'bell', run: set({ notify: 'all', muted_until: null }) });
+    }
+    const header = h('div', { class: 'menu-header' }, h('strong', null, 'Notifications'), h('span', { class: 'muted' }, notifyText(mode)));
+    openMenu(this.notifyButton, items, 'Notifications', header);
   }
 
   updateJump() {
@@ -258,4 +305,11 @@ export class ChatView {
     const mine = b.reactions.get(this.state.me.user_id);
     this.state.react(this.convId, b.seq, mine === emoji ? '' : emoji);
   }
+}
+
+/** How a conversation notifies, in words. @param {NotifyMode} mode */
+export function notifyText(mode) {
+  if (mode.mode === 'all') return 'all messages';
+  if (mode.mode === 'mentions') return 'only when you are mentioned';
+  return mode.until === null ? 'muted' : `muted until ${untilTime(mode.until)}`;
 }

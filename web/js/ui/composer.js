@@ -1,18 +1,24 @@
 // The message composer: a growing text field, Enter sends and Shift+Enter adds a line, replies
-// and edits, per-conversation drafts, and the typing indicator we send. It works the same
-// offline: what is sent goes to the outbox and leaves when the connection is back.
+// and edits, per-conversation drafts, `@` mentions of group members, and the typing indicator
+// we send. It works the same offline: what is sent goes to the outbox and leaves when the
+// connection is back.
 
-import { h } from '../dom.js';
+import { avatar, h } from '../dom.js';
 import { icon } from '../icons.js';
 import { snippet, utf8Length } from '../format.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
+/** @typedef {import('../types.js').Member} Member */
 
 /** The server's limit on a text message, in UTF-8 bytes. */
 const MAX_TEXT_BYTES = 16_384;
 /** Without a keystroke for this long, we say we stopped typing. */
 const TYPING_IDLE_MS = 4_000;
+/** At most this many members are offered for an `@`. */
+const MAX_SUGGESTIONS = 6;
+/** An `@` being typed at the caret, and the name so far (the `@` starts a word). */
+const MENTION_QUERY_RE = /(?:^|[^\p{L}\p{N}_.@-])@([\p{L}\p{N}_.-]{0,32})$/u;
 
 export class Composer {
   /**
@@ -32,15 +38,33 @@ export class Composer {
     this.idleTimer = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.draftTimer = undefined;
+    /** The members offered for the `@` being typed, and which one Enter takes. @type {{users: Member[], active: number} | null} */
+    this.mention = null;
 
     this.input = h('textarea', {
       class: 'composer-input',
-      attrs: { 'aria-label': 'Message', placeholder: 'Message', rows: 1, enterkeyhint: 'send', dir: 'auto' },
+      attrs: {
+        'aria-label': 'Message',
+        placeholder: 'Message',
+        rows: 1,
+        enterkeyhint: 'send',
+        dir: 'auto',
+        'aria-autocomplete': 'list',
+        'aria-controls': 'mention-list',
+      },
       on: {
         keydown: (e) => this.onKey(e),
         input: () => this.onInput(),
-        blur: () => this.stopTyping(),
+        click: () => this.updateMentions(),
+        blur: () => {
+          this.stopTyping();
+          this.closeMentions();
+        },
       },
+    });
+    this.mentionList = h('ul', {
+      class: 'mention-list',
+      attrs: { id: 'mention-list', role: 'listbox', 'aria-label': 'Mention a member', hidden: true },
     });
     this.error = h('p', { class: 'composer-error', attrs: { role: 'alert' } });
     this.contextLabel = h('span', { class: 'context-label' });
@@ -67,6 +91,7 @@ export class Composer {
           },
         },
       },
+      this.mentionList,
       this.contextBar,
       this.error,
       h('div', { class: 'composer-row' }, this.input, this.send),
@@ -82,6 +107,7 @@ export class Composer {
     this.saveDraft();
     this.convId = id;
     this.context = null;
+    this.closeMentions();
     this.setContext(null);
     this.input.value = id ? this.drafts.get(id) ?? '' : '';
     this.error.textContent = '';
@@ -123,6 +149,7 @@ export class Composer {
 
   /** @param {KeyboardEvent} e */
   onKey(e) {
+    if (this.mention && this.onMentionKey(e)) return;
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey) {
       e.preventDefault();
       this.submit();
@@ -145,6 +172,7 @@ export class Composer {
 
   onInput() {
     this.resize();
+    this.updateMentions();
     this.error.textContent = '';
     clearTimeout(this.draftTimer);
     this.draftTimer = setTimeout(() => this.saveDraft(), 500);
@@ -179,17 +207,130 @@ export class Composer {
       this.contextBar.hidden = true;
       this.input.value = this.drafts.get(id) ?? '';
     } else {
-      this.state.sendText(id, text, ctx?.mode === 'reply' && ctx.bubble.seq ? ctx.bubble.seq : undefined);
+      const replyTo = ctx?.mode === 'reply' && ctx.bubble.seq ? ctx.bubble.seq : undefined;
+      this.state.sendText(id, text, replyTo, this.state.mentionedIds(id, text));
       this.input.value = '';
       this.drafts.delete(id);
       this.saveDraft();
       this.setContext(null);
       this.onSent();
     }
+    this.closeMentions();
     clearTimeout(this.idleTimer);
     this.state.typingSent.delete(id);
     this.resize();
     this.input.focus();
+  }
+
+  // --- @ mentions ---
+
+  /** The `@name` being typed at the caret: where its `@` is and the name so far, lowercased. */
+  mentionQuery() {
+    const caret = this.input.selectionStart;
+    if (caret !== this.input.selectionEnd) return null;
+    const m = MENTION_QUERY_RE.exec(this.input.value.slice(0, caret));
+    return m ? { start: caret - m[1].length - 1, query: m[1].toLowerCase() } : null;
+  }
+
+  /** Offers the members of the open group whose username or name starts with what follows an `@`. */
+  updateMentions() {
+    const q = this.mentionQuery();
+    const conv = this.convId ? this.state.convs.get(this.convId) : undefined;
+    if (!q || !conv || conv.c.kind !== 'group' || this.context?.mode === 'edit') {
+      this.closeMentions();
+      return;
+    }
+    /** @param {Member} m */
+    const byUsername = (m) => m.username.toLowerCase().startsWith(q.query);
+    /** @param {Member} m */
+    const byName = (m) => (m.display_name || '').toLowerCase().split(/\s+/u).some((w) => w.startsWith(q.query));
+    const users = this.state
+      .others(conv)
+      .filter((m) => byUsername(m) || byName(m))
+      .sort((a, b) => Number(byUsername(b)) - Number(byUsername(a)) || a.username.localeCompare(b.username))
+      .slice(0, MAX_SUGGESTIONS);
+    if (!users.length) {
+      this.closeMentions();
+      return;
+    }
+    // The highlighted member stays highlighted while the list narrows.
+    const was = this.mention ? this.mention.users[this.mention.active]?.user_id : undefined;
+    this.mention = { users, active: Math.max(0, users.findIndex((u) => u.user_id === was)) };
+    this.renderMentions();
+  }
+
+  renderMentions() {
+    const mention = this.mention;
+    if (!mention) return;
+    this.mentionList.replaceChildren(
+      ...mention.users.map((u, i) => {
+        const name = u.display_name || u.username;
+        return h(
+          'li',
+          {
+            class: `mention-option ${i === mention.active ? 'active' : ''}`,
+            attrs: {
+              id: `mention-option-${i}`,
+              role: 'option',
+              'aria-selected': i === mention.active ? 'true' : 'false',
+              'aria-label': name === u.username ? `@${u.username}` : `${name}, @${u.username}`,
+            },
+            on: {
+              // Keep the focus (and the caret) in the text field.
+              mousedown: (e) => e.preventDefault(),
+              click: () => this.chooseMention(u),
+            },
+          },
+          avatar(u.user_id, name, 'xs'),
+          h('span', { class: 'mention-name' }, name),
+          h('span', { class: 'muted' }, `@${u.username}`),
+        );
+      }),
+    );
+    this.mentionList.hidden = false;
+    this.input.setAttribute('aria-activedescendant', `mention-option-${mention.active}`);
+  }
+
+  closeMentions() {
+    if (!this.mention && this.mentionList.hidden) return;
+    this.mention = null;
+    this.mentionList.hidden = true;
+    this.mentionList.replaceChildren();
+    this.input.removeAttribute('aria-activedescendant');
+  }
+
+  /** Arrows move through the offered members, Enter or Tab takes one, Escape closes. @param {KeyboardEvent} e */
+  onMentionKey(e) {
+    const mention = /** @type {{users: Member[], active: number}} */ (this.mention);
+    if (e.isComposing) return false;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      const n = mention.users.length;
+      mention.active = (mention.active + (e.key === 'ArrowDown' ? 1 : n - 1)) % n;
+      this.renderMentions();
+    } else if ((e.key === 'Enter' || e.key === 'Tab') && !e.shiftKey) {
+      this.chooseMention(mention.users[mention.active]);
+    } else if (e.key === 'Escape') {
+      this.closeMentions();
+    } else {
+      return false;
+    }
+    e.preventDefault();
+    return true;
+  }
+
+  /** Replaces the `@name` being typed with the member's `@username`. @param {Member} user */
+  chooseMention(user) {
+    const q = this.mentionQuery();
+    this.closeMentions();
+    if (!q) return;
+    const value = this.input.value;
+    const insert = `@${user.username} `;
+    const rest = value.slice(this.input.selectionStart).replace(/^ /u, '');
+    this.input.value = value.slice(0, q.start) + insert + rest;
+    const caret = q.start + insert.length;
+    this.input.setSelectionRange(caret, caret);
+    this.input.focus();
+    this.onInput();
   }
 
   /** Grows the field with its text, up to a limit (then it scrolls). */

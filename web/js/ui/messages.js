@@ -9,6 +9,7 @@
 import { avatar, colorIndex, h, reconcileChildren } from '../dom.js';
 import { icon } from '../icons.js';
 import { clock, dayLabel, dayStart, fullDateTime, snippet } from '../format.js';
+import { mentionTokens } from '../state.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
@@ -385,6 +386,7 @@ export class MessageList {
         const reply = line.replyTo !== undefined ? quoteOf(state, bubbles, line.replyTo) : null;
         const reactions = summarize(line.reactions, me);
         const senderName = group && !own ? state.userName(line.senderId) : '';
+        const mentioned = mentionedNames(state, line.mentions);
         const canAct = !line.deleted;
         const sig = JSON.stringify([
           line.text,
@@ -398,12 +400,13 @@ export class MessageList {
           reactions,
           line.pending ? line.pending.error || 'p' : '',
           line.ts,
+          mentioned,
         ]);
         items.push({
           key: line.key,
           sig,
           seq: line.seq,
-          build: () => this.bubble(line, { own, first, last, status, reply, reactions, senderName, group, canAct }),
+          build: () => this.bubble(line, { own, first, last, status, reply, reactions, senderName, group, canAct, mentioned }),
         });
       }
     }
@@ -413,12 +416,14 @@ export class MessageList {
   /**
    * @param {Bubble} b
    * @param {{own: boolean, first: boolean, last: boolean, status: string | null, group: boolean, canAct: boolean,
-   *   reply: {name: string, text: string, seq: number, sender: string} | null, reactions: [string, number, boolean][], senderName: string}} o
+   *   reply: {name: string, text: string, seq: number, sender: string} | null, reactions: [string, number, boolean][], senderName: string,
+   *   mentioned: [string, boolean][]}} o
    */
   bubble(b, o) {
     const classes = ['msg', o.own ? 'own' : 'other', o.first ? 'first' : '', o.last ? 'last' : '', b.pending ? 'pending' : ''];
     if (b.pending?.error) classes.push('failed');
     if (b.deleted) classes.push('deleted');
+    if (!b.deleted && !o.own && o.mentioned.some(([, me]) => me)) classes.push('mentions-me');
     if (!b.deleted && isJumbo(b.text)) classes.push('jumbo');
 
     const meta = h(
@@ -430,7 +435,7 @@ export class MessageList {
     );
     const body = b.deleted
       ? h('div', { class: 'text' }, o.own ? 'You deleted this message' : 'This message was deleted')
-      : h('div', { class: 'text', attrs: { dir: 'auto' } }, linkify(b.text));
+      : h('div', { class: 'text', attrs: { dir: 'auto' } }, richText(b.text, new Map(o.mentioned)));
     const quote = o.reply
       ? h(
           'button',
@@ -523,20 +528,62 @@ function ticks(status) {
 }
 
 /**
- * Text with web links made clickable, as DOM nodes (never parsed as HTML).
- * @param {string} text
+ * The usernames a message mentions (its `mentions` user ids, as far as their names are known),
+ * each with whether it is the user's own.
+ * @param {ChatState} state @param {string[]} ids
+ * @returns {[string, boolean][]}
  */
-function linkify(text) {
+function mentionedNames(state, ids) {
+  /** @type {[string, boolean][]} */
+  const names = [];
+  for (const id of ids) {
+    const me = id === state.me.user_id;
+    const username = me ? state.me.username : state.users.get(id)?.username;
+    if (username) names.push([username.toLowerCase(), me]);
+  }
+  return names;
+}
+
+/**
+ * Text with web links made clickable and the mentions it carries marked (the user's own stand
+ * out), as DOM nodes (never parsed as HTML).
+ * @param {string} text
+ * @param {Map<string, boolean>} mentioned username → whether it is the user
+ */
+function richText(text, mentioned) {
   const frag = document.createDocumentFragment();
   const re = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/giu;
   let last = 0;
   for (const match of text.matchAll(re)) {
     const start = match.index ?? 0;
-    if (start > last) frag.append(text.slice(last, start));
+    if (start > last) frag.append(withMentions(text.slice(last, start), mentioned));
     frag.append(
       h('a', { attrs: { href: match[0], target: '_blank', rel: 'noopener noreferrer nofollow' } }, match[0]),
     );
     last = start + match[0].length;
+  }
+  if (last < text.length) frag.append(withMentions(text.slice(last), mentioned));
+  return frag;
+}
+
+/**
+ * Plain text with each `@username` of a mentioned member in a <mark>.
+ * @param {string} text @param {Map<string, boolean>} mentioned
+ */
+function withMentions(text, mentioned) {
+  const frag = document.createDocumentFragment();
+  if (!mentioned.size) {
+    frag.append(text);
+    return frag;
+  }
+  let last = 0;
+  for (const token of mentionTokens(text)) {
+    const name = token.names.find((n) => mentioned.has(n));
+    if (!name) continue;
+    if (token.index > last) frag.append(text.slice(last, token.index));
+    const end = token.index + 1 + name.length;
+    frag.append(h('mark', { class: mentioned.get(name) ? 'mention me' : 'mention' }, text.slice(token.index, end)));
+    last = end;
   }
   if (last < text.length) frag.append(text.slice(last));
   return frag;

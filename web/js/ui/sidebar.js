@@ -1,9 +1,9 @@
 // The left pane: who is signed in, the actions to start chats, and the conversation list (most
-// recent first, with previews, times, unread badges and online dots), kept live.
+// recent first, with previews, times, unread badges, online dots and muted marks), kept live.
 
 import { avatar, colorIndex, h, setAttrs } from '../dom.js';
 import { icon } from '../icons.js';
-import { listTime, snippet } from '../format.js';
+import { listTime, snippet, untilTime } from '../format.js';
 import { newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
@@ -16,6 +16,7 @@ import { newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
  * @property {() => void} signOut
  * @property {() => void} enableNotifications
  * @property {() => boolean} canAskNotifications
+ * @property {() => void} openSettings the notification settings
  */
 
 /**
@@ -45,6 +46,11 @@ export class Sidebar {
       icon('more'),
     );
     this.meAvatar = avatar(state.me.user_id, state.me.display_name || state.me.username, 'sm');
+    this.dndButton = h(
+      'button',
+      { class: 'icon-btn dnd', attrs: { type: 'button', 'aria-label': 'Do not disturb is on', hidden: true }, on: { click: () => ctx.openSettings() } },
+      icon('moon'),
+    );
     this.notifyBar = h(
       'div',
       { class: 'notify-bar', attrs: { hidden: true } },
@@ -92,6 +98,7 @@ export class Sidebar {
         { class: 'sidebar-header' },
         this.meAvatar,
         h('h1', { class: 'sidebar-title' }, 'Chats'),
+        this.dndButton,
         h(
           'button',
           {
@@ -122,11 +129,10 @@ export class Sidebar {
   openMenu(anchor) {
     const me = this.ctx.state.me;
     /** @type {import('./dialogs.js').MenuItem[]} */
-    const items = [];
-    if (this.ctx.canAskNotifications()) {
-      items.push({ label: 'Turn on notifications', icon: 'bell', run: () => this.ctx.enableNotifications() });
-    }
-    items.push({ label: 'Sign out', icon: 'logout', run: () => this.ctx.signOut(), danger: true });
+    const items = [
+      { label: 'Notifications', icon: 'bell', run: () => this.ctx.openSettings() },
+      { label: 'Sign out', icon: 'logout', run: () => this.ctx.signOut(), danger: true },
+    ];
     const header = h(
       'div',
       { class: 'menu-header' },
@@ -145,6 +151,9 @@ export class Sidebar {
   render() {
     const state = this.ctx.state;
     this.notifyBar.hidden = !this.ctx.canAskNotifications() || localStorage.getItem('parley.notify.dismissed') === '1';
+    const dnd = state.dnd();
+    this.dndButton.hidden = !dnd;
+    if (dnd && state.dndUntil !== null) this.dndButton.title = `Do not disturb ${dndText(state.dndUntil, state.now())}`;
     const convs = state.sortedConvs().filter((c) => !this.filter || state.title(c).toLowerCase().includes(this.filter));
     /** @type {HTMLLIElement[]} */
     const nodes = [];
@@ -184,7 +193,8 @@ export class Sidebar {
     const time = pendingItem ? pendingItem.created_at : c.last_message ? c.last_message.ts : conv.activity;
     const unread = c.unread_count;
     const selected = this.selected === id;
-    const sig = JSON.stringify([title, online, preview, listTime(time), unread, selected, c.kind, typists.length > 0]);
+    const mode = state.notifyMode(conv).mode;
+    const sig = JSON.stringify([title, online, preview, listTime(time), unread, selected, c.kind, typists.length > 0, mode]);
     const existing = this.rows.get(id);
     if (existing && existing.sig === sig) return existing.li;
 
@@ -205,6 +215,11 @@ export class Sidebar {
           'span',
           { class: 'conv-top' },
           h('span', { class: 'conv-title' }, title),
+          mode === 'muted'
+            ? h('span', { class: 'conv-flag', attrs: { role: 'img', 'aria-label': 'Muted', title: 'Muted' } }, icon('bellOff'))
+            : mode === 'mentions'
+              ? h('span', { class: 'conv-flag', attrs: { role: 'img', 'aria-label': 'Mentions only', title: 'Mentions only' } }, icon('at'))
+              : null,
           h('time', { class: 'conv-time', attrs: { datetime: new Date(time).toISOString() } }, listTime(time)),
         ),
         h(
@@ -214,7 +229,7 @@ export class Sidebar {
           unread
             ? h(
                 'span',
-                { class: 'badge', attrs: { 'aria-label': `${unread} unread ${unread === 1 ? 'message' : 'messages'}` } },
+                { class: `badge ${mode === 'all' ? '' : 'quiet'}`, attrs: { 'aria-label': `${unread} unread ${unread === 1 ? 'message' : 'messages'}` } },
                 unread > 999 ? '999+' : String(unread),
               )
             : null,
@@ -244,4 +259,12 @@ export class Sidebar {
       m.sender_id === state.me.user_id ? 'You: ' : conv.c.kind === 'group' ? `${state.userName(m.sender_id)}: ` : '';
     return `${who}${snippet(text, 80)}`;
   }
+}
+
+/**
+ * "until 15:30", "until tomorrow, 08:00", or "until you turn it off" for an end decades away.
+ * @param {number} until @param {number} now
+ */
+export function dndText(until, now) {
+  return until - now > 50 * 365 * 86_400_000 ? 'until you turn it off' : `until ${untilTime(until)}`;
 }

@@ -1,0 +1,125 @@
+//! The Web Push and UnifiedPush client (RFC 8030): the payload encrypted for the subscription
+//! ([`crate::webpush`]), VAPID authorization ([`crate::vapid`]) cached per push service origin,
+//! and `TTL`, `Urgency` and `Topic` headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parley_core::push::PushAddress;
+
+use crate::guard::{self, GuardedResolver};
+use crate::provider::{Delivery, Provider, Push, retry_after, short, unix_now};
+use crate::vapid::VapidKey;
+use crate::webpush::{self, Keys};
+
+/// VAPID tokens are made valid this long (RFC 8292 allows up to 24 h)...
+const TOKEN_LIFETIME: u64 = 12 * 3600;
+/// ...and replaced when less than this is left.
+const TOKEN_MARGIN: u64 = 3600;
+
+pub struct WebPush {
+    client: reqwest::Client,
+    vapid: VapidKey,
+    subject: String,
+    allow_private: bool,
+    /// origin → (authorization header, expiry in seconds since the epoch).
+    tokens: Mutex<HashMap<String, (String, u64)>>,
+}
+
+impl std::fmt::Debug for WebPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebPush").field("vapid", &self.vapid).finish_non_exhaustive()
+    }
+}
+
+impl WebPush {
+    /// `subject` is the operator's contact (`mailto:` or `https:`), sent in every token.
+    pub fn new(vapid: VapidKey, subject: String, allow_private: bool, timeout: Duration) -> Result<WebPush, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .pool_max_idle_per_host(32)
+            .build()?;
+        Ok(WebPush { client, vapid, subject, allow_private, tokens: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn vapid(&self) -> &VapidKey {
+        &self.vapid
+    }
+
+    fn authorization(&self, endpoint: &str) -> Option<String> {
+        let origin = crate::vapid::origin(endpoint)?;
+        let now = unix_now();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((header, exp)) = tokens.get(&origin)
+            && *exp > now + TOKEN_MARGIN
+        {
+            return Some(header.clone());
+        }
+        let exp = now + TOKEN_LIFETIME;
+        let header = self.vapid.authorization(endpoint, &self.subject, exp).ok()?;
+        if tokens.len() > 10_000 {
+            // Endpoints come from clients: never let their origins grow this map without bound.
+            tokens.clear();
+        }
+        tokens.insert(origin, (header.clone(), exp));
+        Some(header)
+    }
+}
+
+#[async_trait]
+impl Provider for WebPush {
+    fn name(&self) -> &'static str {
+        "webpush"
+    }
+
+    async fn send(&self, push: &Push<'_>) -> Delivery {
+        let PushAddress::Web { endpoint, p256dh, auth } = push.address else {
+            return Delivery::Rejected { status: 0, reason: "not a web push registration".into() };
+        };
+        let url = match reqwest::Url::parse(endpoint) {
+            Ok(u) if guard::check_literal(&u, self.allow_private).is_ok() => u,
+            _ => return Delivery::Rejected { status: 0, reason: "endpoint refused".into() },
+        };
+        let body = match Keys::from_base64url(p256dh, auth)
+            .and_then(|k| webpush::encrypt(push.payload.json().to_string().as_bytes(), &k))
+        {
+            Ok(b) => b,
+            Err(e) => return Delivery::Rejected { status: 0, reason: e.to_string() },
+        };
+        let Some(authorization) = self.authorization(endpoint) else {
+            return Delivery::Rejected { status: 0, reason: "cannot sign the VAPID token".into() };
+        };
+        let sent = self
+            .client
+            .post(url)
+            .header("content-encoding", "aes128gcm")
+            .header("content-type", "application/octet-stream")
+            .header("ttl", push.ttl.as_secs().to_string())
+            .header("urgency", "high")
+            .header("topic", push.topic)
+            .header("authorization", authorization)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Delivery::unanswered(&e),
+        };
+        let status = resp.status().as_u16();
+        let wait = retry_after(resp.headers());
+        if resp.status().is_success() {
+            return Delivery::Delivered;
+        }
+        let reason = short(&resp.text().await.unwrap_or_default());
+        match status {
+            404 | 410 => Delivery::Gone { status, reason, at: None },
+            429 | 500..=599 => Delivery::Retry { status, reason, retry_after: wait },
+            _ => Delivery::Rejected { status, reason },
+        }
+    }
+}
