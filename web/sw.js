@@ -1,5 +1,5 @@
-// The service worker: shows a notification for a Web Push message while no tab of Parley is
-// looking at the conversation, and opens the conversation when the notification is clicked.
+// The service worker: shows a notification for a Web Push message unless a tab of Parley shows
+// the conversation, and opens the conversation when the notification is clicked.
 // It has no `fetch` handler (the app is not cached for offline use), so a new version can take
 // over at once without breaking an open tab.
 //
@@ -43,7 +43,8 @@ sw.addEventListener('install', () => {
 });
 
 sw.addEventListener('push', (event) => {
-  keepAlive(event, onPush(event.data));
+  // Whatever goes wrong, a push shows something (browsers require it, and it did come).
+  keepAlive(event, onPush(event.data).catch(() => generic()));
 });
 
 sw.addEventListener('notificationclick', (event) => {
@@ -69,11 +70,8 @@ function keepAlive(event, work) {
 /** @param {PushMessageData | null} data */
 async function onPush(data) {
   const payload = parse(data);
-  if (!payload) {
-    // Something we cannot read (a newer server, a broken message): still say something came.
-    await sw.registration.showNotification(TITLE, { tag: 'parley', icon: '/favicon.svg', data: {} });
-    return;
-  }
+  // Something we cannot read (a newer server, a broken message): still say something came.
+  if (!payload) return generic();
   const id = payload.conversation_id;
   if (await lookingAt(id)) return;
   // A tab in the background may have shown this message already, with its text (the page
@@ -92,6 +90,11 @@ async function onPush(data) {
       data: { conversation_id: id, seq: payload.seq },
     }),
   );
+}
+
+/** "New message" and nothing else, for a push the worker cannot say more about. */
+function generic() {
+  return sw.registration.showNotification(TITLE, { tag: 'parley', icon: '/favicon.svg', data: {} });
 }
 
 /** The payload, if it is one this version understands. @param {PushMessageData | null} data @returns {Payload | null} */
@@ -139,15 +142,16 @@ async function cached() {
 }
 
 /**
- * Whether a window of the app is in front of the user with this conversation open. Each
- * visible, focused window is asked which conversation it shows (a window's URL as the worker
- * sees it keeps the hash it was opened with, not the route it is on now); one that does not
- * answer in time (the sign-in screen, an older version) counts as elsewhere.
+ * Whether a window of the app shows this conversation to the user: visible, as the page counts
+ * what is on a visible screen as read. Each visible window is asked which conversation it shows
+ * (a window's URL as the worker sees it keeps the hash it was opened with, not the route it is
+ * on now); one that does not answer in time (the sign-in screen, an older version) counts as
+ * elsewhere.
  * @param {string} id
  */
 async function lookingAt(id) {
   const windows = await sw.clients.matchAll({ type: 'window', includeUncontrolled: true });
-  const front = windows.filter((w) => w.visibilityState === 'visible' && w.focused);
+  const front = windows.filter((w) => w.visibilityState === 'visible');
   const routes = await Promise.all(front.map((w) => routeOf(w)));
   return routes.includes(id);
 }

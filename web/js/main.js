@@ -1,9 +1,11 @@
 // The entry point: restores the session (this browser profile is one device; its tabs share it),
-// shows the sign-in screen or the app, routes `#/c/<id>` to a conversation, and redraws what
-// changed once per frame.
+// shows the sign-in screen or the app, routes `#/c/<id>` to a conversation, redraws what
+// changed once per frame, and notifies: from the page while a tab is open but hidden, through
+// Web Push (push.js, sw.js) while none is.
 
 import { Api } from './api.js';
 import { ChatState } from './state.js';
+import { Push } from './push.js';
 import { h } from './dom.js';
 import { icon } from './icons.js';
 import { snippet } from './format.js';
@@ -12,8 +14,11 @@ import { Sidebar } from './ui/sidebar.js';
 import { ChatView } from './ui/chat.js';
 import { InfoPanel } from './ui/groupinfo.js';
 import { confirmDialog } from './ui/dialogs.js';
+import { notificationSettings } from './ui/settings.js';
 
 /** @typedef {import('./types.js').Session} Session */
+/** @typedef {import('./state.js').Conv} Conv */
+/** @typedef {import('./types.js').Message} Message */
 
 const SESSION_KEY = 'parley.session';
 const root = /** @type {HTMLElement} */ (document.getElementById('app'));
@@ -56,6 +61,8 @@ function endSession(notice) {
   const userId = session.user_id;
   session = null;
   app?.stop();
+  // No pushes, cached names or notifications of this account stay behind.
+  void app?.push.forget();
   app = null;
   localStorage.removeItem(SESSION_KEY);
   for (const k of [`parley.outbox.${userId}`, `parley.cache.${userId}`, `parley.drafts.${userId}`]) localStorage.removeItem(k);
@@ -69,11 +76,19 @@ class App {
   constructor(s) {
     this.state = new ChatState(s, api, {
       changed: (what, id) => this.changed(what, id),
-      notify: (conv, m) => this.notify(conv.c.conversation_id, m.sender_id, m.body.text ?? ''),
+      notify: (conv, m) => this.notify(conv, m),
       revoked: () => {
         if (!this.signingOut) endSession('This device was signed out. Sign in again.');
       },
+      pushInvalidated: () => this.push.renew(),
     });
+    this.push = new Push(api, s.user_id, {
+      changed: () => this.changed('status'),
+      route: () => (document.visibilityState === 'visible' ? this.openId : null),
+      open: (id) => this.navigate(id),
+    });
+    /** Views outside the app's frame that redraw with it (an open settings dialog). @type {Set<() => void>} */
+    this.watchers = new Set();
     /** @type {Set<string>} */
     this.dirty = new Set();
     this.frame = 0;
@@ -91,6 +106,15 @@ class App {
       signOut: () => this.signOut(),
       enableNotifications: () => this.enableNotifications(),
       canAskNotifications: () => 'Notification' in window && Notification.permission === 'default',
+      openSettings: () =>
+        notificationSettings({
+          state: this.state,
+          push: this.push,
+          watch: (fn) => {
+            this.watchers.add(fn);
+            return () => this.watchers.delete(fn);
+          },
+        }),
     });
     this.chat = new ChatView(
       this.state,
@@ -130,9 +154,11 @@ class App {
     this.startedAt = Date.now();
 
     this.state.start();
+    this.push.start();
     this.route();
     this.schedule();
-    // Refresh who we are (display name); a revoked token signs out through the API hook.
+    // Refresh who we are (display name, do not disturb); a revoked token signs out through the
+    // API hook.
     api
       .me()
       .then((me) => {
@@ -140,12 +166,15 @@ class App {
         session.display_name = me.display_name;
         session.username = me.username;
         localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+        this.state.dndUntil = me.dnd_until ?? null;
+        this.changed('me');
       })
       .catch(() => {});
   }
 
   stop() {
     this.state.stop();
+    this.push.stop();
     window.removeEventListener('hashchange', this.onHash);
     document.removeEventListener('keydown', this.onKey);
     document.removeEventListener('visibilitychange', this.onVisible);
@@ -211,6 +240,7 @@ class App {
     this.frame = 0;
     clearTimeout(this.hiddenTimer);
     this.hiddenTimer = undefined;
+    const listChanged = this.dirty.has('list');
     this.dirty.clear();
     this.sidebar.render();
     this.chat.render();
@@ -220,6 +250,26 @@ class App {
     const conv = this.openId ? this.state.convs.get(this.openId) : undefined;
     const base = conv ? `${this.state.title(conv)} · Parley` : 'Parley';
     document.title = unread ? `(${unread}) ${base}` : base;
+    if (listChanged) this.push.remember(this.notifyNames());
+    for (const fn of this.watchers) fn();
+  }
+
+  /** What the service worker may show of each conversation when a push comes (see push.js). */
+  notifyNames() {
+    const state = this.state;
+    /** @type {Record<string, import('./push.js').CachedConversation>} */
+    const names = {};
+    for (const conv of state.convs.values()) {
+      if (conv.left) continue;
+      const last = conv.c.last_message;
+      names[conv.c.conversation_id] = {
+        title: state.title(conv),
+        kind: conv.c.kind,
+        last_seq: last ? last.seq : 0,
+        last_sender: last && last.sender_id !== state.me.user_id ? state.userName(last.sender_id) : null,
+      };
+    }
+    return names;
   }
 
   renderBanner() {
@@ -253,6 +303,8 @@ class App {
       if (!ok) return;
     }
     this.signingOut = true;
+    // While the token still works: the server stops pushing to this browser.
+    await this.push.unregister();
     try {
       await api.signOut();
     } catch {
@@ -262,23 +314,48 @@ class App {
   }
 
   enableNotifications() {
-    if (!('Notification' in window)) return;
-    Notification.requestPermission().finally(() => this.schedule());
+    this.push.turnOn().finally(() => this.schedule());
   }
 
   /**
-   * A system notification for a message that arrived while the tab was hidden.
-   * @param {string} convId @param {string} senderId @param {string} text
+   * A system notification for a message that arrived while the tab was hidden, unless the user
+   * does not want one (do not disturb, a mute, mentions only).
+   * @param {Conv} conv @param {Message} m
    */
-  notify(convId, senderId, text) {
+  notify(conv, m) {
     if (document.visibilityState === 'visible') return;
     if (!('Notification' in window) || Notification.permission !== 'granted') return;
-    const conv = this.state.convs.get(convId);
-    if (!conv) return;
+    if (!this.state.wantsNotification(conv, m)) return;
+    const convId = conv.c.conversation_id;
     const title = this.state.title(conv);
-    const who = conv.c.kind === 'group' ? `${this.state.userName(senderId)}: ` : '';
+    const who = conv.c.kind === 'group' ? `${this.state.userName(m.sender_id)}: ` : '';
+    const body = `${who}${snippet(m.body.text || 'New message', 140)}`;
+    const reg = this.push.registration;
+    if (reg) void this.notifyFromWorker(reg, title, body, convId, m.seq);
+    else this.notifyFromPage(title, body, convId);
+  }
+
+  /**
+   * Through the service worker, so that it and a push for the same conversation replace each
+   * other (one tag) and a click is handled the same way. A push may have shown this message
+   * already, as "New message": the page's version, with the text, replaces it quietly.
+   * @param {ServiceWorkerRegistration} reg @param {string} title @param {string} body @param {string} convId @param {number} seq
+   */
+  async notifyFromWorker(reg, title, body, convId, seq) {
     try {
-      const n = new Notification(title, { body: `${who}${snippet(text || 'New message', 140)}`, tag: convId, icon: '/favicon.svg' });
+      const shown = await reg.getNotifications({ tag: convId });
+      const known = shown.some((n) => n.data && typeof n.data.seq === 'number' && n.data.seq >= seq);
+      const options = { body, tag: convId, renotify: !known, icon: '/favicon.svg', data: { conversation_id: convId, seq } };
+      await reg.showNotification(title, /** @type {NotificationOptions} */ (options));
+    } catch {
+      this.notifyFromPage(title, body, convId);
+    }
+  }
+
+  /** @param {string} title @param {string} body @param {string} convId */
+  notifyFromPage(title, body, convId) {
+    try {
+      const n = new Notification(title, { body, tag: convId, icon: '/favicon.svg' });
       n.onclick = () => {
         window.focus();
         this.navigate(convId);

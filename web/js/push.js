@@ -107,7 +107,7 @@ export class Push {
    * @param {boolean} [fresh] the old subscription is dead: make a new one
    */
   enable(fresh = false) {
-    this.queue = this.queue.then(() => this.setUp(fresh));
+    this.queue = this.queue.then(() => this.setUp(fresh)).catch(() => this.fail('Something went wrong; try again.'));
     return this.queue;
   }
 
@@ -115,11 +115,12 @@ export class Push {
   async setUp(fresh) {
     if (this.stopped) return;
     this.set('working');
-    let reg;
+    /** @type {ServiceWorkerRegistration | null} */
+    let reg = null;
     try {
       reg = await this.serviceWorker();
     } catch {
-      reg = null;
+      // Refused (the page's security policy, a browser setting): said below.
     }
     if (!reg) return this.fail('This browser would not start the service worker.');
     this.registration = reg;
@@ -146,15 +147,17 @@ export class Push {
     if (!this.stopped) this.set('on');
   }
 
-  /** The worker's registration once it is active, or null when the browser will not run it. */
+  /**
+   * The worker's registration once it is active, or null when the browser will not run it.
+   * @returns {Promise<ServiceWorkerRegistration | null>}
+   */
   async serviceWorker() {
     const reg = await navigator.serviceWorker.register(scriptURL(), { scope: '/', updateViaCache: 'none' });
     // Some environments (test browsers that block workers) resolve without a registration.
     if (!reg) return null;
-    return Promise.race([
-      navigator.serviceWorker.ready,
-      new Promise((resolve) => setTimeout(() => resolve(null), READY_TIMEOUT_MS)),
-    ]);
+    /** @type {Promise<null>} */
+    const timeout = new Promise((resolve) => setTimeout(() => resolve(null), READY_TIMEOUT_MS));
+    return Promise.race([navigator.serviceWorker.ready, timeout]);
   }
 
   /** @param {ServiceWorkerRegistration} reg @param {Uint8Array<ArrayBuffer>} key @param {boolean} fresh */

@@ -89,7 +89,7 @@ import { Connection } from './socket.js';
 /**
  * How a conversation notifies now: every message, only those that mention the user, or none
  * (`until`: when a timed mute ends; null when muted until unmuted).
- * @typedef {{mode: 'all' | 'mentions'} | {mode: 'muted', until: number | null}} NotifyMode
+ * @typedef {{mode: 'all'} | {mode: 'mentions'} | {mode: 'muted', until: number | null}} NotifyMode
  */
 
 /** Kinds that are messages people wrote (the ones `unread_count` counts). */

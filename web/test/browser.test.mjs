@@ -63,6 +63,54 @@ async function user(t, srv, name, opts) {
   return app;
 }
 
+/** The signed-in session of a page: its user id, and its token for REST as that device. @param {import('playwright-core').Page} page */
+async function sessionOf(page) {
+  return /** @type {{user_id: string, token: string}} */ (await page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || '{}')));
+}
+
+/**
+ * A conversation made over REST by `by`, with the browser user in it; its id.
+ * @param {Awaited<ReturnType<typeof startServer>>} srv @param {{token: string}} by @param {object} body
+ */
+async function restConversation(srv, by, body) {
+  return /** @type {string} */ ((await rest(srv, 'POST', '/v1/conversations', body, by.token)).conversation.conversation_id);
+}
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * Stands in for the browser's push service, which headless Chromium does not have (run in the
+ * page before the app): a subscription gets a loopback endpoint and a real P-256 key, and
+ * unsubscribing is counted in `window.__unsubscribed`.
+ */
+function fakePushService() {
+  const W = /** @type {any} */ (window);
+  /** @type {any} */
+  let current = null;
+  /** @param {ArrayBuffer} bytes */
+  const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/gu, '-').replace(/\//gu, '_').replace(/=+$/u, '');
+  const proto = /** @type {any} */ (PushManager.prototype);
+  proto.getSubscription = async () => current;
+  proto.subscribe = async (/** @type {PushSubscriptionOptionsInit} */ options) => {
+    const pair = await crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
+    const p256dh = b64url(await crypto.subtle.exportKey('raw', pair.publicKey));
+    const auth = b64url(crypto.getRandomValues(new Uint8Array(16)).buffer);
+    const endpoint = `http://127.0.0.1:9/push/${crypto.randomUUID()}`;
+    const key = /** @type {Uint8Array} */ (options.applicationServerKey);
+    current = {
+      endpoint,
+      options: { userVisibleOnly: true, applicationServerKey: key.slice().buffer },
+      toJSON: () => ({ endpoint, expirationTime: null, keys: { p256dh, auth } }),
+      unsubscribe: async () => {
+        current = null;
+        W.__unsubscribed = (W.__unsubscribed || 0) + 1;
+        return true;
+      },
+    };
+    return current;
+  };
+}
+
 describe('web client', { concurrency: 4 }, () => {
   test('two people chat: ticks go to Read, replies, edits, reactions, deletes', async (t) => {
     const srv = await server(t);
@@ -478,6 +526,237 @@ describe('web client', { concurrency: 4 }, () => {
     await status(message(bob.page, 'are you there?'), 'Read');
     noErrors(alice.errors);
     noErrors(bob.errors);
+  });
+
+  test('a push shows "New message" with names from the client\'s own cache, not the payload; a click opens the chat', async (t) => {
+    const srv = await server(t);
+    const [bob, carol] = await Promise.all([restUser(srv, 'bob'), restUser(srv, 'carol')]);
+    const alice = await openApp(browser, srv, { serviceWorkers: true, notifications: true });
+    t.after(() => alice.context.close());
+    await signUp(alice.page, 'alice');
+    const me = await sessionOf(alice.page);
+    const group = await restConversation(srv, bob, { kind: 'group', title: 'Climbing crew', member_ids: [me.user_id, carol.user_id] });
+    const direct = await restConversation(srv, bob, { kind: 'direct', user_id: me.user_id });
+    await conversation(alice.page, 'Climbing crew').waitFor();
+    await conversation(alice.page, 'bob').waitFor();
+
+    // Headless Chromium has no push service: subscribing fails, quietly, and the settings say so.
+    await alice.page.getByRole('button', { name: 'Menu' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Notifications' }).click();
+    const settings = alice.page.getByRole('dialog', { name: 'Notifications' });
+    await settings.getByRole('status').filter({ hasText: /^Only while Parley is open\. This browser has no push service/u }).waitFor();
+    await settings.getByRole('button', { name: 'Try again' }).waitFor();
+    await settings.getByRole('button', { name: 'Done' }).click();
+
+    // The page keeps what a notification may say where the worker reads it.
+    await until(
+      () =>
+        alice.page.evaluate(async () => {
+          const cached = await caches.match('/parley-notify/state');
+          const text = cached ? await cached.text() : '';
+          return text.includes('"title":"Climbing crew"') && text.includes('"title":"bob"');
+        }),
+      'the names cached for the service worker',
+    );
+
+    // Pushes go straight to the worker through DevTools, as a push service would bring them.
+    const cdp = await alice.context.newCDPSession(alice.page);
+    /** @type {string | null} */
+    let registrationId = null;
+    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+      const live = registrations.find((r) => !r.isDeleted && r.scopeURL === `${srv.url}/`);
+      if (live) registrationId = live.registrationId;
+    });
+    await cdp.send('ServiceWorker.enable');
+    const registration = /** @type {string} */ (await until(() => registrationId, 'the service worker registration'));
+    /** @param {object | string} payload */
+    const push = (payload) =>
+      cdp.send('ServiceWorker.deliverPushMessage', {
+        origin: srv.url,
+        registrationId: registration,
+        data: typeof payload === 'string' ? payload : JSON.stringify(payload),
+      });
+    const shown = () =>
+      alice.page.evaluate(async () =>
+        (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag })),
+      );
+    /** @param {string} tag */
+    const note = (tag) => until(async () => (await shown()).find((n) => n.tag === tag), `a notification tagged ${tag}`);
+
+    await push({ v: 1, type: 'message', conversation_id: group, seq: 2, unread_count: 1 });
+    assert.deepEqual(await note(group), { title: 'New message', body: 'Climbing crew', tag: group });
+    await push({ v: 1, type: 'message', conversation_id: direct, seq: 2, unread_count: 3 });
+    assert.deepEqual(await note(direct), { title: 'New message', body: 'bob\n3 unread messages', tag: direct });
+    // What it cannot read still says something came.
+    await push('not json');
+    assert.deepEqual(await note('parley'), { title: 'New message', body: '', tag: 'parley' });
+    // One notification per conversation: a newer push replaces the group's.
+    await push({ v: 1, type: 'message', conversation_id: group, seq: 3, unread_count: 2 });
+    await until(async () => {
+      const mine = (await shown()).filter((n) => n.tag === group);
+      return mine.length === 1 && mine[0].body === 'Climbing crew\n2 unread messages';
+    }, 'the group notification replaced');
+
+    // With the chat with Bob on screen, a push for it shows nothing (the group's still does).
+    await alice.page.evaluate(async () => {
+      for (const n of await (await navigator.serviceWorker.ready).getNotifications()) n.close();
+    });
+    await conversation(alice.page, 'bob').click();
+    await alice.page.getByRole('heading', { name: 'bob', exact: true }).waitFor();
+    await push({ v: 1, type: 'message', conversation_id: direct, seq: 3, unread_count: 1 });
+    await push({ v: 1, type: 'message', conversation_id: group, seq: 4, unread_count: 3 });
+    await note(group);
+    await holds(async () => !(await shown()).some((n) => n.tag === direct), 1_000, 'no notification for the chat on screen');
+
+    // A click on a notification opens its conversation in the open window. (Clicks on system
+    // notifications cannot be automated: the test dispatches the worker's `notificationclick`.)
+    const worker = await until(() => alice.context.serviceWorkers()[0], 'the service worker, in Playwright');
+    await worker.evaluate(async (tag) => {
+      const scope = /** @type {any} */ (globalThis);
+      const [n] = await scope.registration.getNotifications({ tag });
+      scope.dispatchEvent(new scope.NotificationEvent('notificationclick', { notification: n }));
+    }, group);
+    await alice.page.getByRole('heading', { name: 'Climbing crew' }).waitFor();
+    await until(async () => !(await shown()).some((n) => n.tag === group), 'the clicked notification closed');
+    noErrors(alice.errors);
+  });
+
+  test('push registration: the subscription reaches the server; sign-out takes it back first', async (t) => {
+    const srv = await server(t, ['--push-allow-private-endpoints']);
+    const alice = await openApp(browser, srv, { serviceWorkers: true, notifications: true, init: fakePushService });
+    t.after(() => alice.context.close());
+    await signUp(alice.page, 'alice');
+    const me = await sessionOf(alice.page);
+    const registered = await until(
+      async () => (await rest(srv, 'GET', '/v1/push/status', undefined, me.token)).push,
+      'the push registration on the server',
+    );
+    assert.equal(registered.kind, 'webpush');
+    await alice.page.getByRole('button', { name: 'Menu' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Notifications' }).click();
+    const settings = alice.page.getByRole('dialog', { name: 'Notifications' });
+    await settings.getByRole('status').filter({ hasText: 'On for this browser.' }).waitFor();
+    await settings.getByRole('button', { name: 'Done' }).click();
+
+    // Signing out deletes the registration while the token still works, then unsubscribes.
+    /** @type {string[]} */
+    const deletes = [];
+    alice.page.on('request', (r) => {
+      if (r.method() === 'DELETE') deletes.push(new URL(r.url()).pathname);
+    });
+    await alice.page.getByRole('button', { name: 'Menu' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Sign out' }).click();
+    await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.deepEqual(deletes, ['/v1/devices/current/push', '/v1/sessions/current']);
+    await until(() => alice.page.evaluate(() => /** @type {any} */ (window).__unsubscribed === 1), 'the browser unsubscribed');
+    noErrors(alice.errors);
+  });
+
+  test('notification settings: mute a chat for 8 hours, mentions only, always, unmute; do not disturb', async (t) => {
+    const srv = await server(t);
+    const bob = await restUser(srv, 'bob');
+    const alice = await user(t, srv, 'alice');
+    const me = await sessionOf(alice.page);
+    const group = await restConversation(srv, bob, { kind: 'group', title: 'Book club', member_ids: [me.user_id] });
+    await conversation(alice.page, 'Book club').click();
+    await alice.page.getByRole('heading', { name: 'Book club' }).waitFor();
+    const row = conversation(alice.page, 'Book club');
+    const settingsOnServer = async () => (await rest(srv, 'GET', `/v1/conversations/${group}`, undefined, me.token)).conversation.settings;
+    /** @param {string} item */
+    const choose = async (item) => {
+      await alice.page.getByRole('button', { name: 'Notification settings' }).click();
+      await alice.page.getByRole('menuitem', { name: item }).click();
+    };
+
+    const before = Date.now();
+    await choose('Mute for 8 hours');
+    const muted = await until(async () => {
+      const s = await settingsOnServer();
+      return s.muted_until ? s : null;
+    }, 'muted on the server');
+    const ahead = muted.muted_until - before;
+    assert.ok(Math.abs(ahead - 8 * HOUR_MS) < 60_000, `muted for about 8 hours, not ${ahead} ms`);
+    assert.equal(muted.notify, 'all');
+    await row.getByRole('img', { name: 'Muted' }).waitFor();
+
+    await choose('Mentions only');
+    await until(async () => {
+      const s = await settingsOnServer();
+      return s.notify === 'mentions' && s.muted_until === null;
+    }, 'mentions only on the server');
+    await row.getByRole('img', { name: 'Mentions only' }).waitFor();
+
+    await choose('Mute always');
+    await until(async () => (await settingsOnServer()).notify === 'none', 'muted for good on the server');
+    await row.getByRole('img', { name: 'Muted' }).waitFor();
+
+    await choose('Unmute');
+    await until(async () => {
+      const s = await settingsOnServer();
+      return s.notify === 'all' && s.muted_until === null;
+    }, 'unmuted on the server');
+    await row.getByRole('img', { name: /^(Muted|Mentions only)$/u }).waitFor({ state: 'detached' });
+
+    // Do not disturb, for the whole account, from the menu's notification settings.
+    await alice.page.getByRole('button', { name: 'Menu' }).click();
+    await alice.page.getByRole('menuitem', { name: 'Notifications' }).click();
+    const dialog = alice.page.getByRole('dialog', { name: 'Notifications' });
+    const clicked = Date.now();
+    await dialog.getByRole('button', { name: 'For 1 hour' }).click();
+    await dialog.getByRole('status').filter({ hasText: /^On until /u }).waitFor();
+    const dnd = (await rest(srv, 'GET', '/v1/me', undefined, me.token)).dnd_until;
+    assert.ok(Math.abs(dnd - clicked - HOUR_MS) < 60_000, `do not disturb for about an hour, not until ${dnd}`);
+    await dialog.getByRole('button', { name: 'Until I turn it off' }).click();
+    await dialog.getByRole('status').filter({ hasText: 'On until you turn it off.' }).waitFor();
+    await dialog.getByRole('button', { name: 'Done' }).click();
+    // The list's header shows it is on; it leads back to the settings, to turn it off.
+    await alice.page.getByRole('button', { name: 'Do not disturb is on' }).click();
+    await dialog.getByRole('button', { name: 'Turn off' }).click();
+    await dialog.getByRole('status').filter({ hasText: /^Off\.$/u }).waitFor();
+    assert.equal((await rest(srv, 'GET', '/v1/me', undefined, me.token)).dnd_until ?? null, null);
+    await dialog.getByRole('button', { name: 'Done' }).click();
+    await alice.page.getByRole('button', { name: 'Do not disturb is on' }).waitFor({ state: 'detached' });
+    noErrors(alice.errors);
+  });
+
+  test('@ mentions: the composer offers members, the message carries their ids, mine are marked', async (t) => {
+    const srv = await server(t);
+    const [bob, carol] = await Promise.all([restUser(srv, 'bob'), restUser(srv, 'carol')]);
+    const alice = await user(t, srv, 'alice');
+    const me = await sessionOf(alice.page);
+    const group = await restConversation(srv, bob, { kind: 'group', title: 'Trip planning', member_ids: [me.user_id, carol.user_id] });
+    await conversation(alice.page, 'Trip planning').click();
+    await alice.page.locator('.chat-header').getByText('3 members').waitFor();
+
+    const box = alice.page.getByRole('textbox', { name: 'Message' });
+    const offered = alice.page.getByRole('listbox', { name: 'Mention a member' });
+    await box.pressSequentially('Hi @ca');
+    await offered.getByRole('option', { name: '@carol' }).waitFor();
+    assert.equal(await offered.getByRole('option').count(), 1, 'only Carol matches “ca”');
+    await offered.getByRole('option', { name: '@carol' }).click();
+    await offered.waitFor({ state: 'hidden' });
+    assert.equal(await box.inputValue(), 'Hi @carol ');
+    // By keyboard: Enter takes the highlighted member (and does not send).
+    await box.pressSequentially('and @b');
+    await offered.getByRole('option', { name: '@bob' }).waitFor();
+    await box.press('Enter');
+    assert.equal(await box.inputValue(), 'Hi @carol and @bob ');
+    await box.pressSequentially('see you at 8');
+    await box.press('Enter');
+    await message(alice.page, 'see you at 8').waitFor();
+    const sent = await until(async () => {
+      const page = await rest(srv, 'GET', `/v1/conversations/${group}/messages?limit=50`, undefined, bob.token);
+      return page.messages.find((/** @type {any} */ m) => m.kind === 'text' && m.body.text === 'Hi @carol and @bob see you at 8');
+    }, 'the message on the server');
+    assert.deepEqual([...sent.body.mentions].sort(), [bob.user_id, carol.user_id].sort());
+    // Sent with its mentions: shown marked, for everyone.
+    await message(alice.page, 'see you at 8').locator('mark.mention', { hasText: '@carol' }).waitFor();
+
+    // Bob mentions Alice: her copy marks her name.
+    const text = '@alice can you bring the map?';
+    await rest(srv, 'POST', `/v1/conversations/${group}/messages`, { client_id: crypto.randomUUID(), kind: 'text', body: { text, mentions: [me.user_id] } }, bob.token);
+    await message(alice.page, 'bring the map').locator('mark.mention.me', { hasText: '@alice' }).waitFor();
+    noErrors(alice.errors);
   });
 
   test('screenshots of the main screens at desktop and phone width', async (t) => {

@@ -129,8 +129,12 @@ export async function restUser(srv, username) {
  * on any uncaught error or console error (CSP violations included).
  * @param {import('playwright-core').Browser} browser
  * @param {{url: string}} srv the server, or a proxy in front of it
- * @param {{viewport?: {width: number, height: number}, colorScheme?: 'light' | 'dark', mobile?: boolean, clock?: boolean}} [opts]
- *   `clock`: install Playwright's controllable clock (time still flows until fast-forwarded)
+ * @param {{viewport?: {width: number, height: number}, colorScheme?: 'light' | 'dark', mobile?: boolean, clock?: boolean,
+ *   serviceWorkers?: boolean, notifications?: boolean, init?: () => void}} [opts]
+ *   `clock`: install Playwright's controllable clock (time still flows until fast-forwarded);
+ *   `serviceWorkers`: let the app register its service worker (blocked otherwise);
+ *   `notifications`: notifications allowed, as if the user had said yes;
+ *   `init`: a script run in every page before the app's (to stand in for a browser API)
  */
 export async function openApp(browser, srv, opts = {}) {
   const context = await browser.newContext({
@@ -141,10 +145,12 @@ export async function openApp(browser, srv, opts = {}) {
     deviceScaleFactor: opts.mobile ? 2 : 1,
     locale: 'en-GB',
     timezoneId: 'Europe/Berlin',
-    serviceWorkers: 'block',
+    serviceWorkers: opts.serviceWorkers ? 'allow' : 'block',
   });
   context.setDefaultTimeout(T);
   if (opts.clock) await context.clock.install();
+  if (opts.notifications) await context.grantPermissions(['notifications'], { origin: srv.url });
+  if (opts.init) await context.addInitScript(opts.init);
   /** @type {string[]} */
   const errors = [];
   const page = await context.newPage();
@@ -162,6 +168,9 @@ function watchErrors(page, errors) {
     const text = m.text();
     // A refused WebSocket or fetch while the test holds the network down is expected.
     if (/ERR_INTERNET_DISCONNECTED|WebSocket connection to .* failed|Failed to load resource/u.test(text)) return;
+    // Chromium's own note when a page subscribes to push in an incognito profile (every browser
+    // context here is one): the app's subscription fails, and it handles that.
+    if (/does not support the Push API in incognito mode/u.test(text)) return;
     errors.push(`console: ${text}`);
   });
 }

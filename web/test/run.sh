@@ -46,8 +46,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-step "tsc --noEmit -p web (the client) and -p web/test (the tests)"
+step "tsc --noEmit: -p web (the client), web/test/tsconfig.sw.json (its service worker), -p web/test (the tests)"
 "$here/node_modules/.bin/tsc" --noEmit -p web
+"$here/node_modules/.bin/tsc" --noEmit -p web/test/tsconfig.sw.json
 "$here/node_modules/.bin/tsc" --noEmit -p web/test
 
 if [ "${PARLEY_SKIP_BUILD:-0}" != "1" ]; then

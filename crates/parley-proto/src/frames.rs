@@ -115,6 +115,13 @@ pub enum ServerFrame<'a> {
     Conversation(&'a Conversation),
     Error(ErrorFrame),
     Pong(Pong),
+    PushInvalidated(PushInvalidated),
+}
+
+/// The provider said this device's push registration is dead: register again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushInvalidated {
+    pub kind: String,
 }
 
 impl ServerFrame<'_> {

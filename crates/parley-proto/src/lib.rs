@@ -13,7 +13,7 @@ pub mod types;
 
 pub use error::ErrorCode;
 pub use id::Id;
-pub use types::{Conversation, Member, Message};
+pub use types::{Conversation, ConversationSettings, Member, Message};
 
 #[cfg(test)]
 mod doc_drift {

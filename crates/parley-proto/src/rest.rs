@@ -21,6 +21,9 @@ pub struct User {
     /// Only in `GET`/`PATCH /v1/me`: whether others see this user's last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_visible: Option<bool>,
+    /// Only in `GET`/`PATCH /v1/me`: do not disturb until then (null: off).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub dnd_until: Option<Option<i64>>,
 }
 
 /// `PATCH /v1/me`: any of the fields.
@@ -28,6 +31,104 @@ pub struct User {
 pub struct PatchMe {
     #[serde(default)]
     pub last_seen_visible: Option<bool>,
+    /// Do not disturb until then; `null` ends it; absent leaves it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub dnd_until: Option<Option<i64>>,
+}
+
+/// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/conversations/{id}/settings`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSettings {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<Option<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SettingsEnvelope {
+    pub settings: crate::types::ConversationSettings,
+}
+
+/// `PUT /v1/devices/current/push`: a Web Push/UnifiedPush subscription or a provider token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPush {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<PushKeys>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// APNs: `production` (default) or `sandbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Browsers' `PushSubscription.toJSON()` carries this; accepted and ignored.
+    #[serde(default, rename = "expirationTime", skip_serializing)]
+    pub expiration_time: Option<Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushEnvelope {
+    pub push: PushRegistered,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushRegistered {
+    pub kind: String,
+    pub registered_at: i64,
+}
+
+/// `GET /v1/push/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushStatusEnvelope {
+    pub push: Option<PushStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushStatus {
+    pub kind: String,
+    pub registered_at: i64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<PushError>,
+    pub invalidated_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushError {
+    pub at: i64,
+    pub status: u16,
+    pub reason: String,
+}
+
+/// `GET /v1/push/vapid`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VapidKey {
+    pub public_key: String,
+}
+
+/// `POST /v1/push/test`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushTest {
+    pub ok: bool,
+    /// The provider's HTTP status (0: no answer).
+    pub status: u16,
+    /// What the provider said, when it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/presence?user_ids=1,2,3`.

@@ -37,6 +37,24 @@ pub struct Conversation {
     pub members_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
+    /// The caller's notification settings for it.
+    #[serde(default)]
+    pub settings: ConversationSettings,
+}
+
+/// A member's notification settings for a conversation (`PATCH /v1/conversations/{id}/settings`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSettings {
+    /// No pushes until then (ms since the epoch); null: not muted.
+    pub muted_until: Option<i64>,
+    /// `all`, `mentions` or `none`.
+    pub notify: String,
+}
+
+impl Default for ConversationSettings {
+    fn default() -> Self {
+        ConversationSettings { muted_until: None, notify: "all".into() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use parley_core::ids::UserId;
+use parley_core::ids::{DeviceId, UserId};
 use redis::Script;
 use redis::aio::ConnectionManager;
 
@@ -251,6 +251,34 @@ impl Directory {
             })
             .collect();
         Ok(Written { lost, online })
+    }
+
+    fn devices_key(&self, node: &str) -> String {
+        format!("{}:devs:{node}", self.prefix)
+    }
+
+    /// Marks `device` as connected on this node (a set per node, read only for nodes whose
+    /// directory entries are live, so a dead node's set is never believed).
+    pub(crate) async fn add_device(&self, device: DeviceId) -> redis::RedisResult<()> {
+        redis::cmd("SADD").arg(self.devices_key(&self.node)).arg(device.0).query_async(&mut self.conn.clone()).await
+    }
+
+    pub(crate) async fn remove_device(&self, device: DeviceId) -> redis::RedisResult<()> {
+        redis::cmd("SREM").arg(self.devices_key(&self.node)).arg(device.0).query_async(&mut self.conn.clone()).await
+    }
+
+    /// Forgets this node's devices (at start: whatever an earlier run left is stale).
+    pub(crate) async fn clear_devices(&self) -> redis::RedisResult<()> {
+        redis::cmd("DEL").arg(self.devices_key(&self.node)).query_async(&mut self.conn.clone()).await
+    }
+
+    /// For each `(node, device)`, whether the node has the device marked connected.
+    pub(crate) async fn devices_on(&self, pairs: &[(&str, DeviceId)]) -> redis::RedisResult<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for (node, device) in pairs {
+            pipe.cmd("SISMEMBER").arg(self.devices_key(node)).arg(device.0);
+        }
+        pipe.query_async(&mut self.conn.clone()).await
     }
 
     /// The nodes (other than lingering ones) where each of `users` has connections.

@@ -410,6 +410,7 @@ impl ClusterRouter {
 
         // Set this node's marker now, so the first refresh does not take a fresh start for lost data.
         dir.write(&[], true).await?;
+        dir.clear_devices().await?;
         let subjects = Subjects::new(&config.cluster);
         let stream = jobs::setup(&js, &config, &subjects).await?;
         let (out_tx, out_rx) = mpsc::channel(config.publish_queue.max(16));
@@ -525,21 +526,41 @@ impl Drop for ClusterRouter {
 #[async_trait]
 impl Router for ClusterRouter {
     fn register(&self, conn: ConnHandle) -> Registered {
-        let user = conn.user_id;
+        let (user, device) = (conn.user_id, conn.device_id);
         self.inner.local.add(conn);
+        // Other nodes' push workers ask whether this device is connected.
+        let dir = self.inner.dir.clone();
+        let marked = async move {
+            if let Err(e) = dir.add_device(device).await {
+                tracing::warn!(error = %e, "redis: cannot mark a device connected");
+            }
+        };
         let (tx, rx) = oneshot::channel();
         if self.inner.dir_ops.try_send((Op::Register(user), Some(tx))).is_err() {
             // The next refresh registers it.
-            return Box::pin(std::future::ready(()));
+            return Box::pin(async move {
+                let _ = tokio::time::timeout(REGISTER_WAIT, marked).await;
+            });
         }
         Box::pin(async move {
-            let _ = tokio::time::timeout(REGISTER_WAIT, rx).await;
+            let _ = tokio::time::timeout(REGISTER_WAIT, futures_util::future::join(rx, marked)).await;
         })
     }
 
     fn unregister(&self, user_id: UserId, conn_id: u64) {
+        let device = self.inner.local.device_of(user_id, conn_id);
         if self.inner.local.remove(user_id, conn_id) {
             let _ = self.inner.dir_ops.try_send((Op::Linger(user_id, parley_core::now_ms()), None));
+        }
+        if let Some(device) = device
+            && !self.inner.local.has_device(user_id, device)
+        {
+            let dir = self.inner.dir.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dir.remove_device(device).await {
+                    tracing::warn!(error = %e, "redis: cannot mark a device disconnected");
+                }
+            });
         }
     }
 
@@ -577,6 +598,47 @@ impl Router for ClusterRouter {
                 false
             }
         }
+    }
+
+    async fn devices_online(&self, devices: &[(UserId, DeviceId)]) -> Vec<bool> {
+        let mut out: Vec<bool> = devices.iter().map(|&(u, d)| self.inner.local.has_device(u, d)).collect();
+        let mut users: Vec<UserId> = devices.iter().zip(&out).filter(|(_, on)| !**on).map(|(p, _)| p.0).collect();
+        if users.is_empty() {
+            return out;
+        }
+        users.sort_unstable();
+        users.dedup();
+        // Where each user has connections, then whether those nodes have this device.
+        let nodes = match self.inner.dir.lookup(&users).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis: cannot look up connected devices");
+                return out;
+            }
+        };
+        let mut pairs: Vec<(&str, DeviceId)> = Vec::new();
+        let mut at: Vec<usize> = Vec::new();
+        for (i, &(u, d)) in devices.iter().enumerate() {
+            if out[i] {
+                continue;
+            }
+            for node in nodes.get(&u).into_iter().flatten().filter(|n| **n != self.inner.node) {
+                pairs.push((node, d));
+                at.push(i);
+            }
+        }
+        if pairs.is_empty() {
+            return out;
+        }
+        match self.inner.dir.devices_on(&pairs).await {
+            Ok(found) => {
+                for (i, on) in at.into_iter().zip(found) {
+                    out[i] |= on;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "redis: cannot look up connected devices"),
+        }
+        out
     }
 
     fn connection_count(&self) -> usize {

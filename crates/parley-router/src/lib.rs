@@ -134,6 +134,9 @@ pub trait Router: Send + Sync + 'static {
     /// Whether `user` has at least one connection anywhere (in a cluster: or did within the
     /// presence grace period).
     async fn is_online(&self, user_id: UserId) -> bool;
+    /// For each `(user, device)`, whether that device has a connection open on any node (a
+    /// device with one gets its messages live and is not pushed).
+    async fn devices_online(&self, devices: &[(UserId, DeviceId)]) -> Vec<bool>;
     /// Connections currently registered on this node.
     fn connection_count(&self) -> usize;
     /// The round trip to each external dependency (none in-process).

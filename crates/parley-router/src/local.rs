@@ -71,6 +71,18 @@ impl LocalRouter {
         self.shard(user_id).read().unwrap_or_else(|e| e.into_inner()).contains_key(&user_id)
     }
 
+    /// Whether `device` of `user_id` has a connection here.
+    pub fn has_device(&self, user_id: UserId, device: DeviceId) -> bool {
+        let map = self.shard(user_id).read().unwrap_or_else(|e| e.into_inner());
+        map.get(&user_id).is_some_and(|conns| conns.iter().any(|c| c.device_id == device))
+    }
+
+    /// The device a connection here belongs to.
+    pub fn device_of(&self, user_id: UserId, conn_id: u64) -> Option<DeviceId> {
+        let map = self.shard(user_id).read().unwrap_or_else(|e| e.into_inner());
+        map.get(&user_id)?.iter().find(|c| c.id == conn_id).map(|c| c.device_id)
+    }
+
     /// Every user with a connection here.
     pub fn users(&self) -> Vec<UserId> {
         let mut out = Vec::with_capacity(self.connections.load(Ordering::Relaxed));
@@ -142,6 +154,10 @@ impl Router for LocalRouter {
 
     async fn is_online(&self, user_id: UserId) -> bool {
         self.has(user_id)
+    }
+
+    async fn devices_online(&self, devices: &[(UserId, DeviceId)]) -> Vec<bool> {
+        devices.iter().map(|&(u, d)| self.has_device(u, d)).collect()
     }
 
     fn connection_count(&self) -> usize {

@@ -46,6 +46,22 @@ pub struct Config {
     /// Shortest interval between two forwarded `typing` `active: true` frames per connection and
     /// conversation; more frequent ones are dropped (thinned), never an error.
     pub typing_interval_ms: u64,
+    /// Further messages to a (device, conversation) within this many ms of a push are merged
+    /// into one push sent when the window ends.
+    pub push_coalesce_ms: u64,
+    /// Accept Web Push/UnifiedPush endpoints on loopback and private addresses (a LAN
+    /// distributor, tests). Off: such endpoints are refused (400) and never connected to.
+    pub push_allow_private_endpoints: bool,
+    /// How long a provider keeps a push for an unreachable device, in seconds.
+    pub push_ttl_secs: u64,
+    /// Most pushes one device gets per minute; more wait for the next minute (merged meanwhile).
+    pub push_device_per_minute: u32,
+    /// Pushes in flight at once, over all providers.
+    pub push_concurrency: usize,
+    /// How long a node holds a claimed push before another node may take it, in ms.
+    pub push_lease_ms: u64,
+    /// Milliseconds a provider has to answer one push.
+    pub push_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -68,6 +84,13 @@ impl Default for Config {
             receipt_interval_ms: 250,
             presence_grace_ms: 5_000,
             typing_interval_ms: 3_000,
+            push_coalesce_ms: 2_000,
+            push_allow_private_endpoints: false,
+            push_ttl_secs: 86_400,
+            push_device_per_minute: 30,
+            push_concurrency: 256,
+            push_lease_ms: 30_000,
+            push_timeout_ms: 10_000,
         }
     }
 }

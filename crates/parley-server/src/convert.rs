@@ -45,6 +45,7 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
                 })
                 .collect()
         }),
+        settings: settings(c.settings),
     }
 }
 
@@ -54,6 +55,7 @@ pub(crate) fn user(u: &model::User) -> wire::rest::User {
         username: u.username.clone(),
         display_name: u.display_name.clone(),
         last_seen_visible: None,
+        dnd_until: None,
     }
 }
 
@@ -64,4 +66,8 @@ pub(crate) fn device(d: &model::Device) -> wire::rest::Device {
         created_at: d.created_at,
         last_active_at: d.last_active_at,
     }
+}
+
+pub(crate) fn settings(s: parley_core::push::MemberSettings) -> wire::ConversationSettings {
+    wire::ConversationSettings { muted_until: s.muted_until, notify: s.notify.as_str().to_owned() }
 }

@@ -13,6 +13,7 @@ mod members;
 mod metrics;
 mod passwords;
 mod presence;
+mod push;
 mod ratelimit;
 mod routed;
 mod routes;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use push::PushProviders;
 use state::App;
 
 /// Events queued between the store's writer and the fanout task; a backend is opened with the
@@ -55,12 +57,18 @@ pub struct Backends {
     pub cluster: Option<Arc<dyn ClusterBus>>,
     /// What these are, for the start log (e.g. `SQLite in ./data`).
     pub description: String,
+    /// The push provider clients.
+    pub push: PushProviders,
+    /// This node's name (the owner of the push leases it takes).
+    pub node: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot read the push secrets from the store: {0}")]
+    Secrets(#[from] parley_store::StoreError),
 }
 
 /// Runs the server on `listener` with `backends` until `shutdown` is cancelled, then drains:
@@ -73,9 +81,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let Backends { store, events, router, cluster, description } = backends;
+    let Backends { store, events, router, cluster, description, push, node } = backends;
     let tracker = TaskTracker::new();
-    let app = App::new(config, store.clone(), router.clone(), cluster.clone(), shutdown.clone(), tracker.clone()).await;
+    let pusher = push::Pusher::new(&config, &*store, push, node).await?;
+    let app =
+        App::new(config, store.clone(), router.clone(), cluster.clone(), pusher, shutdown.clone(), tracker.clone()).await;
 
     // The server's long-lived loops; stopped (aborted, then awaited) last in the drain. Shorter
     // tasks they start run on `app.tasks`.
@@ -85,6 +95,7 @@ pub async fn run(
     }
     background.spawn(fanout::run(app.clone(), events));
     background.spawn(ratelimit::sweep(app.rate.clone()));
+    background.spawn(push::worker::run(app.clone()));
     // The first probes are taken before the first request, so `/metrics` always has every
     // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).
     probe_once(&app).await;

@@ -196,7 +196,7 @@ pub(crate) fn render_router(out: &mut String, s: &parley_router::RouterStats) {
 }
 
 /// Appends one histogram; `scale` turns recorded units into the exposed ones.
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
+pub(crate) fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
     let s = h.snapshot();
     let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} histogram");
     for (bound, count) in &s.buckets {

@@ -33,6 +33,7 @@ pub(crate) struct App {
     pub members: MemberCache,
     pub metrics: Metrics,
     pub presence: Arc<Presence>,
+    pub push: crate::push::Pusher,
     /// Cancelled when the server starts draining.
     pub shutdown: CancellationToken,
     /// WebSocket connection tasks, awaited on shutdown.
@@ -53,6 +54,7 @@ impl App {
         store: Arc<dyn Store>,
         router: Arc<dyn Router>,
         cluster: Option<Arc<dyn ClusterBus>>,
+        push: crate::push::Pusher,
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
@@ -70,6 +72,7 @@ impl App {
                 shutdown.clone(),
             )),
             routed: cluster.as_ref().map(|_| Arc::new(Routed::default())),
+            push,
             cluster,
             config,
             store,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use parley_router::{ClusterBus, LocalRouter, Router};
 use parley_router_cluster::{ClusterConfig, ClusterRouter};
-use parley_server::{Backends, Config};
+use parley_server::{Backends, Config, PushProviders};
 use parley_store::{EventSender, Store};
 use parley_store_postgres::{ConnectError, PgStore};
 use parley_store_sqlite::SqliteStore;
@@ -40,6 +40,22 @@ pub(crate) struct BackendSettings {
     /// The cluster's name: prefixes its NATS subjects, JetStream streams and Redis keys, so
     /// several clusters can share the same NATS and Redis.
     pub cluster: String,
+    /// The contact in VAPID tokens (`mailto:` or `https:`), which push services may use to reach
+    /// the operator.
+    pub push_vapid_subject: String,
+    /// APNs token authentication: the `.p8` key, its id, the team id and the app's bundle id.
+    pub apns_key_file: Option<PathBuf>,
+    pub apns_key_id: Option<String>,
+    pub apns_team_id: Option<String>,
+    pub apns_topic: Option<String>,
+    /// Another APNs base URL and CA (a local fake).
+    pub apns_url: Option<String>,
+    pub apns_ca_file: Option<PathBuf>,
+    /// Background pushes instead of alerts.
+    pub apns_background: bool,
+    /// The FCM service account key file (JSON), and another base URL (a local fake).
+    pub fcm_service_account: Option<PathBuf>,
+    pub fcm_url: Option<String>,
 }
 
 impl Default for BackendSettings {
@@ -52,14 +68,41 @@ impl Default for BackendSettings {
             nats: None,
             redis: None,
             cluster: "parley".into(),
+            push_vapid_subject: "mailto:parley@localhost".into(),
+            apns_key_file: None,
+            apns_key_id: None,
+            apns_team_id: None,
+            apns_topic: None,
+            apns_url: None,
+            apns_ca_file: None,
+            apns_background: false,
+            fcm_service_account: None,
+            fcm_url: None,
         }
     }
 }
 
 impl BackendSettings {
     /// The keys of the settings file that are these settings.
-    pub(crate) const KEYS: [&'static str; 7] =
-        ["data_dir", "node_id", "store", "migrate_on_start", "nats", "redis", "cluster"];
+    pub(crate) const KEYS: [&'static str; 17] = [
+        "data_dir",
+        "node_id",
+        "store",
+        "migrate_on_start",
+        "nats",
+        "redis",
+        "cluster",
+        "push_vapid_subject",
+        "apns_key_file",
+        "apns_key_id",
+        "apns_team_id",
+        "apns_topic",
+        "apns_url",
+        "apns_ca_file",
+        "apns_background",
+        "fcm_service_account",
+        "fcm_url",
+    ];
 
     /// The node number (0–1023) in every id this node makes: `node_id` itself when it is one,
     /// else a stable hash of the name (FNV-1a), so a restarted node keeps its number.
@@ -108,7 +151,56 @@ pub(crate) async fn connect(config: &BackendSettings, server: &Config) -> anyhow
         (Some(_), None) => "PostgreSQL".to_owned(),
         (None, _) => format!("SQLite in {}", config.data_dir.display()),
     };
-    Ok(Backends { store, events, router, cluster, description })
+    let push = push_providers(config, server, &*store).await?;
+    let node = node_name(&config.node_id);
+    Ok(Backends { store, events, router, cluster, description, push, node })
+}
+
+/// The push provider clients: Web Push always (with the deployment's VAPID key, made at first
+/// start and kept in the store, so subscriptions survive restarts and every node signs alike),
+/// APNs and FCM when their credentials are configured.
+async fn push_providers(config: &BackendSettings, server: &Config, store: &dyn Store) -> anyhow::Result<PushProviders> {
+    use parley_push::vapid::VapidKey;
+    let timeout = Duration::from_millis(server.push_timeout_ms);
+    let fresh = VapidKey::generate().context("cannot make a VAPID key")?;
+    let stored = store.secret("vapid_pkcs8", fresh.pkcs8().to_vec()).await.context("cannot read the VAPID key")?;
+    let vapid = VapidKey::from_pkcs8(&stored).context("the stored VAPID key")?;
+    let web = parley_push::web::WebPush::new(
+        vapid,
+        config.push_vapid_subject.clone(),
+        server.push_allow_private_endpoints,
+        timeout,
+    )
+    .context("cannot build the Web Push client")?;
+    let mut providers = PushProviders { web: Some(Arc::new(web)), apns: None, fcm: None };
+    if let (Some(file), Some(key_id), Some(team_id), Some(topic)) =
+        (&config.apns_key_file, &config.apns_key_id, &config.apns_team_id, &config.apns_topic)
+    {
+        let key_pem = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let ca_pem = match &config.apns_ca_file {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?),
+            None => None,
+        };
+        let apns = parley_push::apns::Apns::new(parley_push::apns::ApnsConfig {
+            key_pem,
+            key_id: key_id.clone(),
+            team_id: team_id.clone(),
+            topic: topic.clone(),
+            url: config.apns_url.clone(),
+            ca_pem,
+            background: config.apns_background,
+            timeout,
+        })
+        .with_context(|| format!("APNs key {}", file.display()))?;
+        providers.apns = Some(Arc::new(apns));
+    }
+    if let Some(file) = &config.fcm_service_account {
+        let json = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let fcm = parley_push::fcm::Fcm::new(&json, config.fcm_url.clone(), timeout)
+            .with_context(|| format!("FCM service account {}", file.display()))?;
+        providers.fcm = Some(Arc::new(fcm));
+    }
+    Ok(providers)
 }
 
 /// Connects to PostgreSQL as this node. A numeric `node_id` is the node number, and a second node

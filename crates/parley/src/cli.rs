@@ -263,6 +263,57 @@ pub(crate) struct ServeArgs {
     /// Shortest interval between forwarded `typing` frames per connection and conversation, in ms [default: 3000].
     #[arg(long, env = "PARLEY_TYPING_INTERVAL_MS")]
     pub typing_interval_ms: Option<u64>,
+    /// Ms within which further messages to a device and conversation merge into one push [default: 2000].
+    #[arg(long, env = "PARLEY_PUSH_COALESCE_MS")]
+    pub push_coalesce_ms: Option<u64>,
+    /// Accept Web Push/UnifiedPush endpoints on loopback and private addresses.
+    #[arg(long, env = "PARLEY_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
+    pub push_allow_private_endpoints: bool,
+    /// Seconds a provider keeps a push for an unreachable device [default: 86400].
+    #[arg(long, env = "PARLEY_PUSH_TTL_SECS")]
+    pub push_ttl_secs: Option<u64>,
+    /// Most pushes per device per minute [default: 30].
+    #[arg(long, env = "PARLEY_PUSH_DEVICE_PER_MINUTE")]
+    pub push_device_per_minute: Option<u32>,
+    /// Pushes in flight at once [default: 256].
+    #[arg(long, env = "PARLEY_PUSH_CONCURRENCY")]
+    pub push_concurrency: Option<usize>,
+    /// Ms a node holds a claimed push before another node may take it [default: 30000].
+    #[arg(long, env = "PARLEY_PUSH_LEASE_MS")]
+    pub push_lease_ms: Option<u64>,
+    /// Ms a provider has to answer a push [default: 10000].
+    #[arg(long, env = "PARLEY_PUSH_TIMEOUT_MS")]
+    pub push_timeout_ms: Option<u64>,
+    /// The contact in VAPID tokens (mailto: or https:) [default: mailto:parley@localhost].
+    #[arg(long, env = "PARLEY_PUSH_VAPID_SUBJECT")]
+    pub push_vapid_subject: Option<String>,
+    /// APNs: the .p8 key file from Apple (Keys → Apple Push Notifications service).
+    #[arg(long, env = "PARLEY_APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// APNs: the key's 10-character Key ID.
+    #[arg(long, env = "PARLEY_APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// APNs: the 10-character Team ID.
+    #[arg(long, env = "PARLEY_APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// APNs: the app's bundle id (the apns-topic).
+    #[arg(long, env = "PARLEY_APNS_TOPIC")]
+    pub apns_topic: Option<String>,
+    /// APNs: another base URL than Apple's (a local fake in tests).
+    #[arg(long, env = "PARLEY_APNS_URL")]
+    pub apns_url: Option<String>,
+    /// APNs: extra CA certificates (PEM) to trust, for a fake with its own CA.
+    #[arg(long, env = "PARLEY_APNS_CA_FILE")]
+    pub apns_ca_file: Option<PathBuf>,
+    /// APNs: send background pushes (content-available, priority 5) instead of alerts.
+    #[arg(long, env = "PARLEY_APNS_BACKGROUND")]
+    pub apns_background: bool,
+    /// FCM: the service account key file (JSON) from the Firebase console.
+    #[arg(long, env = "PARLEY_FCM_SERVICE_ACCOUNT")]
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM: another base URL than Google's (a local fake in tests).
+    #[arg(long, env = "PARLEY_FCM_URL")]
+    pub fcm_url: Option<String>,
 }
 
 #[derive(Args, Debug)]

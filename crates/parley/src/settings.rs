@@ -33,6 +33,35 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         ($on:ident: $($field:ident),* $(,)?) => { $( if let Some(v) = &args.$field { $on.$field = v.clone(); } )* };
     }
     layer!(be: data_dir, node_id, cluster);
+    for (arg, field) in [
+        (&args.apns_key_file, &mut be.apns_key_file),
+        (&args.apns_ca_file, &mut be.apns_ca_file),
+        (&args.fcm_service_account, &mut be.fcm_service_account),
+    ] {
+        if arg.is_some() {
+            field.clone_from(arg);
+        }
+    }
+    for (arg, field) in [
+        (&args.apns_key_id, &mut be.apns_key_id),
+        (&args.apns_team_id, &mut be.apns_team_id),
+        (&args.apns_topic, &mut be.apns_topic),
+        (&args.apns_url, &mut be.apns_url),
+        (&args.fcm_url, &mut be.fcm_url),
+    ] {
+        if arg.is_some() {
+            field.clone_from(arg);
+        }
+    }
+    if let Some(s) = &args.push_vapid_subject {
+        be.push_vapid_subject.clone_from(s);
+    }
+    if args.apns_background {
+        be.apns_background = true;
+    }
+    if args.push_allow_private_endpoints {
+        cfg.push_allow_private_endpoints = true;
+    }
     layer!(cfg:
         listen,
         send_rate_per_sec,
@@ -50,6 +79,12 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         receipt_interval_ms,
         presence_grace_ms,
         typing_interval_ms,
+        push_coalesce_ms,
+        push_ttl_secs,
+        push_device_per_minute,
+        push_concurrency,
+        push_lease_ms,
+        push_timeout_ms,
     );
     for (arg, field) in [(&args.store, &mut be.store), (&args.nats, &mut be.nats), (&args.redis, &mut be.redis)] {
         if arg.is_some() {
@@ -76,6 +111,13 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
     }
     if be.clustered() && be.store.is_none() {
         anyhow::bail!("a cluster needs a shared store: set store to a postgres:// URL");
+    }
+    if !(be.push_vapid_subject.starts_with("mailto:") || be.push_vapid_subject.starts_with("https:")) {
+        anyhow::bail!("push_vapid_subject must be a mailto: or https: URL (RFC 8292)");
+    }
+    let apns = [&be.apns_key_id, &be.apns_team_id, &be.apns_topic];
+    if be.apns_key_file.is_some() != apns.iter().all(|v| v.is_some()) || (be.apns_key_file.is_none() && apns.iter().any(|v| v.is_some())) {
+        anyhow::bail!("APNs needs all of apns_key_file, apns_key_id, apns_team_id and apns_topic");
     }
     Ok((cfg, be))
 }

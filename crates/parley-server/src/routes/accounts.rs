@@ -69,7 +69,8 @@ pub(super) async fn logout(State(app): State<Arc<App>>, me: Authed) -> ApiResult
 pub(super) async fn me(State(app): State<Arc<App>>, me: Authed) -> ApiResult<Json<User>> {
     let user = app.store.user(me.user_id).await?.ok_or_else(ApiError::unauthorized)?;
     let visible = app.store.presence_records(&[me.user_id]).await?.first().is_none_or(|r| r.last_seen_visible);
-    Ok(Json(User { last_seen_visible: Some(visible), ..convert::user(&user) }))
+    let dnd_until = app.store.dnd_until(me.user_id).await?;
+    Ok(Json(User { last_seen_visible: Some(visible), dnd_until: Some(dnd_until), ..convert::user(&user) }))
 }
 
 /// `PATCH /v1/me`: privacy settings. Hiding last seen also hides everyone else's from you.
@@ -81,6 +82,12 @@ pub(super) async fn patch_me(
     if let Some(visible) = req.last_seen_visible {
         app.store.set_last_seen_visible(me.user_id, visible).await?;
         app.presence.set_visible(me.user_id, visible);
+    }
+    if let Some(until) = req.dnd_until {
+        if until.is_some_and(|t| t < 0) {
+            return Err(ApiError::bad_request("dnd_until must be a time in milliseconds or null"));
+        }
+        app.store.set_dnd(me.user_id, until).await?;
     }
     self::me(State(app), me).await
 }

@@ -8,13 +8,14 @@ mod devices;
 mod health;
 mod messages;
 mod presence;
+pub(crate) mod push;
 mod web;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::error::ApiError;
 use crate::json::MAX_BODY_BYTES;
@@ -33,7 +34,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/presence", get(presence::list))
         .route("/v1/users/{username}", get(accounts::lookup))
         .route("/v1/devices", get(devices::list))
+        .route("/v1/devices/current/push", axum::routing::put(push::put).delete(push::delete))
         .route("/v1/devices/{device_id}", delete(devices::remove))
+        .route("/v1/push/status", get(push::status))
+        .route("/v1/push/vapid", get(push::vapid))
+        .route("/v1/push/test", post(push::test))
+        .route("/v1/conversations/{id}/settings", patch(push::patch_settings))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get_one).patch(conversations::patch))
         .route("/v1/conversations/{id}/members", post(conversations::add_members))

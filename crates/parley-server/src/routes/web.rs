@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
      object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; \
-     require-trusted-types-for 'script'; trusted-types 'none'";
+     require-trusted-types-for 'script'; trusted-types parley-sw";
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -66,6 +66,9 @@ static ASSETS: &[Asset] = &[
     asset!("/js/ui/composer.js", JS),
     asset!("/js/ui/dialogs.js", JS),
     asset!("/js/ui/groupinfo.js", JS),
+    asset!("/js/ui/settings.js", JS),
+    asset!("/js/push.js", JS),
+    asset!("/sw.js", JS),
 ];
 
 /// Adds a `GET` (and so `HEAD`) route for every embedded file, and `/` for `index.html`.
