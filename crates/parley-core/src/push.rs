@@ -116,7 +116,10 @@ pub struct SettingsPatch {
 
 impl MemberSettings {
     pub fn apply(self, p: SettingsPatch) -> MemberSettings {
-        MemberSettings { muted_until: p.muted_until.unwrap_or(self.muted_until), notify: p.notify.unwrap_or(self.notify) }
+        MemberSettings {
+            muted_until: p.muted_until.unwrap_or(self.muted_until),
+            notify: p.notify.unwrap_or(self.notify),
+        }
     }
 }
 

@@ -133,7 +133,8 @@ impl Provider for Apns {
         } else {
             // A generic alert the app's notification service extension replaces from its own
             // state: the words are the same for every push and say nothing of the message.
-            body["aps"] = serde_json::json!({ "alert": { "title": "New message" }, "mutable-content": 1, "sound": "default" });
+            body["aps"] =
+                serde_json::json!({ "alert": { "title": "New message" }, "mutable-content": 1, "sound": "default" });
             ("alert", "10")
         };
         let expiration = unix_now() + push.ttl.as_secs();

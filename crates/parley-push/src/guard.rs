@@ -61,7 +61,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 /// and (unless `allow_private`) every address it resolves to public.
 pub async fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<Url, EndpointError> {
     let url = Url::parse(endpoint).map_err(|_| EndpointError::NotHttp)?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) || !url.username().is_empty()
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
     {
         return Err(EndpointError::NotHttp);
     }
@@ -122,7 +124,20 @@ mod tests {
 
     #[test]
     fn private_and_special_addresses_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "224.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "142.250.1.1", "2a00:1450:4001::1"] {

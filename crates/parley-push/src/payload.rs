@@ -83,9 +83,6 @@ mod tests {
     #[test]
     fn the_payload_has_exactly_the_contract_fields() {
         let p = Payload { conversation_id: ConversationId(42), seq: Seq(7), unread_count: 3 };
-        assert_eq!(
-            p.json().to_string(),
-            r#"{"conversation_id":"42","seq":7,"type":"message","unread_count":3,"v":1}"#
-        );
+        assert_eq!(p.json().to_string(), r#"{"conversation_id":"42","seq":7,"type":"message","unread_count":3,"v":1}"#);
     }
 }

@@ -39,7 +39,9 @@ impl Delivery {
     pub fn status(&self) -> u16 {
         match self {
             Delivery::Delivered => 200,
-            Delivery::Gone { status, .. } | Delivery::Retry { status, .. } | Delivery::Rejected { status, .. } => *status,
+            Delivery::Gone { status, .. } | Delivery::Retry { status, .. } | Delivery::Rejected { status, .. } => {
+                *status
+            }
         }
     }
 

@@ -36,7 +36,12 @@ impl std::fmt::Debug for WebPush {
 
 impl WebPush {
     /// `subject` is the operator's contact (`mailto:` or `https:`), sent in every token.
-    pub fn new(vapid: VapidKey, subject: String, allow_private: bool, timeout: Duration) -> Result<WebPush, reqwest::Error> {
+    pub fn new(
+        vapid: VapidKey,
+        subject: String,
+        allow_private: bool,
+        timeout: Duration,
+    ) -> Result<WebPush, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))

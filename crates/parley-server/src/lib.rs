@@ -85,7 +85,8 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let pusher = push::Pusher::new(&config, &*store, push, node).await?;
     let app =
-        App::new(config, store.clone(), router.clone(), cluster.clone(), pusher, shutdown.clone(), tracker.clone()).await;
+        App::new(config, store.clone(), router.clone(), cluster.clone(), pusher, shutdown.clone(), tracker.clone())
+            .await;
 
     // The server's long-lived loops; stopped (aborted, then awaited) last in the drain. Shorter
     // tasks they start run on `app.tasks`.

@@ -73,8 +73,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use parley_store::{
-    PushDone, PushJob,
-    Backlog, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
+    Backlog, EventSender, HistoryQuery, NewMessage, PushDone, PushJob, Result, SendOutcome, Store, StoreError, Ticket,
+    WriterStats,
 };
 use writer::{Msg, Op, Reply};
 
@@ -488,7 +488,12 @@ impl Store for PgStore {
         Ok(messages::receipts(&*self.reader().await?, user, id, seq).await?)
     }
 
-    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>> {
+    async fn set_settings(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        patch: SettingsPatch,
+    ) -> Result<Option<MemberSettings>> {
         Ok(push::set_settings(&*self.reader().await?, user, id, patch).await?)
     }
 
@@ -500,7 +505,13 @@ impl Store for PgStore {
         Ok(push::dnd_until(&*self.reader().await?, user).await?)
     }
 
-    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration> {
+    async fn set_push(
+        &self,
+        device: DeviceId,
+        user: UserId,
+        kind: PushKind,
+        address: PushAddress,
+    ) -> Result<PushRegistration> {
         Ok(push::set_push(&*self.reader().await?, device, user, kind, address).await?)
     }
 

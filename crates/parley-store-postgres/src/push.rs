@@ -11,7 +11,9 @@ use deadpool_postgres::ClientWrapper;
 use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::Message;
-use parley_core::push::{self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient};
+use parley_core::push::{
+    self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient,
+};
 use parley_store::{PushDone, PushJob, PushOutcome, StoreError};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -62,7 +64,9 @@ pub(crate) async fn set_push(
 ) -> Result<PushRegistration> {
     let now = parley_core::now_ms();
     let (addr, p256dh, auth, sandbox) = match &address {
-        PushAddress::Web { endpoint, p256dh, auth } => (endpoint.clone(), Some(p256dh.clone()), Some(auth.clone()), false),
+        PushAddress::Web { endpoint, p256dh, auth } => {
+            (endpoint.clone(), Some(p256dh.clone()), Some(auth.clone()), false)
+        }
         PushAddress::Token { token, sandbox } => (token.clone(), None, None, *sandbox),
     };
     // Only for a device that still exists (it may have been revoked a moment ago).
@@ -201,10 +205,7 @@ pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<boo
             continue;
         }
         let key = (r.try_get::<_, i64>(1)?, m.conversation_id.0);
-        merged
-            .entry(key)
-            .and_modify(|e| *e = (e.0.max(m.seq.0), e.1.min(m.ts), e.2 + 1))
-            .or_insert((m.seq.0, m.ts, 0));
+        merged.entry(key).and_modify(|e| *e = (e.0.max(m.seq.0), e.1.min(m.ts), e.2 + 1)).or_insert((m.seq.0, m.ts, 0));
     }
     if merged.is_empty() {
         return Ok(false);

@@ -18,7 +18,8 @@ const MIGRATION_LOCK: i64 = 0x7061_726c_6579_2d6d;
 /// Each entry is one migration, numbered from 1; never edit one that has shipped, append a new
 /// one. Migration 1 is the SQLite schema (its three migrations) in PostgreSQL terms, with the
 /// log in 16 hash partitions (changing that number is a new migration that rewrites the table).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id                BIGINT PRIMARY KEY,
     username          TEXT NOT NULL UNIQUE,
@@ -157,7 +158,8 @@ CREATE TABLE secrets (
     name  TEXT PRIMARY KEY,
     value BYTEA NOT NULL
 );
-"#];
+"#,
+];
 
 /// The schema version this build expects.
 pub(crate) fn latest() -> i32 {

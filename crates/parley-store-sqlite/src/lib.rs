@@ -20,7 +20,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 use parley_store::{
-    Backlog, PushDone, PushJob, EventSender, HistoryQuery, NewMessage, Result, SendOutcome, Store, StoreError, Ticket, WriterStats,
+    Backlog, EventSender, HistoryQuery, NewMessage, PushDone, PushJob, Result, SendOutcome, Store, StoreError, Ticket,
+    WriterStats,
 };
 use writer::{Finish, Job, Msg, RunFn, WriteCtx};
 
@@ -339,7 +340,12 @@ impl Store for SqliteStore {
         self.query(move |c| messages::receipts(c, user, id, seq)).await
     }
 
-    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>> {
+    async fn set_settings(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        patch: SettingsPatch,
+    ) -> Result<Option<MemberSettings>> {
         self.write(true, move |ctx| push::set_settings(ctx, user, id, patch)).await
     }
 
@@ -351,7 +357,13 @@ impl Store for SqliteStore {
         self.query(move |c| push::dnd_until(c, user)).await
     }
 
-    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration> {
+    async fn set_push(
+        &self,
+        device: DeviceId,
+        user: UserId,
+        kind: PushKind,
+        address: PushAddress,
+    ) -> Result<PushRegistration> {
         self.write(true, move |ctx| push::set_push(ctx, device, user, kind, address)).await
     }
 

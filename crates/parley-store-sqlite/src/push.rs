@@ -3,7 +3,9 @@
 use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::Message;
-use parley_core::push::{self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient};
+use parley_core::push::{
+    self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient,
+};
 use parley_store::{PushDone, PushJob, PushOutcome, StoreError, StoreEvent};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -55,7 +57,9 @@ pub(crate) fn set_push(
 ) -> Result<PushRegistration> {
     let now = parley_core::now_ms();
     let (addr, p256dh, auth, sandbox) = match &address {
-        PushAddress::Web { endpoint, p256dh, auth } => (endpoint.clone(), Some(p256dh.clone()), Some(auth.clone()), false),
+        PushAddress::Web { endpoint, p256dh, auth } => {
+            (endpoint.clone(), Some(p256dh.clone()), Some(auth.clone()), false)
+        }
         PushAddress::Token { token, sandbox } => (token.clone(), None, None, *sandbox),
     };
     // The device must still exist (it may have been revoked a moment ago).
@@ -117,9 +121,7 @@ pub(crate) fn set_settings(
     let Some(current) = settings(ctx.conn, user, conv)? else { return Ok(None) };
     let next = current.apply(patch);
     ctx.conn
-        .prepare_cached(
-            "UPDATE members SET muted_until = ?3, notify = ?4 WHERE conversation_id = ?1 AND user_id = ?2",
-        )?
+        .prepare_cached("UPDATE members SET muted_until = ?3, notify = ?4 WHERE conversation_id = ?1 AND user_id = ?2")?
         .execute(params![conv.0, user.0, next.muted_until, next.notify.as_str()])?;
     Ok(Some(next))
 }
@@ -345,10 +347,12 @@ fn record_failure(c: &Connection, dev: i64, registered_at: i64, f: &PushFailure)
     Ok(())
 }
 
-pub(crate) fn release(ctx: &mut WriteCtx<'_>, node: &str) -> Result<()> {
+/// One process owns an SQLite database, so every lease is this node's, whatever name an earlier
+/// run (killed before it could finish) claimed under: all are released.
+pub(crate) fn release(ctx: &mut WriteCtx<'_>, _node: &str) -> Result<()> {
     ctx.conn
-        .prepare_cached("UPDATE push_jobs SET lease_until = 0, lease_owner = NULL WHERE lease_owner = ?1")?
-        .execute([node])?;
+        .prepare_cached("UPDATE push_jobs SET lease_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL")?
+        .execute([])?;
     Ok(())
 }
 

@@ -22,8 +22,8 @@ pub mod conformance;
 pub mod entry;
 pub mod push;
 
-pub use push::{PushDone, PushJob, PushOutcome};
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
+pub use push::{PushDone, PushJob, PushOutcome};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -262,14 +262,25 @@ pub trait Store: Send + Sync + 'static {
 
     // --- notification settings ---
     /// Changes `user`'s settings in a conversation they are a current member of (`None` if not).
-    async fn set_settings(&self, user: UserId, id: ConversationId, patch: SettingsPatch) -> Result<Option<MemberSettings>>;
+    async fn set_settings(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        patch: SettingsPatch,
+    ) -> Result<Option<MemberSettings>>;
     /// Do not disturb for all of `user`'s conversations until `until` (`None` ends it).
     async fn set_dnd(&self, user: UserId, until: Option<i64>) -> Result<()>;
     async fn dnd_until(&self, user: UserId) -> Result<Option<i64>>;
 
     // --- push registrations and the push queue (see [`push`]) ---
     /// Replaces `device`'s registration (a fresh `registered_at`, not invalidated).
-    async fn set_push(&self, device: DeviceId, user: UserId, kind: PushKind, address: PushAddress) -> Result<PushRegistration>;
+    async fn set_push(
+        &self,
+        device: DeviceId,
+        user: UserId,
+        kind: PushKind,
+        address: PushAddress,
+    ) -> Result<PushRegistration>;
     /// Drops `device`'s registration and its queued pushes; false if it had none.
     async fn delete_push(&self, device: DeviceId) -> Result<bool>;
     async fn push_registration(&self, device: DeviceId) -> Result<Option<PushRegistration>>;

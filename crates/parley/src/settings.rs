@@ -116,7 +116,9 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         anyhow::bail!("push_vapid_subject must be a mailto: or https: URL (RFC 8292)");
     }
     let apns = [&be.apns_key_id, &be.apns_team_id, &be.apns_topic];
-    if be.apns_key_file.is_some() != apns.iter().all(|v| v.is_some()) || (be.apns_key_file.is_none() && apns.iter().any(|v| v.is_some())) {
+    if be.apns_key_file.is_some() != apns.iter().all(|v| v.is_some())
+        || (be.apns_key_file.is_none() && apns.iter().any(|v| v.is_some()))
+    {
         anyhow::bail!("APNs needs all of apns_key_file, apns_key_id, apns_team_id and apns_topic");
     }
     Ok((cfg, be))

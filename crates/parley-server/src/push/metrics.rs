@@ -56,15 +56,22 @@ impl PushMetrics {
     }
 
     pub(crate) fn render(&self, out: &mut String) {
-        let labelled = |out: &mut String, name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<&'static str, u64>>| {
-            let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} counter");
-            for (k, v) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                let _ = writeln!(out, "parley_{name}{{{label}=\"{k}\"}} {v}");
-            }
-        };
+        let labelled =
+            |out: &mut String, name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<&'static str, u64>>| {
+                let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} counter");
+                for (k, v) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    let _ = writeln!(out, "parley_{name}{{{label}=\"{k}\"}} {v}");
+                }
+            };
         labelled(out, "push_sent_total", "Pushes a provider accepted, by provider.", "provider", &self.sent);
         labelled(out, "push_suppressed_total", "Pushes not sent, by reason.", "reason", &self.suppressed);
-        labelled(out, "push_invalidated_total", "Registrations a provider declared dead.", "provider", &self.invalidated);
+        labelled(
+            out,
+            "push_invalidated_total",
+            "Registrations a provider declared dead.",
+            "provider",
+            &self.invalidated,
+        );
         let _ = writeln!(
             out,
             "# HELP parley_push_failed_total Pushes a provider refused or did not answer (status 0), by provider and status.\n# TYPE parley_push_failed_total counter"

@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use parley_core::ids::ConversationId;
 use parley_core::push::{Notify, PushAddress, PushKind, SettingsPatch};
+use parley_proto::frames::ServerFrame;
 use parley_proto::rest::{
     PatchSettings, PushEnvelope, PushError, PushRegistered, PushStatus, PushStatusEnvelope, PushTest, PutPush,
     SettingsEnvelope, VapidKey,
 };
-use parley_proto::frames::ServerFrame;
 use parley_push::Delivery;
 use parley_router::Outbound;
 use parley_store::{PushDone, PushOutcome};
@@ -161,7 +161,8 @@ pub(super) async fn patch_settings(
 pub(crate) async fn invalidated_frame(app: &App, device: parley_core::ids::DeviceId) -> Option<String> {
     match app.store.take_push_invalidated(device).await {
         Ok(Some(kind)) => Some(
-            ServerFrame::PushInvalidated(parley_proto::frames::PushInvalidated { kind: kind.as_str().into() }).to_json(),
+            ServerFrame::PushInvalidated(parley_proto::frames::PushInvalidated { kind: kind.as_str().into() })
+                .to_json(),
         ),
         Ok(None) => None,
         Err(e) => {

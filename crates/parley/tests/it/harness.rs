@@ -407,6 +407,10 @@ impl Api {
         self.run(self.http.patch(self.url(path)).json(body), token).await
     }
 
+    pub(crate) async fn put(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+        self.run(self.http.put(self.url(path)).json(body), token).await
+    }
+
     /// `POST /v1/admin/accounts`: `count` accounts `{prefix}{n}` with `password`, in one call.
     pub(crate) async fn bulk_accounts(&self, admin_token: &str, prefix: &str, count: usize, password: &str) -> Resp {
         let body = json!({"prefix": prefix, "count": count, "password": password});

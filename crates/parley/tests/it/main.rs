@@ -10,6 +10,7 @@ mod delivery;
 mod durability;
 mod groups;
 mod presence;
+mod push;
 mod rest;
 mod sdk;
 mod sync;
