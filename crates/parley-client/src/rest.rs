@@ -95,6 +95,33 @@ impl Client {
         self.empty(Method::DELETE, &["sessions", "current"], None::<&()>).await
     }
 
+    /// Registers this device for pushes (a Web Push/UnifiedPush subscription or an APNs/FCM
+    /// token), replacing any earlier registration.
+    pub async fn register_push(
+        &self,
+        registration: &parley_proto::rest::PutPush,
+    ) -> Result<parley_proto::rest::PushRegistered> {
+        let e: parley_proto::rest::PushEnvelope =
+            self.json(Method::PUT, &["devices", "current", "push"], Some(registration)).await?;
+        Ok(e.push)
+    }
+
+    pub async fn unregister_push(&self) -> Result<()> {
+        self.empty(Method::DELETE, &["devices", "current", "push"], None::<&()>).await
+    }
+
+    /// This device's registration and what became of its pushes (`None`: not registered).
+    pub async fn push_status(&self) -> Result<Option<parley_proto::rest::PushStatus>> {
+        let e: parley_proto::rest::PushStatusEnvelope =
+            self.json(Method::GET, &["push", "status"], None::<&()>).await?;
+        Ok(e.push)
+    }
+
+    /// Sends one push to this device now and reports the provider's answer.
+    pub async fn push_test(&self) -> Result<parley_proto::rest::PushTest> {
+        self.json(Method::POST, &["push", "test"], Some(&serde_json::json!({}))).await
+    }
+
     pub async fn user_by_name(&self, username: &str) -> Result<User> {
         self.json(Method::GET, &["users", username], None::<&()>).await
     }

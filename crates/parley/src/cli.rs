@@ -27,9 +27,20 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Print incoming messages as they arrive (and acknowledge them) until interrupted.
     Watch(WatchArgs),
+    /// This session's push registration: its status, or a test push through the real path.
+    #[command(subcommand)]
+    Push(PushCommand),
     /// Measure a running server (start it with a high --send-rate-per-sec for load scenarios).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PushCommand {
+    /// Show this device's registration, last success, last error and invalidation.
+    Status,
+    /// Send one push to this device now and print the provider's answer.
+    Test,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,6 +3,7 @@
 mod account;
 mod bench;
 mod login;
+mod push;
 mod send;
 mod serve;
 mod session;
@@ -22,6 +23,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Push(cmd) => push::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
