@@ -12,7 +12,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use crate::jwt;
-use crate::provider::{Delivery, Provider, Push, retry_after, short, unix_now};
+use crate::provider::{self, Delivery, Provider, Push, short, unix_now};
 
 const PRODUCTION: &str = "https://api.push.apple.com";
 const SANDBOX: &str = "https://api.sandbox.push.apple.com";
@@ -60,7 +60,7 @@ pub struct Apns {
 
 impl Apns {
     pub fn new(c: ApnsConfig) -> Result<Apns, ApnsError> {
-        let der = jwt::pem(&c.key_pem, "PRIVATE KEY").ok_or(ApnsError::BadKey)?;
+        let der = jwt::pkcs8_pem(&c.key_pem).ok_or(ApnsError::BadKey)?;
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
             .map_err(|_| ApnsError::BadKey)?;
         let mut builder = reqwest::Client::builder()
@@ -138,7 +138,7 @@ impl Provider for Apns {
             ("alert", "10")
         };
         let expiration = unix_now() + push.ttl.as_secs();
-        let sent = self
+        let request = self
             .client
             .post(format!("{base}/3/device/{token}"))
             .header("authorization", format!("bearer {bearer}"))
@@ -148,19 +148,13 @@ impl Provider for Apns {
             .header("apns-expiration", expiration.to_string())
             .header("apns-collapse-id", push.topic)
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Delivery::unanswered(&e),
+            .body(body.to_string());
+        let r = match provider::send(request).await {
+            Ok(None) => return Delivery::Delivered,
+            Ok(Some(r)) => r,
+            Err(d) => return d,
         };
-        let status = resp.status().as_u16();
-        if status == 200 {
-            return Delivery::Delivered;
-        }
-        let wait = retry_after(resp.headers());
-        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        let (status, wait, answer) = (r.status, r.wait, r.body);
         let reason = short(answer["reason"].as_str().unwrap_or(""));
         match (status, reason.as_str()) {
             (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {

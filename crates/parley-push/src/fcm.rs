@@ -9,7 +9,7 @@ use parley_core::push::PushAddress;
 use ring::signature::RsaKeyPair;
 
 use crate::jwt;
-use crate::provider::{Delivery, Provider, Push, retry_after, short, unix_now};
+use crate::provider::{self, Delivery, Provider, Push, retry_after, short, unix_now};
 
 const GOOGLE: &str = "https://fcm.googleapis.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -48,7 +48,7 @@ impl Fcm {
     /// `account_json` is the key file's contents; `url` replaces Google's host (a fake in tests).
     pub fn new(account_json: &str, url: Option<String>, timeout: Duration) -> Result<Fcm, FcmError> {
         let a: ServiceAccount = serde_json::from_str(account_json).map_err(|e| FcmError::BadFile(e.to_string()))?;
-        let der = jwt::pem(&a.private_key, "PRIVATE KEY").ok_or(FcmError::BadKey)?;
+        let der = jwt::pkcs8_pem(&a.private_key).ok_or(FcmError::BadKey)?;
         let key = RsaKeyPair::from_pkcs8(&der).map_err(|_| FcmError::BadKey)?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -135,23 +135,17 @@ impl Provider for Fcm {
             "data": push.payload.string_map(),
             "android": { "priority": "high", "collapse_key": push.topic, "ttl": format!("{}s", push.ttl.as_secs()) },
         }});
-        let sent = self
+        let request = self
             .client
             .post(format!("{}/v1/projects/{}/messages:send", self.url, self.project_id))
             .bearer_auth(bearer)
-            .json(&body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Delivery::unanswered(&e),
+            .json(&body);
+        let r = match provider::send(request).await {
+            Ok(None) => return Delivery::Delivered,
+            Ok(Some(r)) => r,
+            Err(d) => return d,
         };
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
-            return Delivery::Delivered;
-        }
-        let wait = retry_after(resp.headers());
-        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        let (status, wait, answer) = (r.status, r.wait, r.body);
         let code = answer["error"]["details"]
             .as_array()
             .and_then(|d| d.iter().find_map(|x| x["errorCode"].as_str()))

@@ -1,6 +1,6 @@
 //! Compact JWS tokens signed with `ring` (ES256 for APNs and VAPID, RS256 for Google's OAuth
 //! assertion), and PEM unwrapping of the keys operators download. Only the encoding is here; the
-//! signatures are ring's.
+//! signatures are ring's, the PEM parsing rustls-pki-types'.
 
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
@@ -30,15 +30,12 @@ fn signing_input(header: &serde_json::Value, claims: &serde_json::Value) -> Stri
     format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()))
 }
 
-/// The DER inside the first PEM block labelled `label` (e.g. `PRIVATE KEY`).
-pub fn pem(text: &str, label: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+/// The PKCS#8 DER of a private key in PEM (`-----BEGIN PRIVATE KEY-----`), the form of Apple's
+/// `.p8` files and of Google's service account `private_key`.
+pub fn pkcs8_pem(text: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use rustls_pki_types::pem::PemObject;
+    PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes()).ok().map(|k| k.secret_pkcs8_der().to_vec())
 }
 
 #[cfg(test)]
@@ -61,9 +58,9 @@ mod tests {
     }
 
     #[test]
-    fn pem_blocks_are_unwrapped() {
+    fn pem_private_keys_are_unwrapped() {
         let text = "junk\n-----BEGIN PRIVATE KEY-----\nAAEC\nAw==\n-----END PRIVATE KEY-----\n";
-        assert_eq!(pem(text, "PRIVATE KEY"), Some(vec![0, 1, 2, 3]));
-        assert_eq!(pem(text, "CERTIFICATE"), None);
+        assert_eq!(pkcs8_pem(text), Some(vec![0, 1, 2, 3]));
+        assert_eq!(pkcs8_pem("-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n"), None);
     }
 }

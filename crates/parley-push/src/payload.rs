@@ -6,33 +6,40 @@ use ring::hmac;
 
 /// A push's content-free payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Payload {
-    pub conversation_id: ConversationId,
-    pub seq: Seq,
-    pub unread_count: i64,
+pub enum Payload {
+    /// New messages in a conversation.
+    Message { conversation_id: ConversationId, seq: Seq, unread_count: i64 },
+    /// `POST /v1/push/test`.
+    Test,
 }
 
 impl Payload {
-    /// `{"v": 1, "type": "message", "conversation_id", "seq", "unread_count"}`.
+    /// `{"v": 1, "type": "message", "conversation_id", "seq", "unread_count"}`, or
+    /// `{"v": 1, "type": "test"}`.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "v": 1,
-            "type": "message",
-            "conversation_id": self.conversation_id.to_string(),
-            "seq": self.seq.0,
-            "unread_count": self.unread_count,
-        })
+        match self {
+            Payload::Message { conversation_id, seq, unread_count } => serde_json::json!({
+                "v": 1,
+                "type": "message",
+                "conversation_id": conversation_id.to_string(),
+                "seq": seq.0,
+                "unread_count": unread_count,
+            }),
+            Payload::Test => serde_json::json!({ "v": 1, "type": "test" }),
+        }
     }
 
-    /// The same fields as strings, for FCM's `data` map (which takes strings only).
+    /// The same fields with every value a string, for FCM's `data` map (which takes strings only).
     pub fn string_map(&self) -> serde_json::Value {
-        serde_json::json!({
-            "v": "1",
-            "type": "message",
-            "conversation_id": self.conversation_id.to_string(),
-            "seq": self.seq.0.to_string(),
-            "unread_count": self.unread_count.to_string(),
-        })
+        let mut map = self.json();
+        if let Some(obj) = map.as_object_mut() {
+            for v in obj.values_mut() {
+                if !v.is_string() {
+                    *v = serde_json::Value::String(v.to_string());
+                }
+            }
+        }
+        map
     }
 }
 
@@ -82,7 +89,12 @@ mod tests {
 
     #[test]
     fn the_payload_has_exactly_the_contract_fields() {
-        let p = Payload { conversation_id: ConversationId(42), seq: Seq(7), unread_count: 3 };
+        let p = Payload::Message { conversation_id: ConversationId(42), seq: Seq(7), unread_count: 3 };
         assert_eq!(p.json().to_string(), r#"{"conversation_id":"42","seq":7,"type":"message","unread_count":3,"v":1}"#);
+        assert_eq!(
+            p.string_map().to_string(),
+            r#"{"conversation_id":"42","seq":"7","type":"message","unread_count":"3","v":"1"}"#
+        );
+        assert_eq!(Payload::Test.json().to_string(), r#"{"type":"test","v":1}"#);
     }
 }

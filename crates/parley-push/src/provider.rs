@@ -67,6 +67,29 @@ pub trait Provider: Send + Sync + 'static {
     async fn send(&self, push: &Push<'_>) -> Delivery;
 }
 
+/// A provider's answer other than success.
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub reason_phrase: &'static str,
+    /// `Retry-After`, if given.
+    pub wait: Option<Duration>,
+    /// The body as JSON (null when it is not).
+    pub body: serde_json::Value,
+}
+
+/// Sends a request to a provider: `Ok(None)` when it accepted (2xx), the refusal otherwise, or
+/// the [`Delivery`] for a request that got no answer.
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<Option<Refusal>, Delivery> {
+    let resp = req.send().await.map_err(|e| Delivery::unanswered(&e))?;
+    if resp.status().is_success() {
+        return Ok(None);
+    }
+    let status = resp.status();
+    let wait = retry_after(resp.headers());
+    let body = resp.json().await.unwrap_or_default();
+    Ok(Some(Refusal { status: status.as_u16(), reason_phrase: status.canonical_reason().unwrap_or(""), wait, body }))
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parley_core::push::PushAddress;
 
 use crate::guard::{self, GuardedResolver};
-use crate::provider::{Delivery, Provider, Push, retry_after, short, unix_now};
+use crate::provider::{self, Delivery, Provider, Push, unix_now};
 use crate::vapid::VapidKey;
 use crate::webpush::{self, Keys};
 
@@ -99,7 +99,7 @@ impl Provider for WebPush {
         let Some(authorization) = self.authorization(endpoint) else {
             return Delivery::Rejected { status: 0, reason: "cannot sign the VAPID token".into() };
         };
-        let sent = self
+        let request = self
             .client
             .post(url)
             .header("content-encoding", "aes128gcm")
@@ -108,22 +108,18 @@ impl Provider for WebPush {
             .header("urgency", "high")
             .header("topic", push.topic)
             .header("authorization", authorization)
-            .body(body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Delivery::unanswered(&e),
+            .body(body);
+        let r = match provider::send(request).await {
+            Ok(None) => return Delivery::Delivered,
+            Ok(Some(r)) => r,
+            Err(d) => return d,
         };
-        let status = resp.status().as_u16();
-        let wait = retry_after(resp.headers());
-        if resp.status().is_success() {
-            return Delivery::Delivered;
-        }
-        let reason = short(&resp.text().await.unwrap_or_default());
+        // The status's name, not the body: a push service may echo the endpoint, which is the
+        // subscription's secret, and the reason is stored and logged.
+        let (status, reason) = (r.status, r.reason_phrase.to_owned());
         match status {
             404 | 410 => Delivery::Gone { status, reason, at: None },
-            429 | 500..=599 => Delivery::Retry { status, reason, retry_after: wait },
+            429 | 500..=599 => Delivery::Retry { status, reason, retry_after: r.wait },
             _ => Delivery::Rejected { status, reason },
         }
     }

@@ -87,7 +87,7 @@ pub(crate) async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent
                 for event in batch {
                     match event {
                         StoreEvent::Message(m) => message(&app, &workers, &views, m, &mut routing).await,
-                        StoreEvent::PushQueued => app.push.wake.notify_one(),
+                        StoreEvent::Pushes(d) => app.push.decided(d),
                         StoreEvent::Receipt(r) => {
                             if let Some(now) = receipts.offer(r) {
                                 send_receipts(&app, r.conversation_id, &[now]).await;

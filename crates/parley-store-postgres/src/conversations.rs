@@ -421,7 +421,7 @@ pub(crate) async fn contacts_among(db: &ClientWrapper, user: UserId, candidates:
 }
 
 /// The kinds counted as content (unread counts, `last_message`) as an SQL list, from core's rule.
-fn content_kinds_sql() -> &'static str {
+pub(crate) fn content_kinds_sql() -> &'static str {
     static LIST: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("({})", parley_core::MessageKind::visible_content_list()));
     &LIST

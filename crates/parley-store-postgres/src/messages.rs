@@ -179,8 +179,9 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
         },
     )
     .await?;
-    if crate::push::queue(ctx.db, std::slice::from_ref(&message)).await? {
-        ctx.events.push(StoreEvent::PushQueued);
+    let decisions = crate::push::queue(ctx.db, std::slice::from_ref(&message)).await?;
+    if decisions != parley_store::PushDecisions::default() {
+        ctx.events.push(StoreEvent::Pushes(decisions));
     }
     Ok(SendOutcome { message, duplicate: false })
 }
@@ -454,11 +455,13 @@ async fn write_entries(db: &ClientWrapper, entries: &[Message]) -> PgResult<()> 
     Ok(())
 }
 
-/// [`write_entries`], then the pushes the entries cause, in the same transaction.
+/// [`write_entries`] and the pushes the entries cause, in the same transaction. The pushes'
+/// recipient query is pipelined with the writes (it reads nothing they write), so a batch whose
+/// recipients have no registration costs no extra round trip.
 pub(crate) async fn write_entries_and_pushes(ctx: &mut Ctx<'_>, entries: &[Message]) -> PgResult<()> {
-    write_entries(ctx.db, entries).await?;
-    if crate::push::queue(ctx.db, entries).await? {
-        ctx.events.push(StoreEvent::PushQueued);
+    let ((), decisions) = tokio::try_join!(write_entries(ctx.db, entries), crate::push::queue(ctx.db, entries))?;
+    if decisions != parley_store::PushDecisions::default() {
+        ctx.events.push(StoreEvent::Pushes(decisions));
     }
     Ok(())
 }

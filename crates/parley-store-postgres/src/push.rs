@@ -8,13 +8,12 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::ClientWrapper;
-use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::Message;
 use parley_core::push::{
     self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient,
 };
-use parley_store::{PushDone, PushJob, PushOutcome, StoreError};
+use parley_store::{PushDecisions, PushDone, PushJob, PushOutcome, StoreError};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -165,11 +164,12 @@ pub(crate) async fn dnd_until(db: &ClientWrapper, user: UserId) -> Result<Option
 
 /// Queues the pushes `entries` cause (see the SQLite backend's `queue`): one statement finds the
 /// recipients with live registrations, the rules decide, one statement merges the rows. Returns
-/// whether any push was queued.
-pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<bool> {
+/// what was decided (all zero when nobody had a registration).
+pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<PushDecisions> {
     let pushing: Vec<&Message> = entries.iter().filter(|m| push::pushes(m.kind) && m.system.is_none()).collect();
+    let mut decisions = PushDecisions::default();
     if pushing.is_empty() {
-        return Ok(false);
+        return Ok(decisions);
     }
     let convs: Vec<i64> = pushing.iter().map(|m| m.conversation_id.0).collect();
     let senders: Vec<i64> = pushing.iter().map(|m| m.sender_id.0).collect();
@@ -184,10 +184,8 @@ pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<boo
         &[&convs, &senders, &idx],
     )
     .await?;
-    if rows.is_empty() {
-        return Ok(false);
-    }
-    let mentions: Vec<Vec<UserId>> = pushing.iter().map(|m| push::mentions(m.kind, &m.body)).collect();
+    // Read only for entries that may push someone.
+    let mut mentions: HashMap<i32, Vec<UserId>> = HashMap::new();
     // One row per (device, conversation) in a statement: merged here first.
     let mut merged: HashMap<(i64, i64), (i64, i64, i32)> = HashMap::new();
     for r in &rows {
@@ -201,14 +199,17 @@ pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<boo
             },
             dnd_until: r.try_get(5)?,
         };
-        if push::decide(&recipient, mentions[i as usize].contains(&recipient.user), m.ts).is_err() {
+        let names = mentions.entry(i).or_insert_with(|| push::mentions(m.kind, &m.body)).contains(&recipient.user);
+        let decision = push::decide(&recipient, names, m.ts);
+        decisions.count(decision);
+        if decision.is_err() {
             continue;
         }
         let key = (r.try_get::<_, i64>(1)?, m.conversation_id.0);
         merged.entry(key).and_modify(|e| *e = (e.0.max(m.seq.0), e.1.min(m.ts), e.2 + 1)).or_insert((m.seq.0, m.ts, 0));
     }
     if merged.is_empty() {
-        return Ok(false);
+        return Ok(decisions);
     }
     let mut keys: Vec<_> = merged.into_iter().collect();
     // Rows in a fixed order, so two writers merging into the same rows cannot deadlock.
@@ -231,7 +232,7 @@ pub(crate) async fn queue(db: &ClientWrapper, entries: &[Message]) -> Result<boo
         &[&devices, &kconvs, &seqs, &ts, &extra],
     )
     .await?;
-    Ok(true)
+    Ok(decisions)
 }
 
 pub(crate) async fn claim(db: &ClientWrapper, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<PushJob>> {
@@ -258,12 +259,12 @@ pub(crate) async fn claim(db: &ClientWrapper, node: &str, now: i64, lease_ms: i6
                 coalesce(m.read_seq, 0),
                 (SELECT count(*) FROM (SELECT 1 FROM messages x WHERE x.conversation_id = j.conversation_id
                      AND x.seq > greatest(coalesce(m.read_seq, 0), coalesce(m.joined_seq, 1) - 1)
-                     AND x.sender_id <> r.user_id AND x.kind IN ({content}) LIMIT {cap}) q),
+                     AND x.sender_id <> r.user_id AND x.kind IN {content} LIMIT {cap}) q),
                 {REG_COLS}, j.device_id
          FROM claimed j LEFT JOIN push_registrations r ON r.device_id = j.device_id
          LEFT JOIN members m ON m.conversation_id = j.conversation_id AND m.user_id = r.user_id
          ORDER BY j.due_at",
-        content = MessageKind::visible_content_list(),
+        content = crate::conversations::content_kinds_sql(),
         cap = parley_store::push::UNREAD_CAP,
     );
     let limit = i64::from(limit);

@@ -463,7 +463,7 @@ pub(crate) fn contacts_among(c: &Connection, user: UserId, candidates: &[UserId]
 }
 
 /// The kinds counted as content (unread counts, `last_message`) as an SQL list, from core's rule.
-fn content_kinds_sql() -> &'static str {
+pub(crate) fn content_kinds_sql() -> &'static str {
     static LIST: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("({})", parley_core::MessageKind::visible_content_list()));
     &LIST

@@ -1,12 +1,11 @@
 //! Push registrations, notification settings and the push queue (see `parley_store::push`).
 
-use parley_core::MessageKind;
 use parley_core::ids::*;
 use parley_core::model::Message;
 use parley_core::push::{
     self, MemberSettings, Notify, PushAddress, PushFailure, PushKind, PushRegistration, Recipient,
 };
-use parley_store::{PushDone, PushJob, PushOutcome, StoreError, StoreEvent};
+use parley_store::{PushDecisions, PushDone, PushJob, PushOutcome, StoreError, StoreEvent};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::SqlResult as Result;
@@ -157,8 +156,6 @@ pub(crate) fn queue(ctx: &mut WriteCtx<'_>, m: &Message) -> Result<()> {
     if !push::pushes(m.kind) || m.system.is_some() {
         return Ok(());
     }
-    let mentioned = push::mentions(m.kind, &m.body);
-    let now = m.ts;
     let mut targets = ctx.conn.prepare_cached(
         "SELECT r.device_id, m.user_id, m.muted_until, m.notify, u.dnd_until
          FROM members m JOIN push_registrations r ON r.user_id = m.user_id JOIN users u ON u.id = m.user_id
@@ -185,16 +182,20 @@ pub(crate) fn queue(ctx: &mut WriteCtx<'_>, m: &Message) -> Result<()> {
              attempts = CASE WHEN seq IS NULL THEN 0 ELSE attempts END,
              seq = max(coalesce(seq, 0), excluded.seq)",
     )?;
-    let mut queued = false;
+    // Read only when someone is to be pushed: most messages push nobody.
+    let mut mentioned: Option<Vec<UserId>> = None;
+    let mut decisions = PushDecisions::default();
     for row in rows {
         let (device, r) = row?;
-        if push::decide(&r, mentioned.contains(&r.user), now).is_ok() {
-            upsert.execute(params![device.0, m.conversation_id.0, m.seq.0, now])?;
-            queued = true;
+        let names = mentioned.get_or_insert_with(|| push::mentions(m.kind, &m.body)).contains(&r.user);
+        let decision = push::decide(&r, names, m.ts);
+        if decision.is_ok() {
+            upsert.execute(params![device.0, m.conversation_id.0, m.seq.0, m.ts])?;
         }
+        decisions.count(decision);
     }
-    if queued {
-        ctx.events.push(StoreEvent::PushQueued);
+    if decisions != PushDecisions::default() {
+        ctx.events.push(StoreEvent::Pushes(decisions));
     }
     Ok(())
 }
@@ -229,7 +230,7 @@ pub(crate) fn claim(ctx: &mut WriteCtx<'_>, node: &str, now: i64, lease_ms: i64,
          FROM push_jobs j JOIN push_registrations r ON r.device_id = j.device_id
          LEFT JOIN members m ON m.conversation_id = j.conversation_id AND m.user_id = r.user_id
          WHERE j.device_id = ?1 AND j.conversation_id = ?2",
-        content = content_kinds(),
+        content = crate::conversations::content_kinds_sql(),
         cap = parley_store::push::UNREAD_CAP,
         REG = REG_COLS.split(',').map(|c| format!("r.{}", c.trim())).collect::<Vec<_>>().join(", "),
     ))?;
@@ -361,8 +362,4 @@ pub(crate) fn secret(ctx: &mut WriteCtx<'_>, name: &str, fresh: Vec<u8>) -> Resu
         .prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)")?
         .execute(params![name, fresh])?;
     Ok(ctx.conn.prepare_cached("SELECT value FROM secrets WHERE name = ?1")?.query_row([name], |r| r.get(0))?)
-}
-
-fn content_kinds() -> String {
-    format!("({})", MessageKind::visible_content_list())
 }

@@ -23,7 +23,7 @@ pub mod entry;
 pub mod push;
 
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
-pub use push::{PushDone, PushJob, PushOutcome};
+pub use push::{PushDecisions, PushDone, PushJob, PushOutcome};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -75,8 +75,9 @@ pub enum StoreEvent {
     Message(Message),
     /// A member's delivery or read pointer moved.
     Receipt(ReceiptChange),
-    /// The commit queued pushes: a worker should claim the due ones.
-    PushQueued,
+    /// The commit's messages could push some devices: what was decided (a worker claims the
+    /// queued ones). Not sent when no member had a live registration.
+    Pushes(PushDecisions),
 }
 
 /// How a backend's group commit behaves, for `/metrics`.

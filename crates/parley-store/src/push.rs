@@ -9,7 +9,7 @@
 //! sends each push and a dead node's rows are taken over when its lease runs out.
 
 use parley_core::ids::*;
-use parley_core::push::{PushFailure, PushRegistration};
+use parley_core::push::{PushFailure, PushRegistration, Suppressed};
 
 /// A due push, claimed by one worker until `lease` runs out.
 #[derive(Clone, Debug)]
@@ -70,3 +70,36 @@ pub struct PushDone {
 
 /// Dropped list bound for unread counts in a payload.
 pub const UNREAD_CAP: i64 = 999;
+
+/// What a commit decided for the devices its messages could push: how many pushes it queued and
+/// how many the members' settings held back, by reason (for the `suppressed` metric; the push
+/// worker counts the reasons it finds later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushDecisions {
+    pub queued: u32,
+    pub muted: u32,
+    pub not_mentioned: u32,
+    pub dnd: u32,
+}
+
+impl PushDecisions {
+    pub fn count(&mut self, decision: Result<(), Suppressed>) {
+        match decision {
+            Ok(()) => self.queued += 1,
+            Err(Suppressed::Muted) => self.muted += 1,
+            Err(Suppressed::NotMentioned) => self.not_mentioned += 1,
+            Err(Suppressed::DoNotDisturb) => self.dnd += 1,
+            // Decided by the worker, never at commit.
+            Err(Suppressed::Online | Suppressed::Acknowledged | Suppressed::Read) => {}
+        }
+    }
+
+    /// The suppressions by reason.
+    pub fn suppressed(&self) -> [(Suppressed, u32); 3] {
+        [
+            (Suppressed::Muted, self.muted),
+            (Suppressed::NotMentioned, self.not_mentioned),
+            (Suppressed::DoNotDisturb, self.dnd),
+        ]
+    }
+}

@@ -32,6 +32,8 @@ Listeners:
            POST /script {"target", "responses": [{"status", "headers", "body",
                          "fcm_error", "apns_reason", "delay_ms"}...]}
            GET  /log?n=N&timeout_ms=T[&provider=P]  -> {"records": [...]}
+           GET  /delayed?n=N&timeout_ms=T  -> {"delayed": requests that have begun a scripted
+                delay_ms (long-polls until n have), so a test knows a request is being held
            GET  /stats  -> {"apns_jwts": distinct APNs JWTs, "fcm_token_grants": n}
            POST /reset  clears records, scripts and stats (subscriptions and issued FCM
                         access tokens stay: the server under test still holds them)
@@ -340,6 +342,7 @@ class State:
         self.scripts = collections.defaultdict(collections.deque)
         self.apns_jwts = set()
         self.fcm_token_grants = 0
+        self.delayed = 0
 
     async def add_record(self, record):
         self.records.append(record)
@@ -534,13 +537,16 @@ def encode_body(body):
     return json.dumps(body).encode(), "application/json"
 
 
-async def answer(provider, spec, success):
+async def answer(state, provider, spec, success):
     """The answer to a push: the scripted one when a script is pending (after its delay),
     else the default success. Success headers and body are kept for scripted 2xx answers that
     give none, so a test can script e.g. a plain {"status": 201}."""
     if spec is None:
         return success
     if spec.get("delay_ms"):
+        state.delayed += 1
+        async with state.changed:
+            state.changed.notify_all()
         await asyncio.sleep(spec["delay_ms"] / 1000)
     status = scripted_status(provider, spec)
     body, kind = encode_body(scripted_body(provider, spec, status))
@@ -714,7 +720,7 @@ async def handle_webpush(state, req):
         "location": f"{origin}/message/{uuid.uuid4()}",
         "ttl": req.headers.get("ttl", "0"),
     })
-    return await finish_record(state, record, await answer("webpush", spec, success))
+    return await finish_record(state, record, await answer(state, "webpush", spec, success))
 
 
 def subscription_keys(body):
@@ -870,7 +876,7 @@ async def handle_apns(state, req):
         rejected = json_response(403, apns_error(403, reason), {"apns-id": apns_id})
         return await finish_record(state, record, rejected)
     success = Response(200, {"apns-id": apns_id})
-    response = await answer("apns", state.take_script(token), success)
+    response = await answer(state, "apns", state.take_script(token), success)
     return await finish_record(state, record, response)
 
 
@@ -1047,7 +1053,7 @@ async def handle_fcm_send(state, req):
     success = json_response(200, {
         "name": f"projects/{FCM_PROJECT}/messages/{state.fcm_message_counter}"})
     spec = state.take_script(record["target"]) if record["target"] else None
-    return await finish_record(state, record, await answer("fcm", spec, success))
+    return await finish_record(state, record, await answer(state, "fcm", spec, success))
 
 
 async def handle_fcm(state, req):
@@ -1097,6 +1103,18 @@ async def wait_for_records(state, query):
     return {"records": sorted(selected(), key=lambda r: r["received_at_ms"])}
 
 
+async def wait_for_delayed(state, query):
+    """GET /delayed: long-polls until n requests have begun a scripted delay."""
+    n = int(query.get("n", 0))
+    timeout = int(query.get("timeout_ms", 0)) / 1000
+    try:
+        async with state.changed:
+            await asyncio.wait_for(state.changed.wait_for(lambda: state.delayed >= n), timeout)
+    except asyncio.TimeoutError:
+        pass
+    return {"delayed": state.delayed}
+
+
 async def handle_control(state, req):
     route = (req.method, req.path)
     body = json_or_none(req.body) if req.body else None
@@ -1107,6 +1125,8 @@ async def handle_control(state, req):
             return json_response(200, add_script(state, body))
         if route == ("GET", "/log"):
             return json_response(200, await wait_for_records(state, req.query))
+        if route == ("GET", "/delayed"):
+            return json_response(200, await wait_for_delayed(state, req.query))
         if route == ("GET", "/stats"):
             return json_response(200, {"apns_jwts": len(state.apns_jwts),
                                        "fcm_token_grants": state.fcm_token_grants})

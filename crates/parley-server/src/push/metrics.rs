@@ -47,6 +47,12 @@ impl PushMetrics {
         bump(&self.suppressed, reason);
     }
 
+    pub(crate) fn suppressed_by(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            *self.suppressed.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += n;
+        }
+    }
+
     pub(crate) fn failed(&self, provider: &'static str, status: u16) {
         bump(&self.failed, (provider, status));
     }

@@ -2,7 +2,7 @@
 //! node sends each), checks that each is still wanted, sends it through its provider with
 //! bounded concurrency, and reports every outcome back in batches.
 //!
-//! It wakes when a commit queued pushes (`StoreEvent::PushQueued`, on the node that committed),
+//! It wakes when a commit queued pushes (`StoreEvent::Pushes`, on the node that committed),
 //! when the earliest pending push falls due, and at least every second (pushes queued by other
 //! nodes, leases of dead nodes running out).
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parley_core::ids::DeviceId;
 use parley_core::push::{self, PushFailure, Standing};
-use parley_push::{Delivery, Payload, Push};
+use parley_push::{Payload, Push};
 use parley_store::{PushDone, PushJob, PushOutcome};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -118,48 +118,16 @@ async fn handle(app: &App, job: &PushJob, online: bool, caps: &DeviceCaps) -> Pu
         return PushOutcome::Failed { failure };
     };
     let topic = pusher.topic(job.device_id(), job.conversation_id);
-    let payload = Payload { conversation_id: job.conversation_id, seq: job.seq, unread_count: job.unread_count };
+    let payload =
+        Payload::Message { conversation_id: job.conversation_id, seq: job.seq, unread_count: job.unread_count };
     let delivery = provider
         .send(&Push { device: job.device_id(), address: &reg.address, payload, topic: &topic, ttl: pusher.ttl })
         .await;
     let at = parley_core::now_ms();
     pusher.metrics.latency.observe(((at - job.queued_at).max(0) as u64).saturating_mul(1000));
-    let name = provider.name();
-    match delivery {
-        Delivery::Delivered => {
-            pusher.metrics.sent(name);
-            pusher.metrics.coalesced.fetch_add(u64::from(job.merged), std::sync::atomic::Ordering::Relaxed);
-            PushOutcome::Sent { at, window_end: at + app.config.push_coalesce_ms as i64 }
-        }
-        Delivery::Gone { status, reason, at: died } => {
-            pusher.metrics.failed(name, status);
-            let failure = PushFailure { at, status, reason };
-            // APNs: a token registered after Apple saw it die is alive again.
-            if died.is_some_and(|d| d < reg.registered_at) {
-                PushOutcome::Failed { failure }
-            } else {
-                pusher.metrics.invalidated(name);
-                tracing::info!(provider = name, device = %reg.device_id, status, "push registration invalidated");
-                PushOutcome::Invalidated { failure }
-            }
-        }
-        Delivery::Retry { status, reason, retry_after } => {
-            pusher.metrics.failed(name, status);
-            let failure = PushFailure { at, status, reason };
-            let attempt = job.attempts + 1;
-            if attempt >= push::MAX_ATTEMPTS {
-                tracing::warn!(provider = name, device = %reg.device_id, status, "push given up after retries");
-                return PushOutcome::Failed { failure };
-            }
-            let wait = push::retry_delay_ms(attempt, retry_after.map(|d| d.as_millis() as u64));
-            PushOutcome::Retry { due_at: at + wait as i64, failure }
-        }
-        Delivery::Rejected { status, reason } => {
-            pusher.metrics.failed(name, status);
-            tracing::warn!(provider = name, device = %reg.device_id, status, reason = %reason, "push refused");
-            PushOutcome::Failed { failure: PushFailure { at, status, reason } }
-        }
-    }
+    let outcome = super::outcome(&delivery, reg, job.attempts, at, app.config.push_coalesce_ms as i64);
+    pusher.record(provider.name(), &delivery, &outcome, job.merged);
+    outcome
 }
 
 /// The per-device cap: at most N pushes per device per minute on this node, so a flood of

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use parley_core::ids::ConversationId;
-use parley_core::push::{Notify, PushAddress, PushKind, SettingsPatch};
+use parley_core::push::{self, Notify, PushAddress, PushKind, SettingsPatch};
 use parley_proto::frames::ServerFrame;
 use parley_proto::rest::{
     PatchSettings, PushEnvelope, PushError, PushRegistered, PushStatus, PushStatusEnvelope, PushTest, PutPush,
@@ -16,7 +16,7 @@ use parley_proto::rest::{
 };
 use parley_push::Delivery;
 use parley_router::Outbound;
-use parley_store::{PushDone, PushOutcome};
+use parley_store::PushDone;
 
 use super::path_id;
 use crate::auth::Authed;
@@ -106,18 +106,14 @@ pub(super) async fn test(State(app): State<Arc<App>>, me: Authed) -> ApiResult<J
     if reg.invalidated_at.is_some() {
         return Err(ApiError::bad_request("this device's push registration was invalidated: register again"));
     }
-    let delivery = app.push.send_test(&reg).await;
+    let (provider, delivery) = app.push.send_test(&reg).await;
     let at = parley_core::now_ms();
-    let failure = |status, reason: &str| parley_core::push::PushFailure { at, status, reason: reason.to_owned() };
-    let (outcome, reason) = match &delivery {
-        Delivery::Delivered => (PushOutcome::Sent { at, window_end: at }, None),
-        Delivery::Gone { status, reason, .. } => {
-            (PushOutcome::Invalidated { failure: failure(*status, reason) }, Some(reason.clone()))
-        }
-        Delivery::Retry { status, reason, .. } | Delivery::Rejected { status, reason } => {
-            (PushOutcome::Failed { failure: failure(*status, reason) }, Some(reason.clone()))
-        }
-    };
+    // Outside the queue: the registration's status takes the answer (a "gone" invalidates, as for
+    // any push); no queue row has conversation 0, so nothing is merged or retried.
+    let outcome = crate::push::outcome(&delivery, &reg, push::MAX_ATTEMPTS, at, 0);
+    if let Some(provider) = provider {
+        app.push.record(provider, &delivery, &outcome, 0);
+    }
     app.store
         .finish_pushes(vec![PushDone {
             device_id: me.device_id,
@@ -127,6 +123,12 @@ pub(super) async fn test(State(app): State<Arc<App>>, me: Authed) -> ApiResult<J
             outcome,
         }])
         .await?;
+    let reason = match &delivery {
+        Delivery::Delivered => None,
+        Delivery::Gone { reason, .. } | Delivery::Retry { reason, .. } | Delivery::Rejected { reason, .. } => {
+            Some(reason.clone())
+        }
+    };
     Ok(Json(PushTest { ok: delivery == Delivery::Delivered, status: delivery.status(), reason }))
 }
 

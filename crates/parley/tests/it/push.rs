@@ -1,8 +1,10 @@
 //! Push notifications end to end: the real binary pushes to local fakes of Web Push, APNs and
 //! FCM (`crates/parley/tests/push_fakes.py`), which check every request with implementations of
 //! the standards that owe nothing to ours (http_ece decrypts RFC 8291 bodies, PyJWT verifies the
-//! VAPID, APNs and OAuth tokens). The tests read what the fakes received and the server's
-//! metrics (to know a push was decided against without sleeping on it).
+//! VAPID, APNs and OAuth tokens). The tests wait on the fakes' long-polls (a push arrives, or a
+//! request is being held) and on WebSocket frames; a push that must not come is waited for with
+//! a timeout. Only a registration's invalidation, which no event announces, is polled (with a
+//! deadline) through `GET /v1/push/status`.
 
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use parley_router::conformance::eventually;
 
 use crate::harness::*;
 
@@ -89,6 +93,13 @@ impl Fakes {
         v["records"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Waits until `n` requests have begun a scripted delay (are being held).
+    async fn delayed(&self, n: usize) {
+        let url = self.control(&format!("/delayed?n={n}&timeout_ms={}", T.as_millis()));
+        let v: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert!(v["delayed"].as_u64() >= Some(n as u64), "no request was held: {v}");
+    }
+
     async fn stats(&self) -> Value {
         self.http.get(self.control("/stats")).send().await.unwrap().json().await.unwrap()
     }
@@ -133,17 +144,12 @@ async fn metric(srv: &TestServer, line: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Waits until a metric reaches `at_least`.
-async fn metric_reaches(srv: &TestServer, line: &str, at_least: f64) {
-    let deadline = Instant::now() + T;
-    loop {
-        let v = metric(srv, line).await;
-        if v >= at_least {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{line} stayed at {v}, wanted {at_least}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until a provider's "gone" has been recorded against `device`'s registration.
+async fn invalidated(device: &Device) {
+    eventually("the registration is invalidated", || async {
+        device.get("/v1/push/status").await.body["push"]["invalidated_at"].is_i64()
+    })
+    .await;
 }
 
 fn records_for<'a>(log: &'a [Value], target: &str) -> Vec<&'a Value> {
@@ -181,7 +187,7 @@ async fn pair(srv: &TestServer) -> (Device, Device) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_push_is_content_free_verified_independently_and_follows_the_rules() {
     let fakes = Fakes::start().await;
-    let srv = server(&fakes, &["--push-coalesce-ms", "1500"]).await;
+    let srv = server(&fakes, &["--push-coalesce-ms", "3000"]).await;
     let (alice, bob) = pair(&srv).await;
     let (sub, body) = fakes.subscribe().await;
     let reg = bob.api().put("/v1/devices/current/push", &body, Some(&bob.token)).await.expect(200);
@@ -216,7 +222,7 @@ async fn web_push_is_content_free_verified_independently_and_follows_the_rules()
         last = wa.send_text(&dm, &format!("MARKER-text-7731 {n}")).await;
     }
     let g = wa.send_text(&group, "MARKER-text-7731 group").await;
-    let log = fakes.log(3, Duration::from_secs(8)).await;
+    let log = fakes.log(3, Duration::from_secs(10)).await;
     let mine = records_for(&log, &sub);
     assert_eq!(mine.len(), 3, "one DM push at first, one merged DM push, one group push: {log:?}");
     for r in &mine {
@@ -229,22 +235,26 @@ async fn web_push_is_content_free_verified_independently_and_follows_the_rules()
     assert_eq!(merged["payload"]["seq"], last["seq"], "the merged push carries the latest seq");
     assert_eq!(merged["payload"]["unread_count"], 6);
     assert_eq!(merged["headers"]["topic"], dm_topic, "one topic per (device, conversation)");
-    metric_reaches(&srv, "parley_push_coalesced_total", 4.0).await;
 
-    // Own messages never push the sender's devices; an online device is not pushed.
+    // Own messages never push the sender's devices; a connected device is not pushed. (bob2, not
+    // registered, stays connected to the end: its frames show how far fanout has got.)
     let bob2 = bob.user.login().await;
     let wb2 = bob2.connect_synced().await;
     wb2.send_text(&group, "from bob").await;
+    // (A conversation of its own: in the others a merge window is open, which would hold the
+    // push back until after bob left.)
+    let fresh = alice.group("online check", &[bob.user_id()]).await;
     let wb = bob.connect_synced().await;
-    let before = metric(&srv, "parley_push_suppressed_total{reason=\"online\"}").await;
-    let online_seq = wa.send_text(&dm, "while bob is online").await;
-    metric_reaches(&srv, "parley_push_suppressed_total{reason=\"online\"}", before + 1.0).await;
-    wb.wait_for(|f| f["type"] == "message" && f["seq"] == online_seq["seq"], T).await;
+    let online = wa.send_text(&fresh, "while bob is online").await;
+    wb.wait_for(|f| f["type"] == "message" && f["seq"] == online["seq"], T).await;
+    assert_eq!(records_for(&fakes.log(4, Duration::from_millis(700)).await, &sub).len(), 3, "neither is pushed");
+    // Acknowledged before leaving, so a decision still to come pushes nothing either.
+    wb.send_json(&json!({"type": "ack", "conversation_id": fresh, "seq": online["seq"]})).await;
+    wb.barrier().await;
     wb.close().await;
-    drop(wb2);
 
     // Muted, mentions only, do not disturb: decided in the commit, never sent.
-    let until = parley_now() + 3_600_000;
+    let until = parley_core::now_ms() + 3_600_000;
     let st = bob.patch(&format!("/v1/conversations/{dm}/settings"), &json!({"muted_until": until})).await.expect(200);
     assert_eq!(st["settings"], json!({"muted_until": until, "notify": "all"}));
     assert_eq!(bob.conversation(&dm).await["settings"]["muted_until"], until);
@@ -268,15 +278,26 @@ async fn web_push_is_content_free_verified_independently_and_follows_the_rules()
     bob.patch(&format!("/v1/conversations/{dm}/settings"), &json!({"muted_until": null})).await.expect(200);
     assert_eq!(records_for(&fakes.log(5, Duration::from_millis(700)).await, &sub).len(), 4, "nothing in DND");
 
-    // Read on another device while a merged push waits: it is not sent.
+    // Read on another device while a merged push waits: it is not sent when the window ends.
     let opened = wa.send_text(&dm, "first after unmute").await;
     fakes.log(5, T).await;
     let pending = wa.send_text(&dm, "merged, then read elsewhere").await;
-    let wb2 = bob2.connect_synced().await;
+    wb2.wait_for(|f| f["type"] == "message" && f["seq"] == pending["seq"], T).await;
     wb2.send_json(&json!({"type": "read", "conversation_id": dm, "seq": pending["seq"]})).await;
-    metric_reaches(&srv, "parley_push_suppressed_total{reason=\"read\"}", 1.0).await;
-    let mine = records_for(&fakes.log(6, Duration::from_millis(300)).await, &sub).len();
-    assert_eq!(mine, 5, "the read message was not pushed (first push was seq {})", opened["seq"]);
+    let mine = records_for(&fakes.log(6, Duration::from_millis(4_000)).await, &sub).len();
+    assert_eq!(mine, 5, "the read message was not pushed (the window opened at seq {})", opened["seq"]);
+
+    // Fanout counted the commits' decisions before it delivered later frames (bob2 saw them).
+    let suppressed = |reason: &'static str| {
+        let srv = &srv;
+        async move { metric(srv, &format!("parley_push_suppressed_total{{reason=\"{reason}\"}}")).await }
+    };
+    for reason in ["muted", "not_mentioned", "dnd", "read"] {
+        assert!(suppressed(reason).await >= 1.0, "suppressed for {reason}");
+    }
+    // Connected, or (had the worker been slower than the device) acknowledged before it left.
+    assert!(suppressed("online").await + suppressed("acknowledged").await >= 1.0);
+    assert!(metric(&srv, "parley_push_coalesced_total").await >= 4.0);
 
     // The status shows the last success.
     let status = bob.get("/v1/push/status").await.expect(200);
@@ -313,7 +334,7 @@ async fn invalidation_retries_and_reregistration() {
     // 410: invalidated, never pushed again, told on the next connect; registering again heals.
     fakes.script(&sub, json!([{"status": 410}])).await;
     wa.send_text(&dm, "gone").await;
-    metric_reaches(&srv, "parley_push_invalidated_total{provider=\"webpush\"}", 1.0).await;
+    invalidated(&bob).await;
     let status = bob.get("/v1/push/status").await.expect(200);
     assert!(status["push"]["invalidated_at"].is_i64(), "{status}");
     assert_eq!(bob.post("/v1/push/test", &json!({})).await.status, 400, "an invalidated registration is not tested");
@@ -400,9 +421,10 @@ async fn apns_and_fcm_requests_carry_verified_tokens_and_no_content() {
     fakes.script(apns_token, json!([{"apns_reason": "BadDeviceToken"}])).await;
     fakes.script(fcm_token, json!([{"status": 503}, {"fcm_error": "UNREGISTERED"}])).await;
     wa.send_text(&dm, "three").await;
-    metric_reaches(&srv, "parley_push_invalidated_total{provider=\"apns\"}", 1.0).await;
-    metric_reaches(&srv, "parley_push_invalidated_total{provider=\"fcm\"}", 1.0).await;
-    assert!(phone.get("/v1/push/status").await.expect(200)["push"]["invalidated_at"].is_i64());
+    invalidated(&phone).await;
+    invalidated(&bob).await;
+    assert_eq!(metric(&srv, "parley_push_invalidated_total{provider=\"apns\"}").await, 1.0);
+    assert_eq!(metric(&srv, "parley_push_invalidated_total{provider=\"fcm\"}").await, 1.0);
     let st = bob.get("/v1/push/status").await.expect(200);
     assert_eq!(st["push"]["last_error"]["reason"], "UNREGISTERED", "{st}");
 }
@@ -418,7 +440,7 @@ async fn a_push_due_when_the_server_is_killed_is_sent_after_restart() {
     // The push service holds the first request until the server is dead.
     fakes.script(&sub, json!([{"status": 201, "delay_ms": 4000}])).await;
     let sent = alice.connect_synced().await.send_text(&dm, "kill me").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fakes.delayed(1).await;
     srv.kill9().await;
     srv.restart().await;
     let log = fakes.log(2, LONG).await;
@@ -467,8 +489,4 @@ async fn registrations_and_settings_refuse_bad_input() {
         .expect_error(400, "bad_request");
     let st = other.patch(&format!("/v1/conversations/{conv}/settings"), &json!({"notify": "none"})).await.expect(200);
     assert_eq!(st["settings"], json!({"muted_until": null, "notify": "none"}));
-}
-
-fn parley_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
