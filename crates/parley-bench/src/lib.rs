@@ -8,6 +8,7 @@ pub mod max;
 pub mod pairs;
 pub mod presence;
 pub mod progress;
+pub mod push;
 pub mod server_metrics;
 pub mod setup;
 pub mod stats;

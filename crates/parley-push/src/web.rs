@@ -47,7 +47,6 @@ impl WebPush {
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
-            .pool_max_idle_per_host(32)
             .build()?;
         Ok(WebPush { client, vapid, subject, allow_private, tokens: Mutex::new(HashMap::new()) })
     }

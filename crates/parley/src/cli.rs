@@ -59,6 +59,25 @@ pub(crate) enum BenchCommand {
         server: ServerArg,
     },
     /// Group fanout: all members online, senders on a fixed schedule; send → last member.
+    /// Push throughput: N offline devices in one group registered for Web Push to a push service
+    /// this tool runs on loopback; one sender at a fixed rate. Start the server with
+    /// `--push-allow-private-endpoints --push-coalesce-ms 0 --push-device-per-minute 1000000`.
+    Push {
+        /// Offline devices (at most 1,023).
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Messages per second (each is a push to every device).
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Seconds to send for.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The server's process id, to read its CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     Group {
         #[arg(long, default_value_t = 1024)]
         members: usize,

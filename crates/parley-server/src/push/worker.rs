@@ -35,23 +35,26 @@ pub(crate) async fn run(app: Arc<App>) {
     tokio::spawn(finish(app.clone(), done_rx));
     let slots = Arc::new(Semaphore::new(app.config.push_concurrency.max(1)));
     let caps = Arc::new(DeviceCaps::default());
+    let concurrency = app.config.push_concurrency.max(1);
+    // Claims are round trips to the store: take them in batches, once half the slots are free,
+    // rather than one job each time a push ends.
+    let batch = (concurrency / 2).clamp(1, CLAIM_BATCH as usize);
     loop {
         // Claim no more than can be sent at once: a claimed push holds its lease while it waits.
-        let free = slots.available_permits().min(CLAIM_BATCH as usize) as u32;
-        if free == 0 {
-            let _ = slots.clone().acquire_owned().await.map(drop);
-            continue;
-        }
+        let Ok(mut permits) = slots.clone().acquire_many_owned(batch as u32).await else { break };
         let now = parley_core::now_ms();
-        let jobs = match app.store.claim_pushes(&pusher.node, now, app.config.push_lease_ms as i64, free).await {
+        let jobs = match app.store.claim_pushes(&pusher.node, now, app.config.push_lease_ms as i64, batch as u32).await
+        {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim pushes");
+                drop(permits);
                 sleep_or_wake(&app, IDLE_POLL).await;
                 continue;
             }
         };
         if jobs.is_empty() {
+            drop(permits);
             let until = match app.store.next_push_due().await {
                 Ok(Some(at)) => Duration::from_millis((at - now).clamp(0, IDLE_POLL.as_millis() as i64) as u64),
                 _ => IDLE_POLL,
@@ -62,7 +65,8 @@ pub(crate) async fn run(app: Arc<App>) {
         let pairs: Vec<_> = jobs.iter().map(|j| (j.registration.user_id, j.device_id())).collect();
         let online = app.router.devices_online(&pairs).await;
         for (job, online) in jobs.into_iter().zip(online) {
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            // One slot per push; the slots of jobs not found go back when `permits` drops.
+            let permit = permits.split(1).expect("a slot was taken for every job claimed");
             let (app, done, caps) = (app.clone(), done_tx.clone(), caps.clone());
             tokio::spawn(async move {
                 let outcome = handle(&app, &job, online, &caps).await;

@@ -41,6 +41,7 @@ fn server_url(cmd: &BenchCommand) -> String {
         | BenchCommand::Presence { server, .. }
         | BenchCommand::Backlog { server, .. } => server.server.clone(),
         BenchCommand::Group { target, .. }
+        | BenchCommand::Push { target, .. }
         | BenchCommand::Pairs { target, .. }
         | BenchCommand::Max { target, .. }
         | BenchCommand::Storm { target, .. }
@@ -82,6 +83,32 @@ async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
             eprintln!(
                 "{:.0} durable sends/s ({} sent, {} errors); send→sent p50 {:.2} ms, p99 {:.2} ms",
                 r.sends_per_sec, r.sent, r.errors, r.send_to_sent_ms.p50, r.send_to_sent_ms.p99
+            );
+            serde_json::to_value(&r)?
+        }
+        BenchCommand::Push { devices, rate, duration, server_pid, target: AdminTarget { admin_token, server } } => {
+            let args = parley_bench::push::PushArgs {
+                server: server.server,
+                admin_token,
+                devices,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+                server_pid,
+            };
+            eprintln!(
+                "push: {devices} offline devices, one message to all of them {rate} times a second for {duration} s ..."
+            );
+            let r = parley_bench::push::run(args).await?;
+            eprintln!(
+                "{} of {} pushes arrived ({:.0}/s); sent→push p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} sampled){}",
+                r.pushes_received,
+                r.pushes_expected,
+                r.pushes_per_sec,
+                r.sent_to_push_ms.p50,
+                r.sent_to_push_ms.p99,
+                r.sent_to_push_ms.max,
+                r.sent_to_push_ms.count,
+                r.server_cpu_us_per_push.map(|c| format!("; server CPU {c:.0} µs per push")).unwrap_or_default()
             );
             serde_json::to_value(&r)?
         }

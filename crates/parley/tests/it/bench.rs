@@ -142,3 +142,17 @@ async fn max_scenario_steps_up_and_reports_each_step() {
     assert!(steps.iter().all(|s| s["errors"] == 0 && s["sends_per_sec"].as_f64().unwrap() > 0.0), "{r}");
     assert!(r["best_sends_per_sec"].is_number(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_scenario_pushes_every_device_with_pushes_that_decrypt() {
+    let mut flags = load_server_flags().to_vec();
+    flags.extend(["--push-allow-private-endpoints", "--push-coalesce-ms", "0", "--push-device-per-minute", "1000000"]);
+    let srv = TestServer::start_with(&flags).await;
+    let args = ["push", "--devices", "20", "--rate", "4", "--duration", "0.5", "--admin-token", ADMIN_TOKEN];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    // Pushes to a device may merge while one is in flight, so each device gets at least one.
+    let received = r["pushes_received"].as_u64().unwrap();
+    assert!((20..=40).contains(&received), "{r}");
+    assert_eq!(r["undecodable"], 0, "{r}");
+    assert!(r["sent_to_push_ms"]["count"].as_u64().unwrap() >= 2, "devices 0 and 10 are sampled: {r}");
+}
