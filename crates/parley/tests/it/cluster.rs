@@ -624,3 +624,74 @@ async fn readyz_reports_a_missing_dependency() {
     }
     assert!(metrics.contains("parley_dependency_up{dependency=\"redis\"} 0"), "{metrics}");
 }
+
+/// Pushes from a cluster: every node runs a push worker over the one queue in PostgreSQL, so
+/// each push goes out once whichever node committed the message; a push a node was sending when
+/// it died is sent by another node once its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_go_out_once_from_a_cluster_and_a_dead_node_loses_none() {
+    use crate::push::{Fakes, records_for};
+    let fakes = Fakes::start().await;
+    let mut flags = fakes.flags();
+    flags.extend(["--push-coalesce-ms", "0", "--push-lease-ms", "3000"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut c = Cluster::shared(3, &flags).await;
+
+    // Eight offline devices in five groups; each group gets one message, committed on every node
+    // in turn: 40 pushes, each to go out exactly once.
+    let sender = c.nodes[0].api().user().await.login().await;
+    let mut subs = Vec::new();
+    let mut members = Vec::new();
+    for k in 0..8 {
+        let d = on(&c.nodes[k % 3].api().user().await.login().await, &c.nodes[k % 3]);
+        let (sub, body) = fakes.subscribe().await;
+        d.api().put("/v1/devices/current/push", &body, Some(&d.token)).await.expect(200);
+        subs.push(sub);
+        members.push(d.user_id().to_owned());
+    }
+    let ids: Vec<&str> = members.iter().map(String::as_str).collect();
+    let mut sent = Vec::new();
+    for g in 0..5 {
+        let conv = sender.group(&format!("g{g}"), &ids).await;
+        let (status, m) = on(&sender, &c.nodes[g % 3]).post_text(&conv, &format!("c{g}"), "hello").await;
+        assert_eq!(status, 201);
+        sent.push((conv, m["seq"].clone()));
+    }
+    let log = fakes.log(40, LONG).await;
+    assert_eq!(log.len(), 40, "{log:?}");
+    // A repeat would come at once or after a lease: none within three seconds more.
+    let log = fakes.log(41, Duration::from_secs(3)).await;
+    let mut seen = HashMap::new();
+    for r in &log {
+        *seen
+            .entry((r["target"].as_str().unwrap().to_owned(), r["payload"]["conversation_id"].to_string()))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 40, "every device got every group's push: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "each exactly once: {seen:?}");
+    for sub in &subs {
+        for (conv, seq) in &sent {
+            let r =
+                records_for(&log, sub).into_iter().find(|r| r["payload"]["conversation_id"] == conv.as_str()).unwrap();
+            assert_eq!(&r["payload"]["seq"], seq);
+        }
+    }
+
+    // Node 2 is down; node 0 claims the next push and dies while the push service holds it.
+    c.nodes[2].stop().await;
+    c.nodes[1].stop().await;
+    fakes.script(&subs[0], json!([{"status": 201, "delay_ms": 6000}])).await;
+    let conv = &sent[0].0;
+    let (status, m) = sender.post_text(conv, "held", "while a node dies").await;
+    assert_eq!(status, 201);
+    fakes.delayed(1).await;
+    c.nodes[1].restart().await;
+    c.nodes[0].kill9().await;
+    let killed_at = parley_core::now_ms();
+    // Node 1 takes the push over when node 0's lease ends (the other seven went out before).
+    let log = fakes.log(40 + 7 + 1, LONG).await;
+    let again = records_for(&log, &subs[0])
+        .into_iter()
+        .any(|r| r["payload"]["seq"] == m["seq"] && r["received_at_ms"].as_i64() > Some(killed_at));
+    assert!(again, "the held push was sent again by the surviving node: {log:?}");
+}

@@ -30,7 +30,7 @@ fn python() -> &'static str {
 }
 
 /// The running fakes and the credentials they made.
-struct Fakes {
+pub(crate) struct Fakes {
     _child: Child,
     _dir: tempfile::TempDir,
     info: Value,
@@ -38,7 +38,7 @@ struct Fakes {
 }
 
 impl Fakes {
-    async fn start() -> Fakes {
+    pub(crate) async fn start() -> Fakes {
         let py = tokio::task::spawn_blocking(python).await.expect("pyenv");
         let dir = tempfile::Builder::new().prefix("parley-fakes-").tempdir().expect("temp dir");
         let mut child = Command::new(py)
@@ -68,14 +68,14 @@ impl Fakes {
     }
 
     /// A browser-like subscription: `(id, PushSubscription JSON for PUT /v1/devices/current/push)`.
-    async fn subscribe(&self) -> (String, Value) {
+    pub(crate) async fn subscribe(&self) -> (String, Value) {
         let sub: Value =
             self.http.post(self.control("/subscribe")).json(&json!({})).send().await.unwrap().json().await.unwrap();
         let body = json!({"kind": "webpush", "endpoint": sub["endpoint"], "keys": sub["keys"]});
         (s(&sub, "id"), body)
     }
 
-    async fn script(&self, target: &str, responses: Value) {
+    pub(crate) async fn script(&self, target: &str, responses: Value) {
         let r = self
             .http
             .post(self.control("/script"))
@@ -87,14 +87,14 @@ impl Fakes {
     }
 
     /// Every record so far, once there are at least `n` (or after `timeout`).
-    async fn log(&self, n: usize, timeout: Duration) -> Vec<Value> {
+    pub(crate) async fn log(&self, n: usize, timeout: Duration) -> Vec<Value> {
         let url = self.control(&format!("/log?n={n}&timeout_ms={}", timeout.as_millis()));
         let v: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
         v["records"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until `n` requests have begun a scripted delay (are being held).
-    async fn delayed(&self, n: usize) {
+    pub(crate) async fn delayed(&self, n: usize) {
         let url = self.control(&format!("/delayed?n={n}&timeout_ms={}", T.as_millis()));
         let v: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
         assert!(v["delayed"].as_u64() >= Some(n as u64), "no request was held: {v}");
@@ -105,7 +105,7 @@ impl Fakes {
     }
 
     /// Server flags that aim every provider at the fakes.
-    fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         let i = &self.info;
         vec![
             "--push-allow-private-endpoints".into(),
@@ -152,7 +152,7 @@ async fn invalidated(device: &Device) {
     .await;
 }
 
-fn records_for<'a>(log: &'a [Value], target: &str) -> Vec<&'a Value> {
+pub(crate) fn records_for<'a>(log: &'a [Value], target: &str) -> Vec<&'a Value> {
     log.iter().filter(|r| r["target"] == target).collect()
 }
 
