@@ -74,27 +74,45 @@ async function onPush(data) {
   if (!payload) return generic();
   const id = payload.conversation_id;
   if (await lookingAt(id)) return;
-  // A tab in the background may have shown this message already, with its text (the page
-  // knows it); keep that one.
-  const shown = await sw.registration.getNotifications({ tag: id });
-  if (shown.some((n) => n.data && typeof n.data.seq === 'number' && n.data.seq >= payload.seq)) return;
   const conv = (await cached())[id];
-  await sw.registration.showNotification(
-    TITLE,
-    /** @type {NotificationOptions} */ ({
-      body: describe(conv, payload),
-      tag: id,
-      // A newer message replaces the conversation's notification, and alerts again.
-      renotify: true,
-      icon: '/favicon.svg',
-      data: { conversation_id: id, seq: payload.seq },
-    }),
-  );
+  await serially(async () => {
+    // A tab in the background may have shown this message already, with its text (the page
+    // knows it); keep that one.
+    const shown = await sw.registration.getNotifications({ tag: id });
+    if (shown.some((n) => n.data && typeof n.data.seq === 'number' && n.data.seq >= payload.seq)) return;
+    await sw.registration.showNotification(
+      TITLE,
+      /** @type {NotificationOptions} */ ({
+        body: describe(conv, payload),
+        tag: id,
+        // A newer message replaces the conversation's notification, and alerts again.
+        renotify: true,
+        icon: '/favicon.svg',
+        data: { conversation_id: id, seq: payload.seq },
+      }),
+    );
+  });
 }
 
 /** "New message" and nothing else, for a push the worker cannot say more about. */
 function generic() {
-  return sw.registration.showNotification(TITLE, { tag: 'parley', icon: '/favicon.svg', data: {} });
+  return serially(() => sw.registration.showNotification(TITLE, { tag: 'parley', icon: '/favicon.svg', data: {} }));
+}
+
+/**
+ * The worker's reads and writes of notifications, one after another. In Chromium, a
+ * `getNotifications()` that runs while a notification is being shown (stored, not yet on screen)
+ * drops that notification from the browser's records: it stays on screen, but is never listed
+ * again and a click on it reaches no worker. Pushes handled at once (several conversations while
+ * the device was away) would do that to each other.
+ */
+let notifying = Promise.resolve();
+
+/** Runs `work` once the earlier ones are done. @template T @param {() => Promise<T>} work @returns {Promise<T>} */
+function serially(work) {
+  const run = notifying.then(work);
+  notifying = run.then(() => undefined, () => undefined);
+  return run;
 }
 
 /** The payload, if it is one this version understands. @param {PushMessageData | null} data @returns {Payload | null} */
