@@ -139,7 +139,12 @@ impl SqliteStore {
         lazy.pragma_update(None, "synchronous", "NORMAL")?;
         configure(&lazy)?;
         let stats = Arc::new(WriterStats::default());
-        writer::spawn(writer::WriteConns { durable: conn, lazy }, ids, rx, events, stats.clone())
+        let push_live: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM push_registrations WHERE invalidated_at IS NULL)", [], |r| {
+                r.get(0)
+            })?;
+        let conns = writer::WriteConns { push_live: std::cell::Cell::new(push_live), durable: conn, lazy };
+        writer::spawn(conns, ids, rx, events, stats.clone())
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             stats,

@@ -75,6 +75,8 @@ pub(crate) fn set_push(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![device.0, user.0, kind.as_str(), addr, p256dh, auth, sandbox, now])?;
+    // Set for good (until a restart reads the table again): a rolled-back job only costs queries.
+    ctx.push_live.set(true);
     Ok(PushRegistration {
         device_id: device,
         user_id: user,
@@ -153,7 +155,7 @@ pub(crate) fn dnd_until(c: &Connection, user: UserId) -> Result<Option<i64>> {
 /// every other member with a live registration whose settings let it through, merged into the
 /// device's pending push for the conversation if there is one.
 pub(crate) fn queue(ctx: &mut WriteCtx<'_>, m: &Message) -> Result<()> {
-    if !push::pushes(m.kind) || m.system.is_some() {
+    if !ctx.push_live.get() || !push::pushes(m.kind) || m.system.is_some() {
         return Ok(());
     }
     let mut targets = ctx.conn.prepare_cached(

@@ -44,6 +44,10 @@ pub(crate) struct WriteCtx<'c> {
     pub conn: &'c Connection,
     pub ids: &'c IdGen,
     pub events: Vec<StoreEvent>,
+    /// Whether any device may have a live push registration. Only this thread writes
+    /// registrations, so while it is false no message can push anyone and the recipients'
+    /// query is skipped (it is a quarter of a message's cost otherwise).
+    pub push_live: &'c std::cell::Cell<bool>,
     /// Coalesced device cursors: (device, conversation) → seq.
     cursors: HashMap<(DeviceId, ConversationId), Seq>,
     /// Coalesced member pointers: (conversation, user) → (delivered_seq, read_seq).
@@ -110,6 +114,8 @@ pub(crate) fn spawn(
 /// Switching `PRAGMA synchronous` on one connection would expire (and force a re-parse of) every
 /// cached statement, so each durability level gets its own connection instead.
 pub(crate) struct WriteConns {
+    /// See [`WriteCtx::push_live`]; read from the database at start.
+    pub push_live: std::cell::Cell<bool>,
     /// `synchronous=FULL`: commits fsync before returning.
     pub durable: Connection,
     /// `synchronous=NORMAL`: for batches of cursor and pointer updates only.
@@ -179,10 +185,10 @@ fn run(conns: WriteConns, ids: IdGen, mut rx: mpsc::Receiver<Msg>, events: Event
             }
         }
         let conn = if batch.iter().any(|j| j.durable) { &conns.durable } else { &conns.lazy };
-        commit_batch(conn, &ids, &mut batch, &events, &stats);
+        commit_batch(conn, &conns.push_live, &ids, &mut batch, &events, &stats);
     }
     if !batch.is_empty() {
-        commit_batch(&conns.durable, &ids, &mut batch, &events, &stats);
+        commit_batch(&conns.durable, &conns.push_live, &ids, &mut batch, &events, &stats);
     }
     if let Err(e) = conns.durable.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "final checkpoint failed");
@@ -210,7 +216,14 @@ fn drain_ready(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Job>, stop: &mut Op
     }
 }
 
-fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &EventSender, stats: &WriterStats) {
+fn commit_batch(
+    conn: &Connection,
+    push_live: &std::cell::Cell<bool>,
+    ids: &IdGen,
+    batch: &mut Vec<Job>,
+    events: &EventSender,
+    stats: &WriterStats,
+) {
     let started = std::time::Instant::now();
     let n = batch.len();
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -219,7 +232,8 @@ fn commit_batch(conn: &Connection, ids: &IdGen, batch: &mut Vec<Job>, events: &E
         tracing::error!(error = %e, "cannot start a write transaction");
         return;
     }
-    let mut ctx = WriteCtx { conn, ids, events: Vec::new(), cursors: HashMap::new(), pointers: HashMap::new() };
+    let mut ctx =
+        WriteCtx { conn, ids, events: Vec::new(), push_live, cursors: HashMap::new(), pointers: HashMap::new() };
     let mut finishes: Vec<Finish> = Vec::with_capacity(n);
     for job in batch.drain(..) {
         finishes.push(run_job(&mut ctx, job));
