@@ -55,6 +55,10 @@ id_type!(
     /// A log entry, unique across conversations (its position in its log is its `seq`).
     MessageId
 );
+id_type!(
+    /// An uploaded file (photo, voice note, video, document), stored outside the log.
+    MediaId
+);
 
 /// A position in one conversation's log: entries are numbered 1, 2, 3, … with no gaps, and
 /// `Seq(0)` means "before the first entry" (a cursor that has seen nothing). A distance

@@ -5,6 +5,7 @@ pub mod histogram;
 pub mod ids;
 pub mod kind;
 pub mod limits;
+pub mod media;
 pub mod model;
 pub mod push;
 pub mod rules;

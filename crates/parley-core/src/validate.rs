@@ -1,6 +1,6 @@
 //! Validation of what users send: names, passwords, client ids and message bodies.
 
-use crate::ids::Seq;
+use crate::ids::{MediaId, Seq};
 use serde_json::{Map, Value};
 
 use crate::MessageKind;
@@ -65,6 +65,18 @@ pub struct ValidBody {
     pub json: String,
     /// The entry an `edit`, `delete` or `reaction` refers to.
     pub target_seq: Option<Seq>,
+    /// The uploads this message shows (a `media` message's `media_id`, an `encrypted` one's
+    /// `media_ids`): sending it grants the conversation's members access to them.
+    pub media: Vec<MediaRef>,
+}
+
+/// An upload a message names, with what the message claims about it (checked against the
+/// store's record in the send's transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRef {
+    pub id: MediaId,
+    /// `None` for encrypted attachments: their plaintext type and size are the sender's secret.
+    pub claimed: Option<(String, u64)>,
 }
 
 /// Checks a client's `kind` and `body` and returns the canonical body to store.
@@ -83,6 +95,7 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
     };
     let mut out = Map::new();
     let mut target_seq = None;
+    let mut media = Vec::new();
     match kind {
         MessageKind::Text => {
             out.insert("text".into(), Value::String(text(obj, "text")?.to_owned()));
@@ -123,13 +136,114 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
                     _ => return Err(bad(format!("body.{field} must be a non-empty string"))),
                 }
             }
+            media = encrypted_media(obj)?;
             out = obj.clone();
+        }
+        MessageKind::Media => {
+            let m = media_body(obj, &mut out)?;
+            media.push(m);
         }
         other => {
             return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str())));
         }
     }
-    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq) })
+    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq), media })
+}
+
+/// Most attachments one encrypted message may name.
+pub const MAX_ENCRYPTED_MEDIA: usize = 32;
+
+/// `media`: `{media_id, content_type, size, caption?, width?, height?, duration_ms?, thumbnail?,
+/// blurhash?}`, copied field by field into `out`.
+fn media_body(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<MediaRef, Invalid> {
+    let id = media_id(obj.get("media_id"), "body.media_id")?;
+    out.insert("media_id".into(), Value::String(id.to_string()));
+    let content_type = match obj.get("content_type") {
+        Some(Value::String(s)) => crate::media::content_type(s).map_err(bad)?,
+        _ => return Err(bad("body.content_type must be a MIME type string")),
+    };
+    out.insert("content_type".into(), Value::String(content_type.clone()));
+    let size = match obj.get("size").and_then(Value::as_u64) {
+        Some(n) if n >= 1 => n,
+        _ => return Err(bad("body.size must be a positive integer")),
+    };
+    out.insert("size".into(), size.into());
+    if let Some(c) = obj.get("caption").filter(|v| !v.is_null()) {
+        let Value::String(c) = c else { return Err(bad("body.caption must be a string")) };
+        if c.len() > MAX_TEXT_BYTES {
+            return Err(Invalid::TooLarge(format!("caption is longer than {MAX_TEXT_BYTES} bytes")));
+        }
+        if !c.is_empty() {
+            out.insert("caption".into(), Value::String(c.clone()));
+        }
+    }
+    for field in ["width", "height", "duration_ms"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= u32::MAX as u64 * 1000 => {
+                    out.insert(field.into(), n.into());
+                }
+                _ => return Err(bad(format!("body.{field} must be a non-negative integer"))),
+            },
+        }
+    }
+    match obj.get("thumbnail") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) => match crate::media::base64_decoded_len(t) {
+            Some(n) if n <= crate::media::MAX_THUMBNAIL_BYTES => {
+                out.insert("thumbnail".into(), Value::String(t.clone()));
+            }
+            Some(_) => {
+                return Err(Invalid::TooLarge(format!(
+                    "thumbnail is larger than {} bytes",
+                    crate::media::MAX_THUMBNAIL_BYTES
+                )));
+            }
+            None => return Err(bad("body.thumbnail must be base64")),
+        },
+        Some(_) => return Err(bad("body.thumbnail must be a base64 string")),
+    }
+    match obj.get("blurhash") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(b))
+            if !b.is_empty()
+                && b.len() <= crate::media::MAX_BLURHASH_CHARS
+                && b.bytes().all(|c| c.is_ascii_graphic()) =>
+        {
+            out.insert("blurhash".into(), Value::String(b.clone()));
+        }
+        Some(_) => return Err(bad("body.blurhash must be a short blurhash string")),
+    }
+    Ok(MediaRef { id, claimed: Some((content_type, size)) })
+}
+
+/// An `encrypted` body may name its attachments in the clear (`media_ids`), so the server can
+/// grant access and collect them; their keys and digests stay inside the ciphertext.
+fn encrypted_media(obj: &Map<String, Value>) -> Result<Vec<MediaRef>, Invalid> {
+    let Some(v) = obj.get("media_ids").filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
+    let Some(list) = v.as_array() else { return Err(bad("body.media_ids must be an array of media ids")) };
+    if list.len() > MAX_ENCRYPTED_MEDIA {
+        return Err(bad(format!("body.media_ids names at most {MAX_ENCRYPTED_MEDIA} uploads")));
+    }
+    let mut out: Vec<MediaRef> = Vec::with_capacity(list.len());
+    for v in list {
+        let id = media_id(Some(v), "body.media_ids[]")?;
+        if !out.iter().any(|m| m.id == id) {
+            out.push(MediaRef { id, claimed: None });
+        }
+    }
+    Ok(out)
+}
+
+/// A media id on the wire: a string of digits.
+pub fn media_id(v: Option<&Value>, field: &str) -> Result<MediaId, Invalid> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().map_err(|_| bad(format!("{field} is not a media id")))
+        }
+        _ => Err(bad(format!("{field} must be a media id string"))),
+    }
 }
 
 /// `mentions`: the user ids (strings) a text names, for notifications; at most one per member of
@@ -191,6 +305,41 @@ mod tests {
         for bad in ["ab", "a b c", "ümlaut", &"x".repeat(33), "semi;colon"] {
             assert!(username(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn media_bodies() {
+        let v = message_body(
+            "media",
+            &json!({"media_id": "42", "content_type": "image/PNG", "size": 10, "caption": "hi",
+                    "width": 4, "height": 3, "thumbnail": "QUJD", "blurhash": "LEHV6nWB2yk8", "junk": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            v.json,
+            r#"{"blurhash":"LEHV6nWB2yk8","caption":"hi","content_type":"image/png","height":3,"media_id":"42","size":10,"thumbnail":"QUJD","width":4}"#
+        );
+        assert_eq!(v.media, [MediaRef { id: MediaId(42), claimed: Some(("image/png".into(), 10)) }]);
+        for bad in [
+            json!({"content_type": "image/png", "size": 1}),
+            json!({"media_id": 42, "content_type": "image/png", "size": 1}),
+            json!({"media_id": "x1", "content_type": "image/png", "size": 1}),
+            json!({"media_id": "1", "content_type": "png", "size": 1}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 0}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 1, "width": -1}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 1, "thumbnail": "**"}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 1, "blurhash": "a b"}),
+        ] {
+            assert!(matches!(message_body("media", &bad), Err(Invalid::BadRequest(_))), "{bad}");
+        }
+        let big = "A".repeat(8 * 1024 / 3 * 4 + 8);
+        let r = message_body("media", &json!({"media_id": "1", "content_type": "image/png", "size": 1, "thumbnail": big}));
+        assert!(matches!(r, Err(Invalid::TooLarge(_))));
+        let e = message_body("encrypted", &json!({"algorithm": "m", "ciphertext": "c", "media_ids": ["7", "7", "8"]}))
+            .unwrap();
+        assert_eq!(e.media.iter().map(|m| m.id.0).collect::<Vec<_>>(), [7, 8]);
+        assert!(e.media.iter().all(|m| m.claimed.is_none()));
+        assert!(message_body("encrypted", &json!({"algorithm": "m", "ciphertext": "c", "media_ids": [7]})).is_err());
     }
 
     #[test]
