@@ -7,6 +7,8 @@
 /** @typedef {import('./types.js').Presence} Presence */
 /** @typedef {import('./types.js').ConversationSettings} ConversationSettings */
 /** @typedef {import('./types.js').PushRegistration} PushRegistration */
+/** @typedef {import('./types.js').MediaRecord} MediaRecord */
+/** @typedef {import('./types.js').MediaCreated} MediaCreated */
 
 /** An answer with an error status, or no answer at all (`status` 0: the network failed). */
 export class ApiError extends Error {
@@ -15,13 +17,15 @@ export class ApiError extends Error {
    * @param {string} code
    * @param {string} message
    * @param {number} [retryAfterMs]
+   * @param {number} [maxBytes] of a `payload_too_large` upload: the server's limit
    */
-  constructor(status, code, message, retryAfterMs) {
+  constructor(status, code, message, retryAfterMs, maxBytes) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
     this.retryAfterMs = retryAfterMs;
+    this.maxBytes = maxBytes;
   }
 
   /** Whether the request never got an answer (offline, server down). */
@@ -83,6 +87,7 @@ export class Api {
         String(err.code || 'internal'),
         String(err.message || response.statusText || 'Request failed'),
         typeof err.retry_after_ms === 'number' ? err.retry_after_ms : undefined,
+        typeof err.max_bytes === 'number' ? err.max_bytes : undefined,
       );
     }
     return json;
@@ -195,6 +200,32 @@ export class Api {
     if (range.before !== undefined) q.set('before_seq', String(range.before));
     q.set('limit', String(range.limit ?? 50));
     return (await this.request('GET', `/v1/conversations/${encodeURIComponent(id)}/messages?${q}`)).messages;
+  }
+
+  // --- media ---
+
+  /**
+   * Announces an upload; the answer says where to PUT the bytes.
+   * @param {{size: number, content_type: string, sha256: string}} what
+   * @returns {Promise<MediaCreated>}
+   */
+  createMedia(what) {
+    return this.request('POST', '/v1/media', what);
+  }
+
+  /** The bytes are up: the server checks them. @param {string} id @returns {Promise<MediaRecord>} */
+  async completeMedia(id) {
+    return (await this.request('POST', `/v1/media/${encodeURIComponent(id)}/complete`)).media;
+  }
+
+  /** A media record and a short-lived download URL. @param {string} id @returns {Promise<{media: MediaRecord, download: {url: string, expires_at: number}}>} */
+  media(id) {
+    return this.request('GET', `/v1/media/${encodeURIComponent(id)}`);
+  }
+
+  /** Drops an upload no message references. @param {string} id @returns {Promise<null>} */
+  deleteMedia(id) {
+    return this.request('DELETE', `/v1/media/${encodeURIComponent(id)}`);
   }
 
   // --- push ---

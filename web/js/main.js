@@ -9,6 +9,7 @@ import { Push } from './push.js';
 import { h } from './dom.js';
 import { icon } from './icons.js';
 import { snippet } from './format.js';
+import { mediaLabel } from './media.js';
 import { showAuth } from './ui/auth.js';
 import { Sidebar } from './ui/sidebar.js';
 import { ChatView } from './ui/chat.js';
@@ -61,8 +62,9 @@ function endSession(notice) {
   const userId = session.user_id;
   session = null;
   app?.stop();
-  // No pushes, cached names or notifications of this account stay behind.
+  // No pushes, cached names, notifications or files waiting to be sent of this account stay behind.
   void app?.push.forget();
+  void app?.state.uploads.wipe();
   app = null;
   localStorage.removeItem(SESSION_KEY);
   for (const k of [`parley.outbox.${userId}`, `parley.cache.${userId}`, `parley.drafts.${userId}`]) localStorage.removeItem(k);
@@ -280,7 +282,7 @@ class App {
     const show = status !== 'online' && status !== 'syncing' && !quiet;
     this.banner.hidden = !show;
     if (!show) return;
-    const pending = this.state.outbox.pending().length;
+    const pending = this.state.outbox.unsent().length;
     const queued = pending ? ` ${pending === 1 ? '1 message' : `${pending} messages`} will be sent when you reconnect.` : '';
     let text;
     if (status === 'offline') text = `You are offline.${queued}`;
@@ -293,7 +295,7 @@ class App {
   }
 
   async signOut() {
-    const pending = this.state.outbox.pending().length;
+    const pending = this.state.outbox.unsent().length;
     if (pending) {
       const ok = await confirmDialog(
         'Sign out?',
@@ -329,7 +331,8 @@ class App {
     const convId = conv.c.conversation_id;
     const title = this.state.title(conv);
     const who = conv.c.kind === 'group' ? `${this.state.userName(m.sender_id)}: ` : '';
-    const body = `${who}${snippet(m.body.text || 'New message', 140)}`;
+    const text = m.kind === 'media' ? mediaLabel(m.body || {}) : m.body.text || 'New message';
+    const body = `${who}${snippet(text, 140)}`;
     const reg = this.push.registration;
     if (reg) void this.notifyFromWorker(reg, title, body, convId, m.seq);
     else this.notifyFromPage(title, body, convId);

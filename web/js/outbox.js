@@ -89,8 +89,16 @@ export class Outbox {
     return this.items.filter((i) => i.conversation_id === conversationId);
   }
 
-  /** Everything waiting to be (re)sent, oldest first: refused items stay until the user acts. */
+  /**
+   * Everything ready to be (re)sent, oldest first: refused items stay until the user acts, and
+   * an attachment waits for its upload.
+   */
   pending() {
-    return this.items.filter((i) => !i.error);
+    return this.items.filter((i) => !i.error && (i.kind !== 'media' || i.upload?.phase === 'done'));
+  }
+
+  /** Everything on its way: not sent yet and not stuck on an error (uploads, and those waiting for the network, included). */
+  unsent() {
+    return this.items.filter((i) => !i.error || i.upload?.auto);
   }
 }

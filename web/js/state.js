@@ -10,6 +10,8 @@
 
 import { Outbox } from './outbox.js';
 import { Connection } from './socket.js';
+import { Uploads } from './uploads.js';
+import { MediaUrls, mediaLabel } from './media.js';
 
 /** @typedef {import('./types.js').Session} Session */
 /** @typedef {import('./types.js').User} User */
@@ -65,6 +67,7 @@ import { Connection } from './socket.js';
  * @property {Map<string, string>} reactions user id → emoji
  * @property {OutboxItem | null} pending
  * @property {string | null} clientId
+ * @property {MessageBody | null} media of a `media` message: its body (caption, type, size, preview)
  */
 
 /**
@@ -155,6 +158,10 @@ export class ChatState {
     this.dndUntil = null;
 
     this.outbox = new Outbox(session.user_id);
+    /** Files being sent (see uploads.js). */
+    this.uploads = new Uploads(this);
+    /** Download URLs of media. */
+    this.mediaUrls = new MediaUrls(api, () => this.now());
     this.outbox.subscribe(() => {
       for (const id of new Set(this.outbox.items.map((i) => i.conversation_id))) this.hooks.changed('log', id);
       this.hooks.changed('list');
@@ -202,6 +209,7 @@ export class ChatState {
 
   stop() {
     this.conn.stop();
+    this.uploads.stop();
     this.outbox.close();
     this.channel?.close();
     clearInterval(this.typingSweep);
@@ -252,9 +260,9 @@ export class ChatState {
     return Array.from(this.convs.values()).sort((a, b) => when(b) - when(a) || b.c.created_at - a.c.created_at);
   }
 
-  /** The newest text waiting in the outbox for a conversation. @param {string} id */
+  /** The newest message (text or attachment) waiting in the outbox for a conversation. @param {string} id */
   pendingText(id) {
-    const items = this.outbox.of(id).filter((i) => i.kind === 'text');
+    const items = this.outbox.of(id).filter((i) => i.kind === 'text' || i.kind === 'media');
     return items.length ? items[items.length - 1] : null;
   }
 
@@ -674,6 +682,7 @@ export class ChatState {
             reactions: new Map(),
             pending: null,
             clientId: m.client_id,
+            media: m.kind === 'media' ? m.body || {} : null,
           };
           lines.push(b);
           bubbles.set(seq, b);
@@ -685,7 +694,7 @@ export class ChatState {
       }
     }
     for (const item of this.outbox.of(id)) {
-      if (item.kind === 'text') {
+      if (item.kind === 'text' || item.kind === 'media') {
         /** @type {Bubble} */
         const b = {
           type: 'bubble',
@@ -693,8 +702,8 @@ export class ChatState {
           seq: 0,
           senderId: this.me.user_id,
           ts: item.created_at,
-          kind: 'text',
-          text: item.body.text ?? '',
+          kind: item.kind,
+          text: item.kind === 'media' ? mediaLabel(item.body) : item.body.text ?? '',
           edited: false,
           deleted: false,
           replyTo: item.body.reply_to_seq,
@@ -702,6 +711,7 @@ export class ChatState {
           reactions: new Map(),
           pending: item,
           clientId: item.client_id,
+          media: item.kind === 'media' ? item.body : null,
         };
         lines.push(b);
       } else {
@@ -750,6 +760,7 @@ export class ChatState {
 
   onSynced() {
     this.replaying = false;
+    this.uploads.resume();
     this.flushOutbox();
     this.flushAcks();
     this.flushReads();
@@ -985,7 +996,7 @@ export class ChatState {
     }
     const reasons = /** @type {Record<string, string>} */ ({
       not_member: 'You are not a member of this conversation.',
-      payload_too_large: 'The message is too long.',
+      payload_too_large: item.kind === 'media' ? 'The caption is too long.' : 'The message is too long.',
       forbidden: 'Not allowed.',
       not_found: 'The message it refers to is gone.',
     });
@@ -1052,15 +1063,31 @@ export class ChatState {
     return this.enqueue(id, 'reaction', { target_seq: seq, emoji });
   }
 
-  /** Tries a refused send again (same client_id). @param {string} clientId */
+  /**
+   * Queues a file for a conversation: it is uploaded, then sent (see uploads.js).
+   * @param {string} id @param {Blob} file @param {import('./uploads.js').SendOptions} [opts]
+   */
+  sendMedia(id, file, opts) {
+    return this.uploads.add(id, file, opts);
+  }
+
+  /**
+   * Tries a refused send again (same client_id); an attachment's upload continues from where it
+   * stopped (not uploaded again when the server has it).
+   * @param {string} clientId
+   */
   retry(clientId) {
-    this.outbox.update(clientId, { error: undefined });
+    const item = this.outbox.get(clientId);
+    if (item && item.kind === 'media' && item.upload && item.upload.phase !== 'done') this.uploads.retry(clientId);
+    else this.outbox.update(clientId, { error: undefined });
   }
 
   /** @param {string} clientId */
   discard(clientId) {
     this.inflight.delete(clientId);
-    this.outbox.remove(clientId);
+    const item = this.outbox.get(clientId);
+    if (item && item.kind === 'media') this.uploads.discard(clientId);
+    else this.outbox.remove(clientId);
   }
 
   /** Writes every queued send not yet written on this connection, oldest first. */
@@ -1258,7 +1285,7 @@ export class ChatState {
     await this.api.removeMember(id, this.me.user_id);
     if (this.openId === id) this.openId = null;
     this.forget(id);
-    for (const item of this.outbox.of(id)) this.outbox.remove(item.client_id);
+    for (const item of this.outbox.of(id)) this.discard(item.client_id);
   }
 }
 
@@ -1266,7 +1293,7 @@ export class ChatState {
 function contentText(m) {
   const body = m.body || {};
   if (m.kind === 'text') return body.text ?? '';
-  if (m.kind === 'media') return body.caption ? `📎 ${body.caption}` : '📎 Attachment';
+  if (m.kind === 'media') return mediaLabel(body);
   return '🔒 Encrypted message';
 }
 

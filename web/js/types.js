@@ -61,6 +61,33 @@
  * @property {string} [caption]
  * @property {string} [algorithm]
  * @property {string[]} [mentions] user ids of the members a text names with `@username`
+ * @property {string} [media_id] of `media`: the upload
+ * @property {string} [content_type] of `media`
+ * @property {number} [size] of `media`, bytes
+ * @property {string} [name] of `media`: the file name (none for a recorded voice message)
+ * @property {number} [width] of `media`: pictures and videos, pixels
+ * @property {number} [height]
+ * @property {number} [duration_ms] of `media`: videos and sounds
+ * @property {string} [thumbnail] of `media`: a small JPEG or WebP, standard base64 (≤ 8 KiB)
+ * @property {string} [blurhash] of `media`: the picture's colours (see js/blurhash.js)
+ */
+
+/**
+ * An upload as the server keeps it (`media` of `/v1/media/...`).
+ * @typedef {object} MediaRecord
+ * @property {string} media_id
+ * @property {number} size
+ * @property {string} content_type
+ * @property {string} sha256
+ * @property {'pending' | 'ready'} state
+ * @property {number} created_at
+ */
+
+/**
+ * The answer to `POST /v1/media`: where to PUT the bytes, with exactly these headers.
+ * @typedef {object} MediaCreated
+ * @property {string} media_id
+ * @property {{method: string, url: string, headers: Record<string, string>, expires_at: number}} upload
  */
 
 /**
@@ -110,10 +137,28 @@
  * @typedef {object} OutboxItem
  * @property {string} client_id
  * @property {string} conversation_id
- * @property {'text' | 'edit' | 'delete' | 'reaction'} kind
+ * @property {'text' | 'edit' | 'delete' | 'reaction' | 'media'} kind
  * @property {MessageBody} body
  * @property {number} created_at
- * @property {string} [error] set when the server refused it for good
+ * @property {string} [error] set when the server refused it for good (or an upload failed)
+ * @property {Upload} [upload] of `media`: where its upload is; it is sent once `phase` is `done`
+ */
+
+/**
+ * The upload behind a media message in the outbox. The file itself stays in this browser
+ * (memory and IndexedDB, see js/uploads.js); this record, in localStorage, is what survives a
+ * reload and lets a retry continue where it stopped (an upload the server already has is not
+ * sent again).
+ * @typedef {object} Upload
+ * @property {'preparing' | 'uploading' | 'done'} phase
+ * @property {boolean} [described] the thumbnail, blurhash and dimensions are in the body
+ * @property {string} [sha256] of the bytes, standard base64
+ * @property {string} [media_id] announced to the server (not necessarily uploaded yet)
+ * @property {string} [url] where to PUT the bytes, until `expires_at`
+ * @property {Record<string, string>} [headers]
+ * @property {number} [expires_at] server ms
+ * @property {boolean} [fatal] the error cannot be cured by retrying (too large, file gone)
+ * @property {boolean} [auto] the upload is retried by itself (offline, rate limited)
  */
 
 /**

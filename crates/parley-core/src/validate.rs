@@ -177,6 +177,14 @@ fn media_body(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
             out.insert("caption".into(), Value::String(c.clone()));
         }
     }
+    if let Some(n) = obj.get("name").filter(|v| !v.is_null()) {
+        match n {
+            Value::String(n) if !n.is_empty() && n.len() <= 255 && !n.chars().any(char::is_control) => {
+                out.insert("name".into(), Value::String(n.clone()));
+            }
+            _ => return Err(bad("body.name must be a file name of 1 to 255 bytes")),
+        }
+    }
     for field in ["width", "height", "duration_ms"] {
         match obj.get(field) {
             None | Some(Value::Null) => {}

@@ -229,6 +229,9 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// With `payload_too_large` for an upload: the largest size this server takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -276,4 +279,64 @@ pub struct BulkAccount {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BulkAccountsCreated {
     pub accounts: Vec<BulkAccount>,
+}
+
+// Media
+
+/// `POST /v1/media`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateMedia {
+    pub size: u64,
+    pub content_type: String,
+    /// Standard base64 of the SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// Where and how to upload: `PUT url` with exactly `headers` and the exact bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadTarget {
+    pub method: String,
+    pub url: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MediaCreated {
+    pub media_id: Id,
+    pub upload: UploadTarget,
+    /// This server's addition: the record itself (state `pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfo>,
+}
+
+/// The `media` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub media_id: Id,
+    pub size: u64,
+    pub content_type: String,
+    /// Standard base64.
+    pub sha256: String,
+    /// `pending` or `ready`.
+    pub state: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MediaEnvelope {
+    pub media: MediaInfo,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DownloadTarget {
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// `GET /v1/media/{media_id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MediaWithDownload {
+    pub media: MediaInfo,
+    pub download: DownloadTarget,
 }

@@ -62,6 +62,19 @@ pub struct Config {
     pub push_lease_ms: u64,
     /// Milliseconds a provider has to answer one push.
     pub push_timeout_ms: u64,
+    /// Largest upload, in bytes.
+    pub media_max_bytes: u64,
+    /// Uploads a user may start per minute (sustained), and in a burst.
+    pub media_uploads_per_minute: u32,
+    pub media_upload_burst: u32,
+    /// Bytes a user may upload in any 24 hours.
+    pub media_daily_bytes: u64,
+    /// An upload no message references is removed this long after it was created, in ms.
+    pub media_orphan_after_ms: u64,
+    /// How often the media collector runs, in ms.
+    pub media_gc_interval_ms: u64,
+    /// How long upload and download URLs stay valid, in ms (at most 15 minutes).
+    pub media_url_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -91,6 +104,13 @@ impl Default for Config {
             push_concurrency: 256,
             push_lease_ms: 30_000,
             push_timeout_ms: 10_000,
+            media_max_bytes: parley_core::media::DEFAULT_MAX_BYTES,
+            media_uploads_per_minute: 60,
+            media_upload_burst: 30,
+            media_daily_bytes: 4 * 1024 * 1024 * 1024,
+            media_orphan_after_ms: parley_core::media::ORPHAN_AFTER_MS as u64,
+            media_gc_interval_ms: 60_000,
+            media_url_ttl_ms: parley_core::media::URL_TTL_MS as u64,
         }
     }
 }

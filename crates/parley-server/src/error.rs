@@ -14,11 +14,13 @@ pub(crate) struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_ms: Option<u64>,
+    /// The size limit a `payload_too_large` upload broke.
+    pub max_bytes: Option<u64>,
 }
 
 impl ApiError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), retry_after_ms: None }
+        ApiError { code, message: message.into(), retry_after_ms: None, max_bytes: None }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -42,6 +44,7 @@ impl ApiError {
             code: ErrorCode::RateLimited,
             message: "too many requests; slow down".into(),
             retry_after_ms: Some(retry_after_ms),
+            max_bytes: None,
         }
     }
 
@@ -90,7 +93,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code, message: self.message, retry_after_ms: self.retry_after_ms },
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                retry_after_ms: self.retry_after_ms,
+                max_bytes: self.max_bytes,
+            },
         };
         let mut resp = (status, axum::Json(body)).into_response();
         resp.extensions_mut().insert(self.code);

@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod fanout;
 mod json;
+mod media;
 mod members;
 mod metrics;
 mod passwords;
@@ -61,12 +62,16 @@ pub struct Backends {
     pub push: PushProviders,
     /// This node's name (the owner of the push leases it takes).
     pub node: String,
+    /// Where uploads live.
+    pub media: Arc<dyn parley_media::MediaStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the media store is not usable: {0}")]
+    Media(#[from] parley_media::MediaError),
     #[error("cannot read the push secrets from the store: {0}")]
     Secrets(#[from] parley_store::StoreError),
 }
@@ -81,12 +86,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let Backends { store, events, router, cluster, description, push, node } = backends;
+    let Backends { store, events, router, cluster, description, push, node, media } = backends;
+    // A missing bucket or an unwritable directory stops the start, not the first upload.
+    media.check().await?;
+    media.sweep().await?;
     let tracker = TaskTracker::new();
     let pusher = push::Pusher::new(&config, &*store, push, node).await?;
-    let app =
-        App::new(config, store.clone(), router.clone(), cluster.clone(), pusher, shutdown.clone(), tracker.clone())
-            .await;
+    let app = App::new(
+        config,
+        store.clone(),
+        router.clone(),
+        cluster.clone(),
+        pusher,
+        media,
+        shutdown.clone(),
+        tracker.clone(),
+    )
+    .await;
 
     // The server's long-lived loops; stopped (aborted, then awaited) last in the drain. Shorter
     // tasks they start run on `app.tasks`.
@@ -95,7 +111,8 @@ pub async fn run(
         background.spawn(cluster::listen(app.clone(), events));
     }
     background.spawn(fanout::run(app.clone(), events));
-    background.spawn(ratelimit::sweep(app.rate.clone()));
+    background.spawn(ratelimit::sweep(app.rate.clone(), app.uploads.clone()));
+    background.spawn(media::gc::run(app.clone()));
     background.spawn(push::worker::run(app.clone()));
     // The first probes are taken before the first request, so `/metrics` always has every
     // dependency's gauges (a probe loop that had not run yet once left a gap a test could see).

@@ -1,5 +1,5 @@
-//! Per-device token buckets for sends, shared by REST and the WebSocket so a device cannot
-//! multiply its allowance by opening more connections.
+//! Token buckets: per device for sends, shared by REST and the WebSocket so a device cannot
+//! multiply its allowance by opening more connections; per user for uploads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,13 +15,13 @@ struct Bucket {
     at: Instant,
 }
 
-pub(crate) struct RateLimiter {
+pub(crate) struct RateLimiter<K = DeviceId> {
     rate: f64,
     burst: f64,
-    shards: Box<[Mutex<HashMap<DeviceId, Bucket>>]>,
+    shards: Box<[Mutex<HashMap<K, Bucket>>]>,
 }
 
-impl RateLimiter {
+impl<K: Copy + Eq + std::hash::Hash + Into<i64>> RateLimiter<K> {
     pub(crate) fn new(rate_per_sec: f64, burst: u32) -> Self {
         RateLimiter {
             rate: rate_per_sec.max(0.001),
@@ -30,12 +30,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `device`; `Err(ms)` says how long until one is available.
-    pub(crate) fn check(&self, device: DeviceId) -> Result<(), u64> {
+    /// Takes one token for `key`; `Err(ms)` says how long until one is available.
+    pub(crate) fn check(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();
-        let mut shard =
-            self.shards[(device.0 as u64 % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner());
-        let b = shard.entry(device).or_insert(Bucket { tokens: self.burst, at: now });
+        let shard = (key.into() as u64 % SHARDS as u64) as usize;
+        let mut shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
+        let b = shard.entry(key).or_insert(Bucket { tokens: self.burst, at: now });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
         b.at = now;
         if b.tokens >= 1.0 {
@@ -57,11 +57,12 @@ impl RateLimiter {
 }
 
 /// Keeps the bucket maps small for the life of the server.
-pub(crate) async fn sweep(rate: Arc<RateLimiter>) {
+pub(crate) async fn sweep(sends: Arc<RateLimiter>, uploads: Arc<RateLimiter<parley_core::ids::UserId>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        rate.forget_full();
+        sends.forget_full();
+        uploads.forget_full();
     }
 }
 

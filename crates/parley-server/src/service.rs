@@ -38,6 +38,7 @@ pub(crate) async fn enqueue(app: &App, user: UserId, device: DeviceId, req: Send
             kind: body.kind,
             body: body.json,
             target_seq: body.target_seq,
+            media: body.media,
         })
         .await?;
     Ok(Queued { ticket, at: Instant::now(), interest })

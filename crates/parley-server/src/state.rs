@@ -30,6 +30,11 @@ pub(crate) struct App {
     pub routed: Option<Arc<Routed>>,
     pub passwords: Passwords,
     pub rate: Arc<RateLimiter>,
+    /// Upload starts, per user.
+    pub uploads: Arc<RateLimiter<parley_core::ids::UserId>>,
+    /// Where uploads live.
+    pub media: Arc<dyn parley_media::MediaStore>,
+    pub media_metrics: crate::media::MediaMetrics,
     pub members: MemberCache,
     pub metrics: Metrics,
     pub presence: Arc<Presence>,
@@ -55,6 +60,7 @@ impl App {
         router: Arc<dyn Router>,
         cluster: Option<Arc<dyn ClusterBus>>,
         push: crate::push::Pusher,
+        media: Arc<dyn parley_media::MediaStore>,
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
@@ -62,6 +68,12 @@ impl App {
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,
             rate: Arc::new(RateLimiter::new(config.send_rate_per_sec, config.send_burst)),
+            uploads: Arc::new(RateLimiter::new(
+                f64::from(config.media_uploads_per_minute) / 60.0,
+                config.media_upload_burst,
+            )),
+            media,
+            media_metrics: Default::default(),
             members: MemberCache::new(store.clone()),
             metrics: Metrics::default(),
             presence: Arc::new(Presence::new(

@@ -54,6 +54,7 @@
 
 mod accounts;
 mod conversations;
+mod media;
 mod messages;
 mod push;
 mod schema;
@@ -66,6 +67,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use parley_core::ids::*;
 use parley_core::model::*;
+use parley_core::media::Media;
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
@@ -89,6 +91,8 @@ pub struct PgStore {
     stats: Arc<WriterStats>,
     jobs: mpsc::Sender<Msg>,
     pool: Pool,
+    /// Shared with the writer: media records are created outside it.
+    ids: Arc<IdGen>,
 }
 
 /// An error inside the backend: either the outcome a caller gets ([`StoreError`]), or a
@@ -296,12 +300,13 @@ impl PgStore {
         } else {
             schema::check(&db).await?;
         }
-        let ids = IdGen::new(node_id);
+        let ids = Arc::new(IdGen::new(node_id));
         // Every later id is larger than any stored one, even if the clock stepped back.
         let max: Option<i64> = query_one(
             &db,
             "SELECT greatest((SELECT max(id) FROM users), (SELECT max(id) FROM devices),
-                             (SELECT max(id) FROM conversations), (SELECT max(message_id) FROM messages))",
+                             (SELECT max(id) FROM conversations), (SELECT max(message_id) FROM messages),
+                             (SELECT max(media_id) FROM media))",
             &[],
         )
         .await?
@@ -321,8 +326,8 @@ impl PgStore {
 
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(WriterStats::default());
-        writer::spawn(writer::Writer::new(node, db, ids, rx, events, stats.clone()));
-        Ok(PgStore { stats, jobs, pool })
+        writer::spawn(writer::Writer::new(node, db, ids.clone(), rx, events, stats.clone()));
+        Ok(PgStore { stats, jobs, pool, ids })
     }
 
     /// Queues `op` for the writer; the ticket resolves when its batch has committed. Jobs run in
@@ -545,6 +550,39 @@ impl Store for PgStore {
 
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         Ok(push::secret(&*self.reader().await?, name, fresh).await?)
+    }
+
+    async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media> {
+        let id = MediaId(self.ids.next());
+        Ok(media::create(&*self.reader().await?, id, uploader, size, content_type, sha256).await?)
+    }
+
+    async fn media(&self, id: MediaId) -> Result<Option<Media>> {
+        Ok(media::get(&*self.reader().await?, id).await?)
+    }
+
+    async fn media_ready(&self, id: MediaId) -> Result<bool> {
+        Ok(media::ready(&*self.reader().await?, id).await?)
+    }
+
+    async fn doom_upload(&self, uploader: UserId, id: MediaId) -> Result<bool> {
+        Ok(media::doom_upload(&*self.reader().await?, uploader, id).await?)
+    }
+
+    async fn media_visible(&self, user: UserId, id: MediaId) -> Result<bool> {
+        Ok(media::visible(&*self.reader().await?, user, id).await?)
+    }
+
+    async fn media_usage(&self, user: UserId, since: i64) -> Result<parley_store::media::MediaUsage> {
+        Ok(media::usage(&*self.reader().await?, user, since).await?)
+    }
+
+    async fn doom_media(&self, orphan_before: i64, limit: u32) -> Result<Vec<MediaId>> {
+        Ok(media::doom(&*self.reader().await?, orphan_before, limit).await?)
+    }
+
+    async fn forget_media(&self, ids: &[MediaId]) -> Result<()> {
+        Ok(media::forget(&*self.reader().await?, ids).await?)
     }
 
     async fn shutdown(&self) {

@@ -165,6 +165,7 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
     if let Some(target) = m.target_seq {
         authorize_target(ctx.db, m, &w, target.0).await?;
     }
+    crate::media::take_refs(ctx.db, m.sender_id, &m.media).await?;
     let message = insert_entry(
         ctx,
         Entry {
@@ -179,6 +180,10 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
         },
     )
     .await?;
+    crate::media::record_refs(ctx.db, &message, &m.media).await?;
+    if let (MessageKind::Delete, Some(target)) = (message.kind, m.target_seq) {
+        crate::media::drop_refs(ctx.db, message.conversation_id, target).await?;
+    }
     let decisions = crate::push::queue(ctx.db, std::slice::from_ref(&message)).await?;
     if decisions != parley_store::PushDecisions::default() {
         ctx.events.push(StoreEvent::Pushes(decisions));

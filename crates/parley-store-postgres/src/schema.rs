@@ -159,6 +159,30 @@ CREATE TABLE secrets (
     value BYTEA NOT NULL
 );
 "#,
+    // Media records (the bytes live in the media store) and the messages referencing them.
+    r#"
+CREATE TABLE media (
+    media_id     BIGINT PRIMARY KEY,
+    uploader_id  BIGINT NOT NULL,
+    size         BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256       BYTEA NOT NULL,
+    -- 0 pending, 1 ready, 2 doomed (the collector is removing its object)
+    state        SMALLINT NOT NULL DEFAULT 0,
+    refs         INTEGER NOT NULL DEFAULT 0,
+    used         BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at   BIGINT NOT NULL
+) WITH (fillfactor = 90);
+CREATE INDEX media_by_uploader ON media(uploader_id, created_at);
+CREATE INDEX media_unreferenced ON media(created_at) WHERE refs = 0;
+CREATE TABLE media_refs (
+    media_id        BIGINT NOT NULL,
+    conversation_id BIGINT NOT NULL,
+    seq             BIGINT NOT NULL,
+    PRIMARY KEY (media_id, conversation_id, seq)
+);
+CREATE INDEX media_refs_by_entry ON media_refs(conversation_id, seq);
+"#,
 ];
 
 /// The schema version this build expects.

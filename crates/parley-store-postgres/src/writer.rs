@@ -107,7 +107,7 @@ impl Op {
     /// deletes and reactions check their target one by one) and the coalesced lazy writes.
     pub(crate) fn is_bulk(&self) -> bool {
         match self {
-            Op::Send(m) => m.target_seq.is_none(),
+            Op::Send(m) => m.target_seq.is_none() && m.media.is_empty(),
             Op::SetLastSeen { .. } | Op::TouchDevice { .. } | Op::Ack { .. } | Op::Read { .. } => true,
             _ => false,
         }
@@ -371,7 +371,7 @@ pub(crate) struct Writer {
     /// No reconnection is tried before this instant; `delay` is the wait after the next failure.
     retry_at: Instant,
     delay: Duration,
-    ids: IdGen,
+    ids: Arc<IdGen>,
     rx: mpsc::Receiver<Msg>,
     events: EventSender,
     stats: Arc<WriterStats>,
@@ -429,7 +429,7 @@ impl Writer {
     pub(crate) fn new(
         node: Node,
         db: ClientWrapper,
-        ids: IdGen,
+        ids: Arc<IdGen>,
         rx: mpsc::Receiver<Msg>,
         events: EventSender,
         stats: Arc<WriterStats>,

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod conversations;
+mod media;
 mod messages;
 mod push;
 mod schema;
@@ -18,6 +19,7 @@ use parley_core::model::*;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use parley_core::media::Media;
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 use parley_store::{
     Backlog, EventSender, HistoryQuery, NewMessage, PushDone, PushJob, Result, SendOutcome, Store, StoreError, Ticket,
@@ -123,6 +125,7 @@ impl SqliteStore {
             "SELECT max(id) FROM devices",
             "SELECT max(id) FROM conversations",
             "SELECT max(message_id) FROM messages",
+            "SELECT max(media_id) FROM media",
         ] {
             let max: Option<i64> = conn.query_row(sql, [], |r| r.get(0))?;
             ids.observe(max.unwrap_or(0));
@@ -409,6 +412,40 @@ impl Store for SqliteStore {
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         let name = name.to_owned();
         self.write(true, move |ctx| push::secret(ctx, &name, fresh)).await
+    }
+
+    async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media> {
+        let ct = content_type.to_owned();
+        self.write(true, move |ctx| media::create(ctx, uploader, size, &ct, sha256)).await
+    }
+
+    async fn media(&self, id: MediaId) -> Result<Option<Media>> {
+        self.query(move |c| media::get(c, id)).await
+    }
+
+    async fn media_ready(&self, id: MediaId) -> Result<bool> {
+        self.write(true, move |ctx| media::ready(ctx, id)).await
+    }
+
+    async fn doom_upload(&self, uploader: UserId, id: MediaId) -> Result<bool> {
+        self.write(true, move |ctx| media::doom_upload(ctx, uploader, id)).await
+    }
+
+    async fn media_visible(&self, user: UserId, id: MediaId) -> Result<bool> {
+        self.query(move |c| media::visible(c, user, id)).await
+    }
+
+    async fn media_usage(&self, user: UserId, since: i64) -> Result<parley_store::media::MediaUsage> {
+        self.query(move |c| media::usage(c, user, since)).await
+    }
+
+    async fn doom_media(&self, orphan_before: i64, limit: u32) -> Result<Vec<MediaId>> {
+        self.write(true, move |ctx| media::doom(ctx, orphan_before, limit)).await
+    }
+
+    async fn forget_media(&self, ids: &[MediaId]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write(true, move |ctx| media::forget(ctx, &ids)).await
     }
 
     fn writer_stats(&self) -> Arc<WriterStats> {

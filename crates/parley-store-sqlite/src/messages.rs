@@ -125,6 +125,7 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
     if let Some(target) = m.target_seq {
         authorize_target(ctx.conn, &m, &w, target.0)?;
     }
+    crate::media::take_refs(ctx, m.sender_id, &m.media)?;
     let message = insert_entry(
         ctx,
         Entry {
@@ -138,6 +139,10 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
             system: None,
         },
     )?;
+    crate::media::record_refs(ctx, &message, &m.media)?;
+    if let (MessageKind::Delete, Some(target)) = (message.kind, m.target_seq) {
+        crate::media::drop_refs(ctx, message.conversation_id, target)?;
+    }
     crate::push::queue(ctx, &message)?;
     Ok(SendOutcome { message, duplicate: false })
 }

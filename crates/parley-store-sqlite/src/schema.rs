@@ -132,6 +132,30 @@ CREATE TABLE secrets (
     value BLOB NOT NULL
 );
 "#,
+    r#"
+-- state: 0 pending, 1 ready, 2 doomed (the collector is removing its object).
+-- refs: messages referencing it; used: whether one ever did (then it goes as soon as none does).
+CREATE TABLE media (
+    media_id     INTEGER PRIMARY KEY,
+    uploader_id  INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256       BLOB NOT NULL,
+    state        INTEGER NOT NULL DEFAULT 0,
+    refs         INTEGER NOT NULL DEFAULT 0,
+    used         INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX media_by_uploader ON media(uploader_id, created_at);
+CREATE INDEX media_unreferenced ON media(created_at) WHERE refs = 0;
+CREATE TABLE media_refs (
+    media_id        INTEGER NOT NULL,
+    conversation_id INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    PRIMARY KEY (media_id, conversation_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX media_refs_by_entry ON media_refs(conversation_id, seq);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -106,6 +106,7 @@ fn text(conv: ConversationId, sender: UserId, device: Option<DeviceId>, client_i
         kind: MessageKind::Text,
         body: serde_json::json!({ "text": body }).to_string(),
         target_seq: None,
+        media: Vec::new(),
     }
 }
 
@@ -356,6 +357,7 @@ fn entry(
         kind,
         body: body.to_string(),
         target_seq: Some(Seq(target)),
+        media: Vec::new(),
     }
 }
 

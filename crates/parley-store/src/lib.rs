@@ -20,8 +20,10 @@ use parley_core::model::*;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod entry;
+pub mod media;
 pub mod push;
 
+use parley_core::media::Media;
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
 pub use push::{PushDecisions, PushDone, PushJob, PushOutcome};
 
@@ -110,6 +112,9 @@ pub struct NewMessage {
     pub body: String,
     /// The entry an `edit`, `delete` or `reaction` refers to.
     pub target_seq: Option<Seq>,
+    /// The uploads the message shows; each must be ready and the sender's (checked in the
+    /// send's transaction, which also records the reference).
+    pub media: Vec<parley_core::validate::MediaRef>,
 }
 
 #[derive(Clone, Debug)]
@@ -301,6 +306,31 @@ pub trait Store: Send + Sync + 'static {
     /// The secret called `name`, created as `fresh` by the first caller (every later call, on
     /// any node, gets the first one's). Kept in the database: the VAPID key, the topic key.
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>>;
+
+    // Media (the records; the bytes live in a media store). A send that names an upload
+    // checks it is ready and the sender's, and records the reference, in its own transaction.
+    // A `delete` of that message drops the reference.
+
+    /// Records a new upload by `uploader`, pending until completed.
+    async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media>;
+    async fn media(&self, id: MediaId) -> Result<Option<Media>>;
+    /// Pending → ready. False when it is not pending (already ready, or being removed).
+    async fn media_ready(&self, id: MediaId) -> Result<bool>;
+    /// Marks `uploader`'s upload for removal while no message references it: false when there
+    /// is no such upload of theirs, `Conflict` when a message references it. The caller
+    /// removes the object, then [`Store::forget_media`].
+    async fn doom_upload(&self, uploader: UserId, id: MediaId) -> Result<bool>;
+    /// Whether `user` may fetch it: the uploader, or a member whose window holds a message
+    /// that references it.
+    async fn media_visible(&self, user: UserId, id: MediaId) -> Result<bool>;
+    /// The uploads `user` created at or after `since`.
+    async fn media_usage(&self, user: UserId, since: i64) -> Result<media::MediaUsage>;
+    /// The collector's first step: marks up to `limit` unreferenced uploads for removal (those
+    /// a message once referenced, and those created before `orphan_before`) and returns up to
+    /// `limit` of every upload so marked, including ones an interrupted run left.
+    async fn doom_media(&self, orphan_before: i64, limit: u32) -> Result<Vec<MediaId>>;
+    /// Forgets records marked for removal whose objects are gone.
+    async fn forget_media(&self, ids: &[MediaId]) -> Result<()>;
 
     /// Finishes queued writes and stops accepting new ones.
     async fn shutdown(&self);

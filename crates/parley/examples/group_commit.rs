@@ -67,6 +67,7 @@ async fn main() {
                     kind: MessageKind::Text,
                     body: r#"{"text":"hello, group commit"}"#.into(),
                     target_seq: None,
+                    media: Vec::new(),
                 };
                 store.send(msg).await.expect("send");
             }

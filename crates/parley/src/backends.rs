@@ -56,6 +56,12 @@ pub(crate) struct BackendSettings {
     /// The FCM service account key file (JSON), and another base URL (a local fake).
     pub fcm_service_account: Option<PathBuf>,
     pub fcm_url: Option<String>,
+    /// Where uploads live: unset for files under the data dir (`media/`), or an S3-compatible
+    /// store, `s3://bucket?endpoint=https://…&region=…` (credentials from the AWS variables).
+    pub media_store: Option<String>,
+    /// The address clients reach this server at (the local media store's URLs start with it)
+    /// [default: http:// and the address it listens on].
+    pub public_url: Option<String>,
 }
 
 impl Default for BackendSettings {
@@ -78,13 +84,15 @@ impl Default for BackendSettings {
             apns_background: false,
             fcm_service_account: None,
             fcm_url: None,
+            media_store: None,
+            public_url: None,
         }
     }
 }
 
 impl BackendSettings {
     /// The keys of the settings file that are these settings.
-    pub(crate) const KEYS: [&'static str; 17] = [
+    pub(crate) const KEYS: [&'static str; 19] = [
         "data_dir",
         "node_id",
         "store",
@@ -102,6 +110,8 @@ impl BackendSettings {
         "apns_background",
         "fcm_service_account",
         "fcm_url",
+        "media_store",
+        "public_url",
     ];
 
     /// The node number (0–1023) in every id this node makes: `node_id` itself when it is one,
@@ -126,8 +136,12 @@ impl BackendSettings {
 }
 
 /// The store and router the settings ask for (`server` for the presence grace period the
-/// cluster router keeps).
-pub(crate) async fn connect(config: &BackendSettings, server: &Config) -> anyhow::Result<Backends> {
+/// cluster router keeps); `listening` is the address the server is bound to.
+pub(crate) async fn connect(
+    config: &BackendSettings,
+    server: &Config,
+    listening: std::net::SocketAddr,
+) -> anyhow::Result<Backends> {
     let (events_tx, events) = parley_server::event_channel();
     let store: Arc<dyn Store> = match &config.store {
         Some(url) => Arc::new(connect_postgres(config, url, events_tx).await?),
@@ -153,7 +167,44 @@ pub(crate) async fn connect(config: &BackendSettings, server: &Config) -> anyhow
     };
     let push = push_providers(config, server, &*store).await?;
     let node = node_name(&config.node_id);
-    Ok(Backends { store, events, router, cluster, description, push, node })
+    let (media, media_description) = media_store(config, listening)?;
+    if cluster.is_some() && config.media_store.is_none() {
+        tracing::warn!(
+            "media are stored under this node's data dir: in a cluster, uploads made through one node \
+             cannot be downloaded through another; set media_store to a shared S3-compatible store"
+        );
+    }
+    let description = format!("{description}; media {media_description}");
+    Ok(Backends { store, events, router, cluster, description, push, node, media })
+}
+
+/// The media store: S3-compatible when `media_store` names one, else files under the data dir
+/// served by this server at `public_url`.
+fn media_store(
+    config: &BackendSettings,
+    listening: std::net::SocketAddr,
+) -> anyhow::Result<(Arc<dyn parley_media::MediaStore>, String)> {
+    if let Some(url) = &config.media_store {
+        let store = parley_media_s3::S3Store::from_env(url).context("media_store")?;
+        let description = format!("in {store:?}");
+        return Ok((Arc::new(store), description));
+    }
+    let public = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            if listening.ip().is_unspecified() {
+                tracing::warn!(
+                    "public_url is not set and the server listens on every address: media URLs will name \
+                     {listening}, which clients cannot reach; set public_url to the address clients use"
+                );
+            }
+            format!("http://{listening}")
+        }
+    };
+    let dir = config.data_dir.join("media");
+    let store = parley_media_fs::FsMedia::open(&dir, &public)
+        .with_context(|| format!("cannot open the media directory {}", dir.display()))?;
+    Ok((Arc::new(store), format!("under {}", dir.display())))
 }
 
 /// The push provider clients: Web Push always (with the deployment's VAPID key, made at first

@@ -344,6 +344,35 @@ pub(crate) struct ServeArgs {
     /// FCM: another base URL than Google's (a local fake in tests).
     #[arg(long, env = "PARLEY_FCM_URL")]
     pub fcm_url: Option<String>,
+    /// Where uploads live: s3://bucket?endpoint=URL&region=R for an S3-compatible store
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) [default: files under --data-dir].
+    #[arg(long, env = "PARLEY_MEDIA_STORE", hide_env_values = true)]
+    pub media_store: Option<String>,
+    /// The address clients reach this server at, e.g. https://chat.example.com (media URLs start
+    /// with it) [default: http:// and the listening address].
+    #[arg(long, env = "PARLEY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest upload, in bytes [default: 104857600].
+    #[arg(long, env = "PARLEY_MEDIA_MAX_BYTES")]
+    pub media_max_bytes: Option<u64>,
+    /// Uploads a user may start per minute [default: 60].
+    #[arg(long, env = "PARLEY_MEDIA_UPLOADS_PER_MINUTE")]
+    pub media_uploads_per_minute: Option<u32>,
+    /// Uploads a user may start in a burst above that rate [default: 30].
+    #[arg(long, env = "PARLEY_MEDIA_UPLOAD_BURST")]
+    pub media_upload_burst: Option<u32>,
+    /// Bytes a user may upload in any 24 hours [default: 4294967296].
+    #[arg(long, env = "PARLEY_MEDIA_DAILY_BYTES")]
+    pub media_daily_bytes: Option<u64>,
+    /// Ms after upload when media no message references is removed [default: 86400000].
+    #[arg(long, env = "PARLEY_MEDIA_ORPHAN_AFTER_MS")]
+    pub media_orphan_after_ms: Option<u64>,
+    /// Ms between runs of the media collector [default: 60000].
+    #[arg(long, env = "PARLEY_MEDIA_GC_INTERVAL_MS")]
+    pub media_gc_interval_ms: Option<u64>,
+    /// Ms upload and download URLs stay valid, at most 900000 [default: 900000].
+    #[arg(long, env = "PARLEY_MEDIA_URL_TTL_MS")]
+    pub media_url_ttl_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

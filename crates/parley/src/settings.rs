@@ -48,6 +48,8 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         (&args.apns_topic, &mut be.apns_topic),
         (&args.apns_url, &mut be.apns_url),
         (&args.fcm_url, &mut be.fcm_url),
+        (&args.media_store, &mut be.media_store),
+        (&args.public_url, &mut be.public_url),
     ] {
         if arg.is_some() {
             field.clone_from(arg);
@@ -85,6 +87,13 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         push_concurrency,
         push_lease_ms,
         push_timeout_ms,
+        media_max_bytes,
+        media_uploads_per_minute,
+        media_upload_burst,
+        media_daily_bytes,
+        media_orphan_after_ms,
+        media_gc_interval_ms,
+        media_url_ttl_ms,
     );
     for (arg, field) in [(&args.store, &mut be.store), (&args.nats, &mut be.nats), (&args.redis, &mut be.redis)] {
         if arg.is_some() {
@@ -111,6 +120,18 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
     }
     if be.clustered() && be.store.is_none() {
         anyhow::bail!("a cluster needs a shared store: set store to a postgres:// URL");
+    }
+    if be.media_store.as_deref().is_some_and(|s| !s.starts_with("s3://")) {
+        anyhow::bail!("media_store must be an s3://bucket?endpoint=...&region=... URL (leave it unset for local files)");
+    }
+    if be.public_url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+        anyhow::bail!("public_url must be an http:// or https:// URL");
+    }
+    if cfg.media_url_ttl_ms == 0 || cfg.media_url_ttl_ms > parley_core::media::URL_TTL_MS as u64 {
+        anyhow::bail!("media_url_ttl_ms must be 1 to 900000 (15 minutes)");
+    }
+    if cfg.media_max_bytes == 0 {
+        anyhow::bail!("media_max_bytes must be at least 1");
     }
     if !(be.push_vapid_subject.starts_with("mailto:") || be.push_vapid_subject.starts_with("https:")) {
         anyhow::bail!("push_vapid_subject must be a mailto: or https: URL (RFC 8292)");

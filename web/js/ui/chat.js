@@ -7,6 +7,7 @@ import { lastSeen, plural, untilTime } from '../format.js';
 import { MessageList } from './messages.js';
 import { Composer } from './composer.js';
 import { confirmDialog, describeError, newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
+import { downloadMedia } from './media.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
@@ -88,13 +89,21 @@ export class ChatView {
     );
     this.messages.onScrollChange = () => this.updateJump();
 
+    this.dropTitle = h('strong');
+    this.dropZone = h(
+      'div',
+      { class: 'drop-zone', attrs: { hidden: true, 'aria-hidden': 'true' } },
+      h('div', { class: 'drop-card' }, icon('attach'), h('span', null, 'Drop files to send to '), this.dropTitle),
+    );
     this.chat = h(
       'section',
       { class: 'chat', attrs: { hidden: true, 'aria-labelledby': 'chat-title' } },
       this.header,
       h('div', { class: 'messages-wrap' }, this.messages.scroller, this.jump),
       this.composer.el,
+      this.dropZone,
     );
+    this.setUpDrop();
     this.title.id = 'chat-title';
     this.welcome = h(
       'div',
@@ -111,6 +120,53 @@ export class ChatView {
     );
     this.el = h('main', { class: 'main' }, this.welcome, this.chat);
     this.headerSig = '';
+  }
+
+  /**
+   * Files dragged over the open chat show where they go; dropped, they wait in the composer's
+   * tray. A drop anywhere else on the page is ignored (not opened by the browser in the tab).
+   */
+  setUpDrop() {
+    let depth = 0;
+    /** @param {DragEvent} e */
+    const hasFiles = (e) => !!e.dataTransfer && Array.from(e.dataTransfer.types).includes('Files');
+    const hide = () => {
+      depth = 0;
+      this.dropZone.hidden = true;
+    };
+    this.chat.addEventListener('dragenter', (e) => {
+      if (!hasFiles(e) || !this.composer.accepting()) return;
+      e.preventDefault();
+      depth++;
+      const conv = this.convId ? this.state.convs.get(this.convId) : undefined;
+      this.dropTitle.textContent = conv ? this.state.title(conv) : '';
+      this.dropZone.hidden = false;
+    });
+    this.chat.addEventListener('dragover', (e) => {
+      if (!hasFiles(e) || !this.composer.accepting()) return;
+      e.preventDefault();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = 'copy';
+    });
+    this.chat.addEventListener('dragleave', () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) hide();
+    });
+    this.chat.addEventListener('drop', (e) => {
+      hide();
+      if (!hasFiles(e) || !this.composer.accepting()) return;
+      e.preventDefault();
+      this.composer.addFiles(Array.from(e.dataTransfer?.files || []));
+    });
+    for (const type of ['dragover', 'drop']) {
+      document.addEventListener(type, (e) => {
+        const d = /** @type {DragEvent} */ (e);
+        if (!e.defaultPrevented && hasFiles(d)) {
+          e.preventDefault();
+          if (d.dataTransfer) d.dataTransfer.dropEffect = 'none';
+          if (type === 'drop') hide();
+        }
+      });
+    }
   }
 
   /** @param {string | null} id */
@@ -257,7 +313,23 @@ export class ChatView {
       return;
     }
     if (canWrite) items.push({ label: 'Reply', icon: 'reply', run: () => this.composer.setContext({ mode: 'reply', bubble: b }) });
-    items.push({ label: 'Copy text', icon: 'copy', run: () => navigator.clipboard?.writeText(b.text).catch(() => {}) });
+    if (b.media) {
+      const media = b.media;
+      if (media.caption) items.push({ label: 'Copy caption', icon: 'copy', run: () => navigator.clipboard?.writeText(media.caption || '').catch(() => {}) });
+      if (media.media_id) {
+        items.push({
+          label: 'Download',
+          icon: 'download',
+          run: () => {
+            downloadMedia(state, media, b.ts, b.clientId).catch((e) => {
+              this.composer.error.textContent = `Download failed: ${describeError(e)}`;
+            });
+          },
+        });
+      }
+    } else {
+      items.push({ label: 'Copy text', icon: 'copy', run: () => navigator.clipboard?.writeText(b.text).catch(() => {}) });
+    }
     if (canWrite && own && b.kind === 'text') {
       items.push({ label: 'Edit', icon: 'edit', run: () => this.composer.setContext({ mode: 'edit', bubble: b }) });
     }

@@ -1,11 +1,15 @@
 // The message composer: a growing text field, Enter sends and Shift+Enter adds a line, replies
 // and edits, per-conversation drafts, `@` mentions of group members, and the typing indicator
-// we send. It works the same offline: what is sent goes to the outbox and leaves when the
-// connection is back.
+// we send. Attachments come from the attach button, a paste or a drop on the chat, wait in a
+// tray (the text becomes the first one's caption) and go with Send; with nothing to send, the
+// send button is the mic of a voice message. It works the same offline: what is sent goes to
+// the outbox (files upload when the connection is back) and leaves when it can.
 
 import { avatar, h } from '../dom.js';
 import { icon } from '../icons.js';
 import { snippet, utf8Length } from '../format.js';
+import { fileSize } from '../media.js';
+import { RecorderBar, canRecord } from './recorder.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
@@ -15,6 +19,8 @@ import { snippet, utf8Length } from '../format.js';
 const MAX_TEXT_BYTES = 16_384;
 /** Without a keystroke for this long, we say we stopped typing. */
 const TYPING_IDLE_MS = 4_000;
+/** At most this many files go in one send. */
+const MAX_ATTACHMENTS = 30;
 /** At most this many members are offered for an `@`. */
 const MAX_SUGGESTIONS = 6;
 /** An `@` being typed at the caret, and the name so far (the `@` starts a word). */
@@ -40,6 +46,8 @@ export class Composer {
     this.draftTimer = undefined;
     /** The members offered for the `@` being typed, and which one Enter takes. @type {{users: Member[], active: number} | null} */
     this.mention = null;
+    /** Files waiting to be sent, with an object URL for the preview of pictures. @type {{file: File, url: string | null}[]} */
+    this.attachments = [];
 
     this.input = h('textarea', {
       class: 'composer-input',
@@ -55,6 +63,7 @@ export class Composer {
       on: {
         keydown: (e) => this.onKey(e),
         input: () => this.onInput(),
+        paste: (e) => this.onPaste(e),
         click: () => this.updateMentions(),
         blur: () => {
           this.stopTyping();
@@ -80,6 +89,38 @@ export class Composer {
       ),
     );
     this.send = h('button', { class: 'send-btn', attrs: { type: 'submit', 'aria-label': 'Send', title: 'Send (Enter)' } }, icon('send'));
+    this.fileInput = h('input', {
+      class: 'file-input',
+      attrs: { type: 'file', multiple: true, hidden: true, tabindex: -1, 'aria-hidden': 'true' },
+      on: {
+        change: () => {
+          this.addFiles(Array.from(this.fileInput.files || []));
+          this.fileInput.value = '';
+        },
+      },
+    });
+    this.attach = h(
+      'button',
+      {
+        class: 'icon-btn attach-btn',
+        attrs: { type: 'button', 'aria-label': 'Attach files', title: 'Attach photos, videos or files' },
+        on: { click: () => this.fileInput.click() },
+      },
+      icon('attach'),
+    );
+    this.tray = h('ul', { class: 'attach-tray', attrs: { 'aria-label': 'Attachments', hidden: true } });
+    this.recorder = new RecorderBar({
+      send: (blob, durationMs) => this.sendVoice(blob, durationMs),
+      error: (message) => {
+        this.error.textContent = message;
+      },
+      changed: (recording) => {
+        this.row.hidden = recording;
+        this.tray.hidden = recording || !this.attachments.length;
+        if (!recording) this.input.focus();
+      },
+    });
+    this.row = h('div', { class: 'composer-row' }, this.attach, this.input, this.send, this.recorder.mic);
     this.form = h(
       'form',
       {
@@ -94,7 +135,10 @@ export class Composer {
       this.mentionList,
       this.contextBar,
       this.error,
-      h('div', { class: 'composer-row' }, this.input, this.send),
+      this.tray,
+      this.row,
+      this.recorder.bar,
+      this.fileInput,
     );
     this.closedNote = h('p', { class: 'composer-closed', attrs: { hidden: true } }, 'You are no longer a member of this group.');
     this.el = h('footer', { class: 'composer-wrap' }, this.form, this.closedNote);
@@ -105,6 +149,8 @@ export class Composer {
     if (id === this.convId) return;
     this.stopTyping();
     this.saveDraft();
+    this.recorder.cancel();
+    this.clearAttachments();
     this.convId = id;
     this.context = null;
     this.closeMentions();
@@ -112,12 +158,22 @@ export class Composer {
     this.input.value = id ? this.drafts.get(id) ?? '' : '';
     this.error.textContent = '';
     this.resize();
+    this.updateButtons();
   }
 
   /** Shows or hides the composer for a conversation the user has left. @param {boolean} left */
   setLeft(left) {
+    if (left && !this.form.hidden) {
+      this.recorder.cancel();
+      this.clearAttachments();
+    }
     this.form.hidden = left;
     this.closedNote.hidden = !left;
+  }
+
+  /** Whether the composer takes files now (a conversation is open and the user is in it). */
+  accepting() {
+    return !!this.convId && !this.form.hidden && !this.recorder.active;
   }
 
   focus() {
@@ -132,6 +188,7 @@ export class Composer {
     if (!ctx) {
       if (wasEdit) this.input.value = this.convId ? this.drafts.get(this.convId) ?? '' : '';
       this.resize();
+      this.updateButtons();
       return;
     }
     if (ctx.mode === 'reply') {
@@ -144,6 +201,7 @@ export class Composer {
       this.input.value = ctx.bubble.text;
     }
     this.resize();
+    this.updateButtons();
     this.input.focus();
   }
 
@@ -173,6 +231,7 @@ export class Composer {
   onInput() {
     this.resize();
     this.updateMentions();
+    this.updateButtons();
     this.error.textContent = '';
     clearTimeout(this.draftTimer);
     this.draftTimer = setTimeout(() => this.saveDraft(), 500);
@@ -195,6 +254,10 @@ export class Composer {
     const id = this.convId;
     if (!id) return;
     const text = this.input.value.replace(/^\s*\n|\s+$/gu, '');
+    if (this.attachments.length && this.context?.mode !== 'edit') {
+      this.submitFiles(id, text);
+      return;
+    }
     if (!text.trim()) return;
     if (utf8Length(text) > MAX_TEXT_BYTES) {
       this.error.textContent = `That is too long: at most ${MAX_TEXT_BYTES.toLocaleString()} bytes.`;
@@ -219,7 +282,140 @@ export class Composer {
     clearTimeout(this.idleTimer);
     this.state.typingSent.delete(id);
     this.resize();
+    this.updateButtons();
     this.input.focus();
+  }
+
+  // --- attachments ---
+
+  /**
+   * Sends the files in the tray; the text, if any, is the first one's caption.
+   * @param {string} id @param {string} text
+   */
+  submitFiles(id, text) {
+    const caption = text.trim() ? text : '';
+    if (utf8Length(caption) > MAX_TEXT_BYTES) {
+      this.error.textContent = `The caption is too long: at most ${MAX_TEXT_BYTES.toLocaleString()} bytes.`;
+      return;
+    }
+    const ctx = this.context;
+    const replyTo = ctx?.mode === 'reply' && ctx.bubble.seq ? ctx.bubble.seq : undefined;
+    const mentions = caption ? this.state.mentionedIds(id, caption) : [];
+    this.attachments.forEach(({ file }, i) => {
+      this.state.sendMedia(id, file, {
+        name: file.name || undefined,
+        caption: i === 0 ? caption : undefined,
+        reply_to_seq: i === 0 ? replyTo : undefined,
+        mentions: i === 0 ? mentions : undefined,
+      });
+    });
+    this.clearAttachments();
+    this.input.value = '';
+    this.drafts.delete(id);
+    this.saveDraft();
+    this.setContext(null);
+    this.closeMentions();
+    this.stopTyping();
+    this.state.typingSent.delete(id);
+    this.resize();
+    this.updateButtons();
+    this.onSent();
+    this.input.focus();
+  }
+
+  /** A recorded voice message goes at once. @param {Blob} blob @param {number} durationMs */
+  sendVoice(blob, durationMs) {
+    const id = this.convId;
+    if (!id) return;
+    this.state.sendMedia(id, blob, { duration_ms: durationMs });
+    this.onSent();
+  }
+
+  /**
+   * Puts files in the tray (from the attach button, a paste or a drop), refusing with a reason
+   * those that cannot be sent (empty, larger than the server's limit once it is known).
+   * @param {File[]} files
+   */
+  addFiles(files) {
+    if (!files.length || !this.accepting()) return;
+    if (this.context?.mode === 'edit') this.setContext(null);
+    const limit = this.state.uploads.limit();
+    /** @type {string[]} */
+    const problems = [];
+    for (const file of files) {
+      if (this.attachments.length >= MAX_ATTACHMENTS) {
+        problems.push(`At most ${MAX_ATTACHMENTS} files at a time.`);
+        break;
+      }
+      if (!file.size) {
+        problems.push(`“${file.name || 'The file'}” is empty.`);
+        continue;
+      }
+      if (limit !== null && file.size > limit) {
+        problems.push(`“${file.name || 'The file'}” is too large to send (${fileSize(file.size)}). The limit is ${fileSize(limit)}.`);
+        continue;
+      }
+      const url = /^image\//u.test(file.type) && file.type !== 'image/svg+xml' ? URL.createObjectURL(file) : null;
+      this.attachments.push({ file, url });
+    }
+    this.error.textContent = problems.join(' ');
+    this.renderTray();
+    this.updateButtons();
+    this.input.focus();
+  }
+
+  /** @param {number} index */
+  removeAttachment(index) {
+    const [gone] = this.attachments.splice(index, 1);
+    if (gone?.url) URL.revokeObjectURL(gone.url);
+    this.renderTray();
+    this.updateButtons();
+    this.input.focus();
+  }
+
+  clearAttachments() {
+    for (const a of this.attachments) if (a.url) URL.revokeObjectURL(a.url);
+    this.attachments = [];
+    this.renderTray();
+  }
+
+  renderTray() {
+    this.tray.hidden = !this.attachments.length;
+    this.input.placeholder = this.attachments.length ? 'Add a caption' : 'Message';
+    this.tray.replaceChildren(
+      ...this.attachments.map(({ file, url }, i) =>
+        h(
+          'li',
+          { class: 'attach-chip', attrs: { 'aria-label': `${file.name || 'File'}, ${fileSize(file.size)}` } },
+          url
+            ? h('img', { class: 'attach-preview', attrs: { src: url, alt: '' } })
+            : h('span', { class: 'attach-preview icon-preview', attrs: { 'aria-hidden': 'true' } }, icon(/^video\//u.test(file.type) ? 'video' : /^audio\//u.test(file.type) ? 'music' : 'file')),
+          h('span', { class: 'attach-text' }, h('span', { class: 'attach-name' }, file.name || 'File'), h('span', { class: 'attach-size muted' }, fileSize(file.size))),
+          h(
+            'button',
+            { class: 'icon-btn sm attach-remove', attrs: { type: 'button', 'aria-label': `Remove ${file.name || 'file'}` }, on: { click: () => this.removeAttachment(i) } },
+            icon('close'),
+          ),
+        ),
+      ),
+    );
+  }
+
+  /** A paste of pictures or files (a screenshot, "Copy image") attaches them; text pastes as text. @param {ClipboardEvent} e */
+  onPaste(e) {
+    const data = e.clipboardData;
+    if (!data || !data.files.length) return;
+    if ((data.getData('text/plain') || '').trim()) return;
+    e.preventDefault();
+    this.addFiles(Array.from(data.files));
+  }
+
+  /** The send button while there is something to send, else the mic. */
+  updateButtons() {
+    const something = !!this.input.value.trim() || this.attachments.length > 0 || this.context?.mode === 'edit';
+    const mic = canRecord() && !something;
+    this.send.hidden = mic;
+    this.recorder.mic.hidden = !mic;
   }
 
   // --- @ mentions ---

@@ -10,6 +10,8 @@ import { avatar, colorIndex, h, reconcileChildren } from '../dom.js';
 import { icon } from '../icons.js';
 import { clock, dayLabel, dayStart, fullDateTime, snippet } from '../format.js';
 import { mentionTokens } from '../state.js';
+import { mediaContent, openViewer } from './media.js';
+import { mediaKind } from '../media.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
 /** @typedef {import('../state.js').Bubble} Bubble */
@@ -225,6 +227,22 @@ export class MessageList {
     });
   }
 
+  /** Opens the full-screen viewer on a picture, with the conversation's others a swipe away. @param {Bubble} b */
+  viewer(b) {
+    if (!this.convId) return;
+    const pictures = this.state
+      .view(this.convId)
+      .lines.filter((l) => l.type === 'bubble' && !!l.media && !l.deleted && mediaKind(l.media) === 'image')
+      .map((l) => /** @type {Bubble} */ (l));
+    const index = pictures.findIndex((p) => p.key === b.key);
+    const list = index >= 0 ? pictures : [b];
+    openViewer(
+      this.state,
+      list.map((p) => ({ body: /** @type {import('../types.js').MessageBody} */ (p.media), senderId: p.senderId, ts: p.ts, clientId: p.clientId })),
+      Math.max(0, index),
+    );
+  }
+
   // --- touch ---
 
   /**
@@ -388,7 +406,12 @@ export class MessageList {
         const senderName = group && !own ? state.userName(line.senderId) : '';
         const mentioned = mentionedNames(state, line.mentions);
         const canAct = !line.deleted;
+        const m = line.media;
+        const media = m
+          ? [m.media_id, m.content_type, m.size, m.name, m.caption, m.width, m.height, m.duration_ms, m.thumbnail ? m.thumbnail.length : 0, m.blurhash]
+          : null;
         const sig = JSON.stringify([
+          media,
           line.text,
           line.edited,
           line.deleted,
@@ -424,7 +447,9 @@ export class MessageList {
     if (b.pending?.error) classes.push('failed');
     if (b.deleted) classes.push('deleted');
     if (!b.deleted && !o.own && o.mentioned.some(([, me]) => me)) classes.push('mentions-me');
-    if (!b.deleted && isJumbo(b.text)) classes.push('jumbo');
+    if (!b.deleted && !b.media && isJumbo(b.text)) classes.push('jumbo');
+    const media = b.media && !b.deleted ? b.media : null;
+    const caption = media ? media.caption || '' : '';
 
     const meta = h(
       'span',
@@ -435,7 +460,11 @@ export class MessageList {
     );
     const body = b.deleted
       ? h('div', { class: 'text' }, o.own ? 'You deleted this message' : 'This message was deleted')
-      : h('div', { class: 'text', attrs: { dir: 'auto' } }, richText(b.text, new Map(o.mentioned)));
+      : media
+        ? caption
+          ? h('div', { class: 'text caption', attrs: { dir: 'auto' } }, richText(caption, new Map(o.mentioned)))
+          : null
+        : h('div', { class: 'text', attrs: { dir: 'auto' } }, richText(b.text, new Map(o.mentioned)));
     const quote = o.reply
       ? h(
           'button',
@@ -448,11 +477,13 @@ export class MessageList {
           h('span', { class: 'quote-text' }, o.reply.text),
         )
       : null;
+    const kind = media ? mediaKind(media) : null;
     const bubble = h(
       'div',
-      { class: 'bubble' },
+      { class: media ? `bubble has-media media-${kind} ${caption ? 'with-caption' : 'no-caption'}` : 'bubble' },
       o.senderName && o.first ? h('div', { class: `sender u${colorIndex(b.senderId)}` }, o.senderName) : null,
       quote,
+      media ? mediaContent(this.state, b, (x) => this.viewer(x)) : null,
       body,
       meta,
     );
@@ -496,7 +527,9 @@ export class MessageList {
           'div',
           { class: 'failed-note', attrs: { role: 'alert' } },
           h('span', null, `Not sent: ${b.pending.error}`),
-          h('button', { class: 'link-btn', attrs: { type: 'button' }, on: { click: () => this.actions.retry(b.key.slice(1)) } }, 'Retry'),
+          b.pending.upload?.fatal
+            ? null
+            : h('button', { class: 'link-btn', attrs: { type: 'button' }, on: { click: () => this.actions.retry(b.key.slice(1)) } }, 'Retry'),
           h('button', { class: 'link-btn', attrs: { type: 'button' }, on: { click: () => this.actions.discard(b.key.slice(1)) } }, 'Delete'),
         )
       : null;

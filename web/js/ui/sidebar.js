@@ -4,6 +4,7 @@
 import { avatar, colorIndex, h, setAttrs } from '../dom.js';
 import { icon } from '../icons.js';
 import { listTime, snippet, untilTime } from '../format.js';
+import { mediaLabel } from '../media.js';
 import { newChatDialog, newGroupDialog, openMenu } from './dialogs.js';
 
 /** @typedef {import('../state.js').ChatState} ChatState */
@@ -250,11 +251,11 @@ export class Sidebar {
       return conv.c.kind === 'group' ? `${state.userName(typists[0])} is typing…` : 'typing…';
     }
     const pending = state.pendingText(conv.c.conversation_id);
-    if (pending) return `You: ${snippet(pending.body.text ?? '', 80)}`;
+    if (pending) return `You: ${snippet(pending.kind === 'media' ? mediaLabel(pending.body) : pending.body.text ?? '', 80)}`;
     const m = conv.c.last_message;
     if (!m) return conv.c.kind === 'group' ? 'Group created' : 'No messages yet';
     const body = m.body || {};
-    const text = m.kind === 'text' ? body.text ?? '' : m.kind === 'media' ? `📎 ${body.caption || 'Attachment'}` : '🔒 Encrypted message';
+    const text = m.kind === 'text' ? body.text ?? '' : m.kind === 'media' ? mediaLabel(body) : '🔒 Encrypted message';
     const who =
       m.sender_id === state.me.user_id ? 'You: ' : conv.c.kind === 'group' ? `${state.userName(m.sender_id)}: ` : '';
     return `${who}${snippet(text, 80)}`;

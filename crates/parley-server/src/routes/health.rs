@@ -46,6 +46,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut out = app.metrics.render(app.router.connection_count(), &app.store.writer_stats());
     app.push.metrics.render(&mut out);
+    app.media_metrics.render(&mut out);
     app.push.metrics.render_latency(&mut out);
     if app.cluster.is_some() {
         crate::metrics::render_router(&mut out, &app.router.stats());

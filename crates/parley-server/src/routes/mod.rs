@@ -3,9 +3,11 @@
 
 mod accounts;
 mod admin;
+mod blobs;
 mod conversations;
 mod devices;
 mod health;
+mod media;
 mod messages;
 mod presence;
 pub(crate) mod push;
@@ -49,9 +51,17 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/admin/accounts", post(admin::bulk_accounts))
         .route("/v1/conversations/{id}/messages", get(messages::history).post(messages::post))
-        .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts));
+        .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts))
+        .route("/v1/media", post(media::create))
+        .route("/v1/media/{media_id}", get(media::get_one).delete(media::delete))
+        .route("/v1/media/{media_id}/complete", post(media::complete));
+    // The local media store's signed URLs: bodies stream to disk, bounded by the signed size.
+    let blobs = Router::new()
+        .route("/blobs/{media_id}", get(blobs::get).put(blobs::put))
+        .layer(DefaultBodyLimit::disable());
     // The client's files have fixed paths outside `/v1/`; anything else stays a JSON 404.
     web::mount(api)
+        .merge(blobs)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(parley_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")

@@ -68,6 +68,11 @@ static ASSETS: &[Asset] = &[
     asset!("/js/ui/groupinfo.js", JS),
     asset!("/js/ui/settings.js", JS),
     asset!("/js/push.js", JS),
+    asset!("/js/blurhash.js", JS),
+    asset!("/js/media.js", JS),
+    asset!("/js/uploads.js", JS),
+    asset!("/js/ui/media.js", JS),
+    asset!("/js/ui/recorder.js", JS),
     asset!("/sw.js", JS),
 ];
 

@@ -27,6 +27,7 @@ fn text(conv: i64, sender: i64, client_id: String) -> NewMessage {
         kind: MessageKind::Text,
         body: r#"{"text":"hi"}"#.into(),
         target_seq: None,
+        media: Vec::new(),
     }
 }
 

@@ -16,8 +16,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
-    let backends = crate::backends::connect(&backend_settings, &config).await?;
     let listener = bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let backends = crate::backends::connect(&backend_settings, &config, listener.local_addr()?).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     parley_server::run(config, backends, listener, shutdown).await?;

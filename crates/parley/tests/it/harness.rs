@@ -369,7 +369,7 @@ impl Api {
         format!("{}/v1/ws", self.base.replacen("http://", "ws://", 1))
     }
 
-    async fn run(&self, mut req: reqwest::RequestBuilder, token: Option<&str>) -> Resp {
+    pub(crate) async fn run(&self, mut req: reqwest::RequestBuilder, token: Option<&str>) -> Resp {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
