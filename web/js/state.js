@@ -728,7 +728,8 @@ export class ChatState {
    * @returns {'Sending' | 'Not sent' | 'Sent' | 'Delivered' | 'Read'}
    */
   status(id, b) {
-    if (b.pending) return b.pending.error ? 'Not sent' : 'Sending';
+    // An upload waiting for the network (or a rate limit) is still on its way.
+    if (b.pending) return b.pending.error && !b.pending.upload?.auto ? 'Not sent' : 'Sending';
     const conv = this.convs.get(id);
     if (!conv) return 'Sent';
     const others = this.others(conv);

@@ -4,6 +4,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
 import {
   DESKTOP,
   PHONE,
@@ -77,6 +79,108 @@ async function restConversation(srv, by, body) {
 }
 
 const HOUR_MS = 3_600_000;
+
+/** @type {Uint32Array | null} */
+let crcTable = null;
+/** @param {Buffer} buf */
+function crc32(buf) {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * A PNG (RGB, 8 bits) of `width` × `height`: a sky-to-sea gradient with a sun, so its thumbnail
+ * and blurhash have something to show.
+ * @param {number} width @param {number} height
+ */
+function png(width, height) {
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * (width * 3 + 1);
+    raw[row] = 0;
+    for (let x = 0; x < width; x++) {
+      const sun = (x - width * 0.65) ** 2 + (y - height * 0.4) ** 2 < (height * 0.12) ** 2;
+      const sea = y > height * 0.6;
+      const p = row + 1 + x * 3;
+      raw[p] = sun ? 255 : sea ? 20 : 250 - Math.round((y / height) * 120);
+      raw[p + 1] = sun ? 210 : sea ? 60 + Math.round((x / width) * 40) : 120 - Math.round((y / height) * 60);
+      raw[p + 2] = sun ? 80 : sea ? 140 : 90 + Math.round((y / height) * 100);
+    }
+  }
+  /** @param {string} type @param {Buffer} data */
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/** Deterministic bytes that do not compress. @param {number} n @param {number} [seed] */
+function noise(n, seed = 1) {
+  const out = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/**
+ * A DataTransfer holding one file, in the page, for a paste or a drop.
+ * @param {import('playwright-core').Page} page @param {Buffer} bytes @param {string} name @param {string} type
+ */
+function dataTransfer(page, bytes, name, type) {
+  return page.evaluateHandle(
+    ([b64, name, type]) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type }));
+      return dt;
+    },
+    [bytes.toString('base64'), name, type],
+  );
+}
+
+/** The media messages of a conversation on the server, oldest first. @param {Awaited<ReturnType<typeof startServer>>} srv @param {string} conv @param {string} token */
+async function mediaOnServer(srv, conv, token) {
+  const page = await rest(srv, 'GET', `/v1/conversations/${conv}/messages?limit=200`, undefined, token);
+  return /** @type {any[]} */ (page.messages).filter((m) => m.kind === 'media');
+}
+
+/** The items of the message list showing a picture. @param {import('playwright-core').Page} page */
+function photos(page) {
+  return page.getByRole('region', { name: 'Messages' }).locator('.msg').filter({ has: page.getByRole('button', { name: 'Open photo' }) });
+}
+
+/** Waits until a picture has loaded and returns its natural width. @param {import('playwright-core').Locator} img @param {string} what */
+function loadedWidth(img, what) {
+  return until(() => img.evaluate((el) => (/** @type {HTMLImageElement} */ (el).complete ? /** @type {HTMLImageElement} */ (el).naturalWidth : 0)), what);
+}
 
 /**
  * Stands in for the browser's push service, which headless Chromium does not have (run in the
@@ -793,6 +897,288 @@ describe('web client', { concurrency: 4 }, () => {
     await rest(srv, 'POST', `/v1/conversations/${group}/messages`, { client_id: crypto.randomUUID(), kind: 'text', body: { text, mentions: [me.user_id] } }, bob.token);
     await message(alice.page, 'bring the map').locator('mark.mention.me', { hasText: '@alice' }).waitFor();
     noErrors(alice.errors);
+  });
+
+  test('photos: attach, the preview (blurhash, thumbnail), the full picture lazily, the viewer; a pasted screenshot', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+
+    // Alice attaches a photo with the attach button; it waits in the tray with its name.
+    const chooser = alice.page.waitForEvent('filechooser');
+    await alice.page.getByRole('button', { name: 'Attach files' }).click();
+    await (await chooser).setFiles({ name: 'sunset.png', mimeType: 'image/png', buffer: png(640, 480) });
+    const tray = alice.page.getByRole('list', { name: 'Attachments' });
+    await tray.getByRole('listitem', { name: /^sunset\.png, / }).waitFor();
+    assert.equal(await alice.page.getByRole('textbox', { name: 'Message' }).getAttribute('placeholder'), 'Add a caption');
+    // The text becomes its caption; Enter sends both.
+    await send(alice.page, 'Look at this sunset');
+    await tray.waitFor({ state: 'hidden' });
+    const mine = message(alice.page, 'Look at this sunset');
+    await status(mine, 'Delivered');
+    assert.equal(await loadedWidth(mine.locator('img.full'), 'Alice sees her own photo'), 640);
+
+    // On the server: one media message with what the client worked out.
+    const me = await sessionOf(alice.page);
+    const conv = /** @type {string} */ (await alice.page.evaluate(() => decodeURIComponent(location.hash.slice(4))));
+    const [sent] = await mediaOnServer(srv, conv, me.token);
+    assert.equal(sent.body.content_type, 'image/png');
+    assert.equal(sent.body.width, 640);
+    assert.equal(sent.body.height, 480);
+    assert.equal(sent.body.caption, 'Look at this sunset');
+    assert.match(sent.body.blurhash, /^[0-9A-Za-z#$%*+,\-.:;=?@[\]^_{|}~]{28}$/u, 'a 4×3 blurhash');
+    assert.ok(Buffer.from(sent.body.thumbnail, 'base64').length <= 8192, 'the thumbnail is at most 8 KiB');
+
+    // Bob's list says what it is; in the chat, the blurhash and the thumbnail come first, and the
+    // picture itself once it is on screen.
+    const row = conversation(bob.page, 'alice');
+    await row.getByText('📷 Look at this sunset').waitFor();
+    await row.click();
+    const theirs = message(bob.page, 'Look at this sunset');
+    const tile = theirs.getByRole('button', { name: 'Open photo' });
+    await tile.waitFor();
+    assert.equal(await theirs.locator('canvas.blurhash').getAttribute('data-blurhash'), sent.body.blurhash);
+    const thumbWidth = await loadedWidth(theirs.locator('img.thumb'), 'the thumbnail');
+    assert.ok(thumbWidth > 0 && thumbWidth <= 96, `a small thumbnail, not ${thumbWidth} px`);
+    assert.equal(await loadedWidth(theirs.locator('img.full'), 'the full picture'), 640);
+    await screenshot(bob.page, 'desktop-chat-photo');
+
+    // The viewer: a click opens it, Escape closes it; the close button too.
+    await tile.click();
+    const viewer = bob.page.getByRole('dialog', { name: 'Photo' });
+    await viewer.waitFor();
+    assert.equal(await loadedWidth(viewer.locator('img.viewer-img'), 'the picture in the viewer'), 640);
+    await viewer.getByText('Look at this sunset').waitFor();
+    await screenshot(bob.page, 'desktop-photo-viewer');
+    await bob.page.keyboard.press('Escape');
+    await viewer.waitFor({ state: 'detached' });
+    await tile.click();
+    await viewer.getByRole('button', { name: 'Close' }).click();
+    await viewer.waitFor({ state: 'detached' });
+
+    // Bob pastes a screenshot into his composer: it is attached, and goes without a caption.
+    const box = bob.page.getByRole('textbox', { name: 'Message' });
+    const clip = await dataTransfer(bob.page, png(320, 200), 'screenshot.png', 'image/png');
+    await box.evaluate((el, dt) => el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })), clip);
+    await bob.page.getByRole('list', { name: 'Attachments' }).getByRole('listitem', { name: /^screenshot\.png, / }).waitFor();
+    await box.press('Enter');
+    await count(photos(alice.page), 2, 'Alice has both photos');
+    await conversation(alice.page, 'bob').getByText('📷 Photo').waitFor();
+    assert.equal(await loadedWidth(photos(alice.page).nth(1).locator('img.full'), 'the pasted picture'), 320);
+
+    // The viewer goes from one picture of the chat to the next.
+    await photos(alice.page).nth(0).getByRole('button', { name: 'Open photo' }).click();
+    const aliceViewer = alice.page.getByRole('dialog', { name: 'Photo' });
+    assert.equal(await loadedWidth(aliceViewer.locator('img.viewer-img'), 'the first picture'), 640);
+    await alice.page.keyboard.press('ArrowRight');
+    assert.equal(await loadedWidth(aliceViewer.locator('img.viewer-img'), 'the next picture'), 320);
+    await aliceViewer.getByRole('button', { name: 'Previous photo' }).click();
+    assert.equal(await loadedWidth(aliceViewer.locator('img.viewer-img'), 'back to the first'), 640);
+    await alice.page.keyboard.press('Escape');
+    await aliceViewer.waitFor({ state: 'detached' });
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('a voice message: recorded from the (fake) microphone, sent, played with a scrubber', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+
+    // With nothing typed, the send button is the mic. A click records hands-free.
+    await alice.page.getByRole('button', { name: 'Send', exact: true }).waitFor({ state: 'hidden' });
+    await alice.page.getByRole('button', { name: 'Record voice message' }).click();
+    const timer = alice.page.getByRole('timer', { name: 'Recording time' });
+    await until(async () => /^0:0[2-9]$/u.test((await timer.textContent()) || ''), 'two seconds recorded');
+    await alice.page.getByRole('button', { name: 'Send voice message' }).click();
+    await timer.waitFor({ state: 'hidden' });
+
+    const row = conversation(bob.page, 'alice');
+    await row.getByText(/🎤 Voice message \(0:0[2-9]\)/u).waitFor();
+    await row.click();
+    const voice = bob.page.getByRole('group', { name: 'Voice message' });
+    await voice.waitFor();
+    const audio = voice.locator('audio');
+    const seconds = await until(
+      () => audio.evaluate((el) => { const a = /** @type {HTMLAudioElement} */ (el); return Number.isFinite(a.duration) && a.duration > 0 ? a.duration : 0; }),
+      'the length of the recording',
+    );
+    assert.ok(seconds > 1.5 && seconds < 10, `about two seconds long, not ${seconds}`);
+
+    // On the server: a sound without a file name, with its length.
+    const me = await sessionOf(alice.page);
+    const conv = /** @type {string} */ (await alice.page.evaluate(() => decodeURIComponent(location.hash.slice(4))));
+    const [sent] = await mediaOnServer(srv, conv, me.token);
+    assert.match(sent.body.content_type, /^audio\//u);
+    assert.ok(sent.body.duration_ms >= 2000 && sent.body.duration_ms < 10_000, `duration_ms ${sent.body.duration_ms}`);
+    assert.equal(sent.body.name, undefined);
+
+    // It plays: the position moves, and the scrubber with it.
+    await voice.getByRole('button', { name: 'Play voice message' }).click();
+    await until(() => audio.evaluate((el) => /** @type {HTMLAudioElement} */ (el).currentTime > 0.3), 'playback advances');
+    const scrubber = voice.getByRole('slider', { name: 'Position' });
+    await until(async () => Number(await scrubber.inputValue()) > 0.2, 'the scrubber follows');
+    await voice.getByRole('button', { name: 'Pause voice message' }).click();
+    await voice.getByRole('button', { name: 'Play voice message' }).waitFor();
+    // The scrubber moves the position.
+    await scrubber.fill('1');
+    await until(() => audio.evaluate((el) => Math.abs(/** @type {HTMLAudioElement} */ (el).currentTime - 1) < 0.05), 'seeked to 1 s');
+    await screenshot(bob.page, 'desktop-chat-voice');
+
+    // Recording and cancelling sends nothing.
+    await alice.page.getByRole('button', { name: 'Record voice message' }).click();
+    await timer.waitFor();
+    await alice.page.getByRole('button', { name: 'Cancel recording' }).click();
+    await timer.waitFor({ state: 'hidden' });
+    await send(alice.page, 'barrier');
+    await message(bob.page, 'barrier').waitFor();
+    await count(bob.page.getByRole('group', { name: 'Voice message' }), 1, 'one voice message');
+    noErrors(alice.errors);
+    noErrors(bob.errors);
+  });
+
+  test('uploads that fail: too large says the limit; a failed upload is retried, sent once; offline waits; rate limits retry', async (t) => {
+    const srv = await server(t, ['--media-max-bytes', String(1024 * 1024)]);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+    await conversation(bob.page, 'alice').click();
+    const me = await sessionOf(alice.page);
+    const conv = /** @type {string} */ (await alice.page.evaluate(() => decodeURIComponent(location.hash.slice(4))));
+    /** @param {Buffer} bytes @param {string} name @param {string} type */
+    const attach = async (bytes, name, type) => {
+      const chooser = alice.page.waitForEvent('filechooser');
+      await alice.page.getByRole('button', { name: 'Attach files' }).click();
+      await (await chooser).setFiles({ name, mimeType: type, buffer: bytes });
+    };
+    const box = alice.page.getByRole('textbox', { name: 'Message' });
+
+    // Too large: the server says so with its limit, and the message says it in MB. It cannot
+    // be retried, only deleted.
+    await attach(noise(1536 * 1024), 'big.bin', 'application/octet-stream');
+    await send(alice.page, 'too big');
+    const big = message(alice.page, 'too big');
+    await big.getByRole('alert').filter({ hasText: 'Not sent: The file is too large to send (1.5 MB). The limit is 1 MB.' }).waitFor();
+    assert.equal(await big.getByRole('button', { name: 'Retry' }).count(), 0);
+    await big.getByRole('button', { name: 'Delete' }).click();
+    await big.waitFor({ state: 'detached' });
+    // Now the limit is known: a file over it is refused at once, before any upload.
+    await attach(noise(1100 * 1024), 'also-big.bin', 'application/octet-stream');
+    await alice.page.getByRole('alert').filter({ hasText: '“also-big.bin” is too large to send (1.1 MB). The limit is 1 MB.' }).waitFor();
+    assert.equal(await alice.page.getByRole('list', { name: 'Attachments' }).isHidden(), true);
+
+    // The bytes fail to go up (the network drops the PUT): Retry carries on with the same
+    // upload, and the message is sent once.
+    /** @type {string[]} */
+    const puts = [];
+    alice.page.on('request', (r) => {
+      if (r.method() === 'PUT') puts.push(new URL(r.url()).pathname);
+    });
+    let dropPut = true;
+    await alice.page.route(
+      (url) => url.pathname.startsWith('/blobs/'),
+      (route) => {
+        if (route.request().method() === 'PUT' && dropPut) {
+          dropPut = false;
+          return route.abort('connectionreset');
+        }
+        return route.continue();
+      },
+    );
+    await attach(noise(200 * 1024, 7), 'notes.txt', 'text/plain');
+    await send(alice.page, 'second try');
+    const second = message(alice.page, 'second try');
+    await second.getByRole('status').filter({ hasText: /^No connection/u }).waitFor();
+    await status(second, 'Sending');
+    await second.getByRole('button', { name: 'Retry now' }).click();
+    await status(second, 'Read');
+    await message(bob.page, 'second try').getByRole('button', { name: 'Download notes.txt' }).waitFor();
+    assert.equal(puts.length, 2, 'the bytes went up again after the failed PUT');
+    assert.equal(new Set(puts).size, 1, 'the retry reused the same upload');
+
+    // The server completes the upload but its answer is lost: Retry does not upload again.
+    let dropComplete = true;
+    await alice.page.route(
+      (url) => url.pathname.endsWith('/complete'),
+      async (route) => {
+        if (!dropComplete) return route.continue();
+        dropComplete = false;
+        await route.fetch();
+        return route.abort('connectionreset');
+      },
+    );
+    puts.length = 0;
+    await attach(png(200, 150), 'small.png', 'image/png');
+    await send(alice.page, 'third');
+    const third = message(alice.page, 'third');
+    await third.getByRole('status').filter({ hasText: /^No connection/u }).waitFor();
+    await third.getByRole('button', { name: 'Retry now' }).click();
+    await status(third, 'Read');
+    assert.equal(puts.length, 1, 'completed uploads are not sent again');
+
+    // Rate limited: the message says so and tries again by itself.
+    let limited = true;
+    await alice.page.route('**/v1/media', (route) => {
+      if (route.request().method() !== 'POST' || !limited) return route.continue();
+      limited = false;
+      return route.fulfill({
+        status: 429,
+        contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'rate_limited', message: 'slow down', retry_after_ms: 1500 } }),
+      });
+    });
+    await attach(png(120, 90), 'later.png', 'image/png');
+    await send(alice.page, 'rate limited');
+    const later = message(alice.page, 'rate limited');
+    await later.getByRole('status').filter({ hasText: 'Too many uploads right now. Trying again in 2 s.' }).waitFor();
+    await status(later, 'Read');
+
+    // Offline: the upload waits for the network, then goes by itself.
+    await alice.context.setOffline(true);
+    await attach(png(160, 120), 'offline.png', 'image/png');
+    await send(alice.page, 'written offline');
+    const offline = message(alice.page, 'written offline');
+    await offline.getByRole('status').filter({ hasText: /^No connection\. The upload continues when you are back online\./u }).waitFor();
+    await alice.context.setOffline(false);
+    await status(offline, 'Read');
+
+    // Every message once, in the order they went.
+    await send(alice.page, 'barrier');
+    await message(bob.page, 'barrier').waitFor();
+    const captions = (await mediaOnServer(srv, conv, me.token)).map((m) => m.body.caption);
+    assert.deepEqual(captions, ['second try', 'third', 'rate limited', 'written offline']);
+    void box;
+    noErrors(alice.errors.filter((e) => !/ERR_CONNECTION_RESET|net::ERR_FAILED|status of 413|status of 429/u.test(e)));
+    noErrors(bob.errors);
+  });
+
+  test('a file dropped on the chat: a card with its name and size; it downloads with its name', async (t) => {
+    const srv = await server(t);
+    const [alice, bob] = await Promise.all([user(t, srv, 'alice'), user(t, srv, 'bob')]);
+    await startChat(alice.page, 'bob');
+    const bytes = noise(20_000, 42);
+    const region = alice.page.getByRole('region', { name: 'Messages' });
+    const dt = await dataTransfer(alice.page, bytes, 'Quarterly report.pdf', 'application/pdf');
+    await region.dispatchEvent('dragenter', { dataTransfer: dt });
+    await alice.page.getByText('Drop files to send to bob').waitFor();
+    await region.dispatchEvent('drop', { dataTransfer: dt });
+    await alice.page.getByText('Drop files to send to bob').waitFor({ state: 'hidden' });
+    await alice.page.getByRole('list', { name: 'Attachments' }).getByRole('listitem', { name: 'Quarterly report.pdf, 20 KB' }).waitFor();
+    await alice.page.getByRole('textbox', { name: 'Message' }).press('Enter');
+
+    const row = conversation(bob.page, 'alice');
+    await row.getByText('📎 Quarterly report.pdf').waitFor();
+    await row.click();
+    const card = bob.page.getByRole('region', { name: 'Messages' }).locator('.file-card');
+    await card.getByText('Quarterly report.pdf').waitFor();
+    await card.getByText('20 KB · PDF').waitFor();
+    const download = bob.page.waitForEvent('download');
+    await card.getByRole('button', { name: 'Download Quarterly report.pdf' }).click();
+    const file = await download;
+    assert.equal(file.suggestedFilename(), 'Quarterly report.pdf');
+    assert.ok(readFileSync(await file.path()).equals(bytes), 'the same bytes');
+    await screenshot(bob.page, 'desktop-chat-file');
+    noErrors(alice.errors);
+    noErrors(bob.errors);
   });
 
   test('screenshots of the main screens at desktop and phone width', async (t) => {

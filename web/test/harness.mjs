@@ -29,7 +29,16 @@ export async function launchBrowser() {
   return chromium.launch({
     executablePath,
     headless: true,
-    args: ['--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-timer-throttling', '--disable-renderer-backgrounding'],
+    args: [
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--no-first-run',
+      '--disable-background-timer-throttling',
+      '--disable-renderer-backgrounding',
+      // A microphone (a generated tone) that needs no permission prompt, for voice messages.
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+    ],
   });
 }
 

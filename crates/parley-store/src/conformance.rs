@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parley_core::MessageKind;
-use parley_core::ids::{ConversationId, DeviceId, Seq, UserId};
+use parley_core::ids::{ConversationId, DeviceId, MediaId, Seq, UserId};
+use parley_core::media::{Media, MediaState};
+use parley_core::validate::MediaRef;
 use parley_core::model::{NewAccount, Role};
 use tokio::sync::mpsc;
 
@@ -80,6 +82,8 @@ macro_rules! store_conformance {
             bulk_accounts_are_all_or_nothing,
             conversation_views_agree_with_each_view,
             system_entries_are_typed_and_canonical,
+            media_references_follow_sends_deletes_and_windows,
+            media_sends_racing_the_collector_keep_their_media,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -558,4 +562,124 @@ pub async fn system_entries_are_typed_and_canonical(mut h: Harness) {
     assert_eq!(first.body, r#"{"kind":"direct"}"#);
     let sent = h.store.send(text(conv, first.sender_id, None, "x", "hi")).await.unwrap().message;
     assert_eq!(sent.system, None);
+}
+
+fn media_message(conv: ConversationId, sender: UserId, client_id: &str, m: &Media) -> NewMessage {
+    let body = serde_json::json!({"media_id": m.id.to_string(), "content_type": m.content_type, "size": m.size});
+    NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        sender_device_id: None,
+        client_id: Some(client_id.into()),
+        kind: MessageKind::Media,
+        body: body.to_string(),
+        target_seq: None,
+        media: vec![MediaRef { id: m.id, claimed: Some((m.content_type.clone(), m.size)) }],
+    }
+}
+
+async fn ready_media(h: &Harness, uploader: UserId, size: u64) -> Media {
+    let m = h.store.create_media(uploader, size, "image/png", [7; 32]).await.unwrap();
+    assert!(h.store.media_ready(m.id).await.unwrap());
+    m
+}
+
+pub async fn media_references_follow_sends_deletes_and_windows(h: Harness) {
+    let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
+    let g = h.store.create_group(a, "pics", &[b]).await.unwrap();
+    let m = h.store.create_media(a, 10, "image/png", [1; 32]).await.unwrap();
+    assert_eq!(m.state, MediaState::Pending);
+    assert_eq!(h.store.media(m.id).await.unwrap().unwrap(), m);
+    let usage = h.store.media_usage(a, 0).await.unwrap();
+    assert_eq!((usage.uploads, usage.bytes, usage.oldest), (1, 10, Some(m.created_at)));
+    // Pending: no message may show it.
+    let err = h.store.send(media_message(g, a, "m0", &m)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(h.store.media_ready(m.id).await.unwrap());
+    assert!(!h.store.media_ready(m.id).await.unwrap(), "only a pending upload becomes ready");
+    // Someone else's upload, or one described wrongly, is refused like a missing one.
+    assert!(matches!(h.store.send(media_message(g, b, "b0", &m)).await, Err(StoreError::Invalid(_))));
+    let mut wrong = m.clone();
+    wrong.size = 11;
+    assert!(matches!(h.store.send(media_message(g, a, "m1", &wrong)).await, Err(StoreError::Invalid(_))));
+    assert!(!h.store.media_visible(b, m.id).await.unwrap(), "nothing references it yet");
+    assert!(h.store.media_visible(a, m.id).await.unwrap(), "the uploader sees it");
+    let sent = h.store.send(media_message(g, a, "m2", &m)).await.unwrap().message;
+    assert!(h.store.media_visible(b, m.id).await.unwrap());
+    assert!(!h.store.media_visible(c, m.id).await.unwrap(), "a stranger");
+    // Referenced: neither the uploader nor the collector removes it.
+    assert!(matches!(h.store.doom_upload(a, m.id).await, Err(StoreError::Conflict(_))));
+    assert!(!h.store.doom_upload(b, m.id).await.unwrap(), "not b's upload");
+    assert!(h.store.doom_media(parley_core::now_ms() + 1000, 100).await.unwrap().is_empty());
+    // Windows: c joins after it was sent and does not see it; b leaves and keeps what came before.
+    h.store.add_members(a, g, &[c]).await.unwrap();
+    assert!(!h.store.media_visible(c, m.id).await.unwrap());
+    h.store.remove_member(a, g, b).await.unwrap();
+    let later = ready_media(&h, a, 5).await;
+    h.store.send(media_message(g, a, "m3", &later)).await.unwrap();
+    assert!(h.store.media_visible(b, m.id).await.unwrap());
+    assert!(!h.store.media_visible(b, later.id).await.unwrap());
+    assert!(h.store.media_visible(c, later.id).await.unwrap());
+    // Deleting the only message that shows it makes it collectable at once, not after 24 h.
+    let mut del = text(g, a, None, "d1", "");
+    del.kind = MessageKind::Delete;
+    del.body = serde_json::json!({"target_seq": sent.seq.0}).to_string();
+    del.target_seq = Some(sent.seq);
+    h.store.send(del).await.unwrap();
+    let doomed = h.store.doom_media(0, 100).await.unwrap();
+    assert_eq!(doomed, vec![m.id]);
+    assert_eq!(h.store.media(m.id).await.unwrap().unwrap().state, MediaState::Doomed);
+    // A doomed upload cannot be referenced again.
+    assert!(matches!(h.store.send(media_message(g, a, "m4", &m)).await, Err(StoreError::Invalid(_))));
+    h.store.forget_media(&doomed).await.unwrap();
+    assert_eq!(h.store.media(m.id).await.unwrap(), None);
+    assert!(h.store.doom_media(0, 100).await.unwrap().is_empty());
+    // Orphans go once they are older than the cutoff; an uploader may discard theirs.
+    let orphan = h.store.create_media(c, 3, "text/plain", [2; 32]).await.unwrap();
+    assert!(h.store.doom_media(orphan.created_at, 100).await.unwrap().is_empty());
+    assert_eq!(h.store.doom_media(orphan.created_at + 1, 100).await.unwrap(), vec![orphan.id]);
+    let mine = h.store.create_media(c, 3, "text/plain", [3; 32]).await.unwrap();
+    assert!(h.store.doom_upload(c, mine.id).await.unwrap());
+    let mut left = h.store.doom_media(0, 100).await.unwrap();
+    left.sort();
+    assert_eq!(left, vec![orphan.id, mine.id]);
+    h.store.forget_media(&left).await.unwrap();
+    // The referenced one survives all of it, and a reopen.
+    let h = h.reopen().await;
+    assert_eq!(h.store.media(later.id).await.unwrap().unwrap().state, MediaState::Ready);
+    assert!(h.store.media_visible(c, later.id).await.unwrap());
+}
+
+pub async fn media_sends_racing_the_collector_keep_their_media(h: Harness) {
+    let (a, b) = (user(&h, "ann").await, user(&h, "ben").await);
+    let (conv, _) = h.store.create_direct(a, b).await.unwrap();
+    let (mut kept, mut collected) = (0, 0);
+    for n in 0..40 {
+        let m = ready_media(&h, a, 10).await;
+        // Everything unreferenced is collectable: the send and the collector race for it.
+        let (store, store2) = (h.store.clone(), h.store.clone());
+        let msg = media_message(conv, a, &format!("race{n}"), &m);
+        let send = tokio::spawn(async move { store.send(msg).await });
+        let doom = tokio::spawn(async move { store2.doom_media(parley_core::now_ms() + 60_000, 1000).await });
+        let (sent, doomed) = (send.await.unwrap(), doom.await.unwrap().unwrap());
+        match (sent, doomed.contains(&m.id)) {
+            (Ok(_), false) => kept += 1,
+            (Err(StoreError::Invalid(_)), true) => collected += 1,
+            (sent, doomed) => panic!("send {sent:?} while the collector took it: {doomed}"),
+        }
+        h.store.forget_media(&doomed).await.unwrap();
+    }
+    assert_eq!(kept + collected, 40);
+    // Every message that was sent still has its upload.
+    let history = h.store.history(b, conv, HistoryQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let shown: Vec<_> = history.iter().filter(|m| m.kind == MessageKind::Media).collect();
+    assert_eq!(shown.len(), kept);
+    for m in shown {
+        let id: MediaId = serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["media_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(h.store.media(id).await.unwrap().unwrap().state, MediaState::Ready);
+    }
 }

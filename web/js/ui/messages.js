@@ -444,7 +444,8 @@ export class MessageList {
    */
   bubble(b, o) {
     const classes = ['msg', o.own ? 'own' : 'other', o.first ? 'first' : '', o.last ? 'last' : '', b.pending ? 'pending' : ''];
-    if (b.pending?.error) classes.push('failed');
+    const waiting = !!b.pending?.error && !!b.pending.upload?.auto;
+    if (b.pending?.error && !waiting) classes.push('failed');
     if (b.deleted) classes.push('deleted');
     if (!b.deleted && !o.own && o.mentioned.some(([, me]) => me)) classes.push('mentions-me');
     if (!b.deleted && !b.media && isJumbo(b.text)) classes.push('jumbo');
@@ -522,7 +523,14 @@ export class MessageList {
           ),
         )
       : null;
-    const failed = b.pending?.error
+    const failed = waiting
+      ? h(
+          'div',
+          { class: 'waiting-note', attrs: { role: 'status' } },
+          h('span', null, /** @type {string} */ (b.pending?.error)),
+          h('button', { class: 'link-btn', attrs: { type: 'button' }, on: { click: () => this.actions.retry(b.key.slice(1)) } }, 'Retry now'),
+        )
+      : b.pending?.error
       ? h(
           'div',
           { class: 'failed-note', attrs: { role: 'alert' } },

@@ -169,6 +169,10 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start(n: usize, nats: &str, redis: &str, extra: &[&str]) -> Cluster {
+        Cluster::start_env(n, nats, redis, extra, &[]).await
+    }
+
+    async fn start_env(n: usize, nats: &str, redis: &str, extra: &[&str], env: &[(&str, String)]) -> Cluster {
         let db = TestDatabase::create().await;
         let cluster = format!("it{:08x}", rand_u32());
         let mut nodes = Vec::with_capacity(n);
@@ -193,7 +197,7 @@ impl Cluster {
                 "100000",
             ];
             flags.extend_from_slice(extra);
-            nodes.push(TestServer::start_with(&flags).await);
+            nodes.push(TestServer::start_with_env(&flags, env).await);
         }
         Cluster { nodes, _db: db, name: cluster, nats: nats.into(), redis: redis.into() }
     }
@@ -203,6 +207,13 @@ impl Cluster {
         let nats = env_or("PARLEY_TEST_NATS", "nats://127.0.0.1:4222");
         let redis = env_or("PARLEY_TEST_REDIS", "redis://127.0.0.1:6379");
         Cluster::start(n, &nats, &redis, extra).await
+    }
+
+    /// On the machine's shared NATS and Redis, with extra environment variables.
+    async fn shared_env(n: usize, extra: &[&str], env: &[(&str, String)]) -> Cluster {
+        let nats = env_or("PARLEY_TEST_NATS", "nats://127.0.0.1:4222");
+        let redis = env_or("PARLEY_TEST_REDIS", "redis://127.0.0.1:6379");
+        Cluster::start_env(n, &nats, &redis, extra, env).await
     }
 
     fn urls(&self) -> Vec<String> {
@@ -694,4 +705,68 @@ async fn pushes_go_out_once_from_a_cluster_and_a_dead_node_loses_none() {
         .into_iter()
         .any(|r| r["payload"]["seq"] == m["seq"] && r["received_at_ms"].as_i64() > Some(killed_at));
     assert!(again, "the held push was sent again by the surviving node: {log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_in_a_shared_s3_store_reach_members_through_any_node() {
+    use crate::media::{ask, bytes_of, download, put, send_media, upload};
+    use parley_router::conformance::eventually;
+    let s3 = crate::s3::start_s3().await;
+    let url = s3.url();
+    let c = Cluster::shared_env(
+        2,
+        &["--media-store", &url, "--media-orphan-after-ms", "300", "--media-gc-interval-ms", "100"],
+        &s3.env(),
+    )
+    .await;
+    let alice = c.nodes[0].api().user().await.login().await;
+    let bob = on(&c.nodes[0].api().user().await.login().await, &c.nodes[1]);
+    let conv = alice.direct(bob.user_id()).await;
+    let bytes = bytes_of(700_000, 21);
+    // The URL is the object store's, with exactly the headers it signed.
+    let created = ask(&alice, &bytes, "image/jpeg").await.expect(201);
+    let target = &created["upload"];
+    assert!(target["url"].as_str().unwrap().starts_with(&s3.endpoint), "{target}");
+    let mut names: Vec<&String> = target["headers"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["content-length", "content-type", "x-amz-checksum-sha256"]);
+    // Wrong bytes are refused by the store itself.
+    let mut wrong = bytes.clone();
+    wrong[0] ^= 1;
+    assert!(put(alice.api(), target, wrong).await.status >= 400);
+    assert_eq!(put(alice.api(), target, bytes.clone()).await.status, 200);
+    // Completed through the other node.
+    let id = s(&created, "media_id");
+    on(&alice, &c.nodes[1]).post(&format!("/v1/media/{id}/complete"), &json!({})).await.expect(200);
+    send_media(&alice, &conv, &id, &bytes, "image/jpeg").await.expect(201);
+    assert_eq!(download(&bob, &id).await, bytes);
+    // A range from the object store.
+    let got = bob.get(&format!("/v1/media/{id}")).await.expect(200);
+    let part = bob.api().http.get(got["download"]["url"].as_str().unwrap()).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    // An orphan is removed from the bucket by the collector.
+    let orphan = upload(&alice, &bytes_of(1000, 22), "image/png").await;
+    let object = s3.bucket_dir().join("media").join(&orphan);
+    eventually("the orphan leaves the bucket", || async { !object.exists() }).await;
+    alice.get(&format!("/v1/media/{orphan}")).await.expect_error(404, "not_found");
+    assert_eq!(download(&bob, &id).await, bytes, "the referenced one stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_to_start_without_its_bucket() {
+    let s3 = crate::s3::start_s3().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = format!("s3://no-such-bucket?endpoint={}&region=us-east-1", s3.endpoint);
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--media-store", &bad, "--data-dir"])
+        .arg(dir.path())
+        .envs(s3.env())
+        .env_remove("PARLEY_MEDIA_STORE")
+        .output()
+        .await
+        .expect("run parley serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-bucket"), "the error names the bucket: {err}");
 }

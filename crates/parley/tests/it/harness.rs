@@ -87,6 +87,8 @@ pub(crate) struct TestServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// Environment variables the process gets on top of the test's (e.g. S3 credentials).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     api: Api,
 }
@@ -98,12 +100,18 @@ impl TestServer {
 
     /// Starts the server with extra `parley serve` flags, e.g. `&["--auth-timeout-ms", "300"]`.
     pub(crate) async fn start_with(extra: &[&str]) -> TestServer {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// Starts the server with extra flags and environment variables.
+    pub(crate) async fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> TestServer {
         let dir = tempfile::Builder::new().prefix("parley-it-").tempdir().expect("temp dir");
         let port = free_port();
         let mut srv = TestServer {
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             child: None,
             api: Api::new(port),
         };
@@ -165,6 +173,7 @@ impl TestServer {
         }
         // Plain log lines, whatever the terminal.
         cmd.env("NO_COLOR", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))

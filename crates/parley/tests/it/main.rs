@@ -10,6 +10,7 @@ mod delivery;
 mod durability;
 mod groups;
 mod media;
+mod media_store;
 mod presence;
 mod push;
 mod rest;
