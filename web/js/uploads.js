@@ -221,7 +221,9 @@ export class Uploads {
     const type = file.type || 'application/octet-stream';
     /** @type {MessageBody} */
     const body = { content_type: type, size: file.size };
-    if (opts.name) body.name = cutUtf8(opts.name, MAX_NAME_BYTES);
+    // The server takes a name of 1 to 255 bytes without control characters.
+    const name = opts.name ? cutUtf8(opts.name.replace(/\p{Cc}/gu, ' ').trim(), MAX_NAME_BYTES) : '';
+    if (name) body.name = name;
     if (opts.caption) body.caption = opts.caption;
     if (opts.duration_ms) body.duration_ms = Math.round(opts.duration_ms);
     if (opts.reply_to_seq) body.reply_to_seq = opts.reply_to_seq;

@@ -24,6 +24,9 @@ pub enum ClientError {
     Closed,
     #[error("timed out")]
     Timeout,
+    /// A local file could not be read or written (uploads and downloads).
+    #[error("file: {0}")]
+    Io(std::io::Error),
     /// The socket could not be opened (address, bind or connect failure).
     #[error("connect: {what}: {source}")]
     Connect {

@@ -3,6 +3,7 @@
 
 mod conn;
 mod error;
+pub mod media;
 mod rest;
 
 pub use conn::{ConnectOptions, Connection, Event};

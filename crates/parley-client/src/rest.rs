@@ -28,9 +28,9 @@ pub fn ws_url(base_url: &str) -> String {
 /// A REST client. Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Client {
@@ -234,7 +234,7 @@ impl Client {
     }
 
     /// `/v1/` plus the segments, each percent-encoded, so user input cannot change the path.
-    fn url(&self, segments: &[&str]) -> Result<Url> {
+    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url> {
         let mut url =
             Url::parse(&self.base).map_err(|e| ClientError::Decode(format!("bad base url {:?}: {e}", self.base)))?;
         url.path_segments_mut()
@@ -245,7 +245,7 @@ impl Client {
         Ok(url)
     }
 
-    async fn json<B: Serialize, R: DeserializeOwned>(
+    pub(crate) async fn json<B: Serialize, R: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
@@ -255,7 +255,7 @@ impl Client {
         decode(self.send(method, url, body).await?).await
     }
 
-    async fn empty<B: Serialize>(&self, method: Method, segments: &[&str], body: Option<&B>) -> Result<()> {
+    pub(crate) async fn empty<B: Serialize>(&self, method: Method, segments: &[&str], body: Option<&B>) -> Result<()> {
         let url = self.url(segments)?;
         self.send(method, url, body).await.map(drop)
     }
@@ -286,7 +286,7 @@ async fn decode<R: DeserializeOwned>(resp: reqwest::Response) -> Result<R> {
 
 /// Reads `{"error": {...}}`; a body that is not one (a proxy's HTML page, say) still yields an
 /// `Api` error, with the code guessed from the status, so callers can always match on `code`.
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     let status = status.as_u16();
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => ClientError::Api {

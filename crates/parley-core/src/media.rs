@@ -75,9 +75,7 @@ pub fn content_type(raw: &str) -> Result<String, &'static str> {
         return Err("content_type must be printable ASCII");
     }
     let essence = raw.split(';').next().unwrap_or("").trim();
-    let token = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
     match essence.split_once('/') {
         Some((t, s)) if token(t) && token(s) => Ok(raw.trim().to_ascii_lowercase()),
         _ => Err("content_type must be a MIME type such as image/jpeg"),

@@ -341,7 +341,8 @@ mod tests {
             assert!(matches!(message_body("media", &bad), Err(Invalid::BadRequest(_))), "{bad}");
         }
         let big = "A".repeat(8 * 1024 / 3 * 4 + 8);
-        let r = message_body("media", &json!({"media_id": "1", "content_type": "image/png", "size": 1, "thumbnail": big}));
+        let r =
+            message_body("media", &json!({"media_id": "1", "content_type": "image/png", "size": 1, "thumbnail": big}));
         assert!(matches!(r, Err(Invalid::TooLarge(_))));
         let e = message_body("encrypted", &json!({"algorithm": "m", "ciphertext": "c", "media_ids": ["7", "7", "8"]}))
             .unwrap();

@@ -75,9 +75,9 @@ impl MediaStore for FsMedia {
 
     async fn check(&self) -> Result<()> {
         let probe = self.root.join("tmp").join(format!(".probe-{}", rand::random::<u64>()));
-        tokio::fs::write(&probe, b"ok").await.map_err(|e| {
-            MediaError::Misconfigured(format!("cannot write to {}: {e}", self.root.display()))
-        })?;
+        tokio::fs::write(&probe, b"ok")
+            .await
+            .map_err(|e| MediaError::Misconfigured(format!("cannot write to {}: {e}", self.root.display())))?;
         tokio::fs::remove_file(&probe).await?;
         Ok(())
     }

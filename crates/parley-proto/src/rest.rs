@@ -339,4 +339,8 @@ pub struct DownloadTarget {
 pub struct MediaWithDownload {
     pub media: MediaInfo,
     pub download: DownloadTarget,
+    /// This server's addition: for the uploader of a `pending` upload, a fresh upload URL (an
+    /// upload interrupted past its URL's expiry resumes without starting over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTarget>,
 }

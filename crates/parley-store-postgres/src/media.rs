@@ -68,7 +68,10 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn get(db: &ClientWrapper, id: MediaId) -> Result<Option<Media>> {
-    query_opt(db, &format!("SELECT {COLS} FROM media WHERE media_id = $1"), &[&id.0]).await?.map(|r| row(&r)).transpose()
+    query_opt(db, &format!("SELECT {COLS} FROM media WHERE media_id = $1"), &[&id.0])
+        .await?
+        .map(|r| row(&r))
+        .transpose()
 }
 
 pub(crate) async fn ready(db: &ClientWrapper, id: MediaId) -> Result<bool> {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use parley_core::MessageKind;
 use parley_core::ids::{ConversationId, DeviceId, MediaId, Seq, UserId};
 use parley_core::media::{Media, MediaState};
-use parley_core::validate::MediaRef;
 use parley_core::model::{NewAccount, Role};
+use parley_core::validate::MediaRef;
 use tokio::sync::mpsc;
 
 use crate::{EventSender, HistoryQuery, NewMessage, Store, StoreError, StoreEvent};
@@ -675,11 +675,8 @@ pub async fn media_sends_racing_the_collector_keep_their_media(h: Harness) {
     let shown: Vec<_> = history.iter().filter(|m| m.kind == MessageKind::Media).collect();
     assert_eq!(shown.len(), kept);
     for m in shown {
-        let id: MediaId = serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["media_id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let id: MediaId =
+            serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["media_id"].as_str().unwrap().parse().unwrap();
         assert_eq!(h.store.media(id).await.unwrap().unwrap().state, MediaState::Ready);
     }
 }

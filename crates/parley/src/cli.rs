@@ -25,6 +25,11 @@ pub(crate) enum Command {
     Login(LoginArgs),
     /// Send a text message to a user (starts the direct conversation if needed).
     Send(SendArgs),
+    /// Send a file (photo, video, voice note, document) to a user: uploaded straight to the
+    /// server's media store, with a preview for images.
+    SendFile(SendFileArgs),
+    /// Download a media file someone sent you (resumes an interrupted download).
+    Download(DownloadArgs),
     /// Print incoming messages as they arrive (and acknowledge them) until interrupted.
     Watch(WatchArgs),
     /// This session's push registration: its status, or a test push through the real path.
@@ -433,6 +438,34 @@ pub(crate) struct SendArgs {
     pub to: String,
     /// The message text.
     pub text: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SendFileArgs {
+    /// Username of the recipient.
+    pub to: String,
+    /// The file to send.
+    pub path: PathBuf,
+    /// A caption shown with it.
+    #[arg(long)]
+    pub caption: Option<String>,
+    /// Its MIME type [default: from the file name's extension].
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DownloadArgs {
+    /// The media id (shown by `parley watch`).
+    pub media_id: String,
+    /// Where to write the file.
+    pub path: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

@@ -122,7 +122,9 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
         anyhow::bail!("a cluster needs a shared store: set store to a postgres:// URL");
     }
     if be.media_store.as_deref().is_some_and(|s| !s.starts_with("s3://")) {
-        anyhow::bail!("media_store must be an s3://bucket?endpoint=...&region=... URL (leave it unset for local files)");
+        anyhow::bail!(
+            "media_store must be an s3://bucket?endpoint=...&region=... URL (leave it unset for local files)"
+        );
     }
     if be.public_url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
         anyhow::bail!("public_url must be an http:// or https:// URL");

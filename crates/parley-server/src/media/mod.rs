@@ -50,8 +50,16 @@ impl MediaMetrics {
     pub(crate) fn render(&self, out: &mut String) {
         let counters = [
             ("media_uploads_created_total", "Uploads started (POST /v1/media).", &self.uploads_created),
-            ("media_uploads_completed_total", "Uploads completed with the declared size and digest.", &self.uploads_completed),
-            ("media_uploads_mismatched_total", "Uploads discarded at completion: wrong size or digest.", &self.uploads_mismatched),
+            (
+                "media_uploads_completed_total",
+                "Uploads completed with the declared size and digest.",
+                &self.uploads_completed,
+            ),
+            (
+                "media_uploads_mismatched_total",
+                "Uploads discarded at completion: wrong size or digest.",
+                &self.uploads_mismatched,
+            ),
             ("media_uploaded_bytes_total", "Bytes of completed uploads.", &self.bytes_uploaded),
             ("media_downloads_granted_total", "Download URLs handed out.", &self.downloads_granted),
             ("media_served_bytes_total", "Bytes the local media store served.", &self.bytes_served),
@@ -60,7 +68,11 @@ impl MediaMetrics {
             ("media_gc_errors_total", "Objects the collector failed to remove (retried next run).", &self.gc_errors),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP parley_{name} {help}\n# TYPE parley_{name} counter\nparley_{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP parley_{name} {help}\n# TYPE parley_{name} counter\nparley_{name} {}",
+                v.load(Relaxed)
+            );
         }
     }
 }

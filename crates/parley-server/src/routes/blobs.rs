@@ -49,11 +49,14 @@ pub(super) async fn put(
     match served.put(&grant, stream).await {
         Ok(()) => Ok(StatusCode::OK),
         Err(PutError::TooLong(n)) => {
-            let mut e = ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is longer than the declared {n} bytes"));
+            let mut e =
+                ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is longer than the declared {n} bytes"));
             e.max_bytes = Some(n);
             Err(e)
         }
-        Err(e @ (PutError::TooShort | PutError::Digest | PutError::Body(_))) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ (PutError::TooShort | PutError::Digest | PutError::Body(_))) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
         Err(PutError::Io(e)) => {
             tracing::error!(error = %e, "cannot store an upload");
             Err(ApiError::new(ErrorCode::Unavailable, "the upload could not be stored; retry"))
@@ -128,7 +131,8 @@ pub(super) async fn get(
         Slice::Whole => (StatusCode::OK, 0, len),
         Slice::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         Slice::Unsatisfiable => {
-            let mut resp = ApiError::new(ErrorCode::BadRequest, "the requested range is outside the file").into_response();
+            let mut resp =
+                ApiError::new(ErrorCode::BadRequest, "the requested range is outside the file").into_response();
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);

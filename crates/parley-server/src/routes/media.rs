@@ -167,11 +167,19 @@ pub(super) async fn get_one(
     if media.uploader != me.user_id && !app.store.media_visible(me.user_id, id).await? {
         return Err(ApiError::not_found());
     }
-    let down = app.media.download_url(&object(&media), parley_core::now_ms() + ttl(&app)).map_err(media_error)?;
+    let expires_at = parley_core::now_ms() + ttl(&app);
+    let down = app.media.download_url(&object(&media), expires_at).map_err(media_error)?;
+    let upload = if media.state == MediaState::Pending && media.uploader == me.user_id {
+        let up = app.media.upload_url(&object(&media), expires_at).map_err(media_error)?;
+        Some(UploadTarget { method: "PUT".into(), url: up.url, headers: up.headers, expires_at: up.expires_at })
+    } else {
+        None
+    };
     MediaMetrics::add(&app.media_metrics.downloads_granted, 1);
     Ok(Json(MediaWithDownload {
         media: info(&media),
         download: DownloadTarget { url: down.url, expires_at: down.expires_at },
+        upload,
     }))
 }
 

@@ -56,9 +56,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/media/{media_id}", get(media::get_one).delete(media::delete))
         .route("/v1/media/{media_id}/complete", post(media::complete));
     // The local media store's signed URLs: bodies stream to disk, bounded by the signed size.
-    let blobs = Router::new()
-        .route("/blobs/{media_id}", get(blobs::get).put(blobs::put))
-        .layer(DefaultBodyLimit::disable());
+    let blobs =
+        Router::new().route("/blobs/{media_id}", get(blobs::get).put(blobs::put)).layer(DefaultBodyLimit::disable());
     // The client's files have fixed paths outside `/v1/`; anything else stays a JSON 404.
     web::mount(api)
         .merge(blobs)

@@ -3,6 +3,7 @@
 mod account;
 mod bench;
 mod login;
+mod media;
 mod push;
 mod send;
 mod serve;
@@ -22,6 +23,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account::run(cmd).await,
         Command::Login(args) => login::run(args).await,
         Command::Send(args) => send::run(args).await,
+        Command::SendFile(args) => media::send_file(args).await,
+        Command::Download(args) => media::download(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Push(cmd) => push::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,

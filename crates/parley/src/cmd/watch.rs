@@ -34,6 +34,20 @@ pub(super) async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 let body: serde_json::Value = serde_json::from_str(m.body.get()).unwrap_or_default();
                 match (m.kind.as_str(), body.get("text").and_then(|t| t.as_str())) {
                     ("text", Some(text)) => println!("[{}] {name}: {text}", m.conversation_id),
+                    ("media", _) => {
+                        let field = |f: &str| body.get(f).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                        let size = body.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+                        let label =
+                            [field("name"), field("caption")].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>();
+                        println!(
+                            "[{}] {name}: [{} {size} bytes{}] media {} (parley download {} FILE)",
+                            m.conversation_id,
+                            field("content_type"),
+                            if label.is_empty() { String::new() } else { format!(": {}", label.join(" — ")) },
+                            field("media_id"),
+                            field("media_id"),
+                        )
+                    }
                     ("conversation_created", _) => {
                         println!("[{}] * {name} started the conversation", m.conversation_id);
                         continue;

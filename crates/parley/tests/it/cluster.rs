@@ -742,7 +742,14 @@ async fn media_in_a_shared_s3_store_reach_members_through_any_node() {
     assert_eq!(download(&bob, &id).await, bytes);
     // A range from the object store.
     let got = bob.get(&format!("/v1/media/{id}")).await.expect(200);
-    let part = bob.api().http.get(got["download"]["url"].as_str().unwrap()).header("range", "bytes=10-19").send().await.unwrap();
+    let part = bob
+        .api()
+        .http
+        .get(got["download"]["url"].as_str().unwrap())
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status().as_u16(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[10..20]);
     // An orphan is removed from the bucket by the collector.

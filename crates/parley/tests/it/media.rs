@@ -23,8 +23,11 @@ pub(crate) fn bytes_of(len: usize, seed: u8) -> Vec<u8> {
 
 /// `POST /v1/media` for `bytes`; the answer.
 pub(crate) async fn ask(dev: &Device, bytes: &[u8], content_type: &str) -> Resp {
-    dev.post("/v1/media", &json!({"size": bytes.len(), "content_type": content_type, "sha256": b64(&Sha256::digest(bytes))}))
-        .await
+    dev.post(
+        "/v1/media",
+        &json!({"size": bytes.len(), "content_type": content_type, "sha256": b64(&Sha256::digest(bytes))}),
+    )
+    .await
 }
 
 /// PUTs `body` to an upload target with its headers; the status.
@@ -62,7 +65,8 @@ pub(crate) async fn send_media(dev: &Device, conv: &str, id: &str, bytes: &[u8],
 /// `GET /v1/media/{id}` then the download URL; the bytes.
 pub(crate) async fn download(dev: &Device, id: &str) -> Vec<u8> {
     let got = dev.get(&format!("/v1/media/{id}")).await.expect(200);
-    let res = dev.api().http.get(got["download"]["url"].as_str().expect("download url")).send().await.expect("download");
+    let res =
+        dev.api().http.get(got["download"]["url"].as_str().expect("download url")).send().await.expect("download");
     assert_eq!(res.status().as_u16(), 200);
     res.bytes().await.expect("bytes").to_vec()
 }
@@ -219,7 +223,8 @@ async fn expired_urls_are_refused() {
     alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await.expect_error(400, "bad_request");
     // A fresh upload goes through; its download URL works until it expires.
     let fresh = upload(&alice, &bytes, "image/png").await;
-    let durl = alice.get(&format!("/v1/media/{fresh}")).await.expect(200)["download"]["url"].as_str().unwrap().to_owned();
+    let durl =
+        alice.get(&format!("/v1/media/{fresh}")).await.expect(200)["download"]["url"].as_str().unwrap().to_owned();
     assert_eq!(alice.api().http.get(&durl).send().await.unwrap().status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     alice.api().run(alice.api().http.get(&durl), None).await.expect_error(403, "forbidden");
@@ -288,10 +293,8 @@ async fn the_collector_removes_orphans_and_media_of_deleted_messages() {
         .await
         .expect(201);
     for id in [&doomed, &orphan, &never] {
-        eventually("the collector removes it", || async {
-            alice.get(&format!("/v1/media/{id}")).await.status == 404
-        })
-        .await;
+        eventually("the collector removes it", || async { alice.get(&format!("/v1/media/{id}")).await.status == 404 })
+            .await;
     }
     eventually("only the referenced file is left", || async { objects_on_disk(&srv) == 1 }).await;
     assert_eq!(download(&bob, &kept).await, kept_bytes);
@@ -374,9 +377,12 @@ async fn kill_9_mid_upload_leaves_no_half_file() {
     alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await.expect_error(400, "bad_request");
     let durl = alice.get(&format!("/v1/media/{id}")).await.expect(200)["download"]["url"].as_str().unwrap().to_owned();
     alice.api().run(alice.api().http.get(&durl), None).await.expect_error(404, "not_found");
-    // The upload can be retried with a fresh URL.
+    // The upload resumes from scratch with a fresh URL for the same media.
     let again = alice.get(&format!("/v1/media/{id}")).await.expect(200);
     assert_eq!(again["media"]["state"], "pending");
+    assert_eq!(put(alice.api(), &again["upload"], bytes.clone()).await.status, 200);
+    alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await.expect(200);
+    assert_eq!(download(&alice, &id).await, bytes);
 }
 
 /// A channel as a body stream.
@@ -407,4 +413,57 @@ async fn uploads_are_rate_limited_and_budgeted() {
     let wait = r.body["error"]["retry_after_ms"].as_u64().unwrap();
     assert!(wait > 23 * 3600 * 1000 && wait <= 24 * 3600 * 1000, "{wait}");
     ask(&alice, &bytes_of(400, 14), "image/png").await.expect(201);
+}
+
+/// Runs the CLI as the user whose session lives in `config`.
+fn cli(config: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(args)
+        .env("PARLEY_CONFIG_DIR", config)
+        .env_remove("PARLEY_SERVER")
+        .output()
+        .expect("run parley");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "parley {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_sends_a_photo_with_a_preview_and_downloads_it() {
+    let srv = TestServer::start().await;
+    let (alice, bob) = (srv.api().user().await, srv.api().user().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cb) = (dir.path().join("a"), dir.path().join("b"));
+    for (config, user) in [(&ca, &alice), (&cb, &bob)] {
+        cli(config, &["login", &user.username, "--password", &user.password, "--server", &srv.api().base]);
+    }
+    let img = image::RgbImage::from_fn(800, 600, |x, y| image::Rgb([(x / 4) as u8, (y / 3) as u8, 90]));
+    let photo = dir.path().join("beach.png");
+    img.save(&photo).unwrap();
+    let bytes = std::fs::read(&photo).unwrap();
+    let out = cli(&ca, &["send-file", &bob.username, photo.to_str().unwrap(), "--caption", "sunset", "--quiet"]);
+    assert!(out.contains("sent"), "{out}");
+
+    let b = bob.login().await;
+    let conv = b.direct(&alice.user_id).await;
+    let m = b.history(&conv).await.into_iter().find(|m| m["kind"] == "media").expect("a media message");
+    let body = &m["body"];
+    assert_eq!((body["content_type"].as_str(), body["size"].as_u64()), (Some("image/png"), Some(bytes.len() as u64)));
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(800), Some(600)));
+    assert_eq!((body["caption"].as_str(), body["name"].as_str()), (Some("sunset"), Some("beach.png")));
+    let thumb = base64::engine::general_purpose::STANDARD.decode(body["thumbnail"].as_str().unwrap()).unwrap();
+    let decoded = image::load_from_memory(&thumb).expect("the thumbnail is an image");
+    assert!(decoded.width() <= 96 && decoded.height() <= 96 && thumb.len() <= 8192);
+    assert!(body["blurhash"].as_str().is_some_and(|h| h.len() >= 6));
+
+    let id = body["media_id"].as_str().unwrap();
+    let target = dir.path().join("got.png");
+    cli(&cb, &["download", id, target.to_str().unwrap(), "--quiet"]);
+    assert_eq!(std::fs::read(&target).unwrap(), bytes);
+    // An interrupted download resumes from its .part file.
+    let again = dir.path().join("again.png");
+    std::fs::write(dir.path().join("again.png.part"), &bytes[..1000]).unwrap();
+    cli(&cb, &["download", id, again.to_str().unwrap(), "--quiet"]);
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+    assert!(!dir.path().join("again.png.part").exists());
 }
