@@ -218,7 +218,12 @@ export class Api {
     return (await this.request('POST', `/v1/media/${encodeURIComponent(id)}/complete`)).media;
   }
 
-  /** A media record and a short-lived download URL. @param {string} id @returns {Promise<{media: MediaRecord, download: {url: string, expires_at: number}}>} */
+  /**
+   * A media record and a short-lived download URL; for the uploader's own pending upload also a
+   * fresh upload target (this server adds it: an interrupted upload can go on with a new URL).
+   * @param {string} id
+   * @returns {Promise<{media: MediaRecord, download: {url: string, expires_at: number}, upload?: MediaCreated['upload'] | null}>}
+   */
   media(id) {
     return this.request('GET', `/v1/media/${encodeURIComponent(id)}`);
   }

@@ -424,7 +424,11 @@ export class Uploads {
           return;
         }
         const stillValid = known && upload.url && (upload.expires_at ?? 0) - URL_REUSE_MARGIN_MS > this.state.now();
-        if (!stillValid) {
+        if (known && known.upload && known.upload.url) {
+          // Still pending on the server, with a fresh URL to PUT to: the same upload goes on.
+          save({ url: known.upload.url, headers: known.upload.headers || {}, expires_at: known.upload.expires_at });
+          upload = /** @type {Upload} */ (item.upload);
+        } else if (!stillValid) {
           if (known) this.state.api.deleteMedia(upload.media_id).catch(() => {});
           save({ media_id: undefined, url: undefined, headers: undefined, expires_at: undefined });
           upload = /** @type {Upload} */ (item.upload);

@@ -33,7 +33,7 @@ pub struct IdleReport {
 }
 
 /// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_rss(&status)
 }

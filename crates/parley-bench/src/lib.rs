@@ -5,6 +5,7 @@
 pub mod group;
 pub mod idle;
 pub mod max;
+pub mod media;
 pub mod pairs;
 pub mod presence;
 pub mod progress;

@@ -194,6 +194,25 @@ pub(crate) enum BenchCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Media transfer: N clients upload files of each size straight to the media store, then
+    /// download them back (start the server with --media-uploads-per-minute 100000
+    /// --media-upload-burst 100000 --media-daily-bytes 1000000000000).
+    Media {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// File sizes in MiB, comma-separated; each is a phase.
+        #[arg(long, value_delimiter = ',', default_values_t = [1.0, 20.0])]
+        sizes_mib: Vec<f64>,
+        /// Files each client uploads per size.
+        #[arg(long, default_value_t = 3)]
+        files: usize,
+        /// The server's process id, to read its memory from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Replay speed: a device offline while N messages arrive, then reconnects.
     Backlog {
         #[arg(long, default_value_t = 10_000)]

@@ -39,6 +39,7 @@ fn server_url(cmd: &BenchCommand) -> String {
     match cmd {
         BenchCommand::Sends { server, .. }
         | BenchCommand::Presence { server, .. }
+        | BenchCommand::Media { server, .. }
         | BenchCommand::Backlog { server, .. } => server.server.clone(),
         BenchCommand::Group { target, .. }
         | BenchCommand::Push { target, .. }
@@ -309,6 +310,34 @@ async fn scenario(cmd: BenchCommand) -> anyhow::Result<serde_json::Value> {
                 r.reconnect_to_synced_ms.p50,
                 r.reconnect_to_synced_ms.p99
             );
+            serde_json::to_value(&r)?
+        }
+        BenchCommand::Media { clients, sizes_mib, files, server_pid, server } => {
+            let sizes: Vec<u64> = sizes_mib.iter().map(|m| (m * 1024.0 * 1024.0) as u64).filter(|&s| s > 0).collect();
+            let args = parley_bench::media::MediaArgs {
+                server: server.server,
+                clients,
+                sizes: sizes.clone(),
+                files,
+                server_pid,
+            };
+            eprintln!("media: {clients} clients, {files} files each of {sizes_mib:?} MiB, up then down ...");
+            let r = parley_bench::media::run(args).await?;
+            for s in &r.sizes {
+                let rss = |k: Option<u64>| k.map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+                eprintln!(
+                    "{:.1} MiB x {}: upload {:.0} MB/s, download {:.0} MB/s, ready p50 {:.0} ms p99 {:.0} ms; server RSS {} before, max {} up / {} down",
+                    s.size_bytes as f64 / 1048576.0,
+                    s.uploads,
+                    s.upload_mb_per_sec,
+                    s.download_mb_per_sec,
+                    s.time_to_ready_ms.p50,
+                    s.time_to_ready_ms.p99,
+                    rss(r.server_rss_before_kib),
+                    rss(s.server_rss_upload_max_kib),
+                    rss(s.server_rss_download_max_kib),
+                );
+            }
             serde_json::to_value(&r)?
         }
         BenchCommand::Idle { conns, hold, server_pid, target: AdminTarget { admin_token, server } } => {

@@ -156,3 +156,22 @@ async fn push_scenario_pushes_every_device_with_pushes_that_decrypt() {
     assert_eq!(r["undecodable"], 0, "{r}");
     assert!(r["sent_to_push_ms"]["count"].as_u64().unwrap() >= 2, "devices 0 and 10 are sampled: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_scenario_uploads_and_downloads_every_file() {
+    let srv = TestServer::start_with(&["--media-uploads-per-minute", "100000", "--media-upload-burst", "100000"]).await;
+    let pid = srv.pid().expect("pid").to_string();
+    let args = ["media", "--clients", "3", "--sizes-mib", "0.25,1", "--files", "2", "--server-pid", &pid];
+    let r = tokio::task::block_in_place(|| bench(&srv, &args));
+    let sizes = r["sizes"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 2, "{r}");
+    for s in sizes {
+        assert_eq!(s["uploads"], 6, "{r}");
+        assert!(s["upload_mb_per_sec"].as_f64().unwrap() > 0.0 && s["download_mb_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(s["server_rss_upload_max_kib"].as_u64().unwrap() > 0, "{r}");
+    }
+    // The bench deletes what it uploaded.
+    let objects = srv.data_dir().join("media").join("objects");
+    let left: usize = std::fs::read_dir(objects).unwrap().flatten().map(|d| std::fs::read_dir(d.path()).unwrap().count()).sum();
+    assert_eq!(left, 0);
+}
