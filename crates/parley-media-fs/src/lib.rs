@@ -29,9 +29,11 @@ use parley_media::{
     Stored, UploadUrl,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use sign::Signer;
+
+/// Bytes an upload holds between the network and the disk at most.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -178,17 +180,38 @@ impl Served for FsMedia {
     async fn put(&self, grant: &PutGrant, mut body: BodyStream) -> std::result::Result<(), PutError> {
         let tmp = self.root.join("tmp").join(format!("{}.{:016x}", grant.id, rand::random::<u64>()));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            // The file is written by blocking tasks, a batch of received chunks at a time, so
+            // no copy of the body is made and at most WRITE_BUFFER bytes wait per upload.
+            let file = std::sync::Arc::new(std::fs::File::create(&tmp)?);
             let mut hasher = Sha256::new();
             let mut written = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(PutError::Body)?;
-                written += chunk.len() as u64;
-                if written > grant.size {
-                    return Err(PutError::TooLong(grant.size));
+            let mut batch: Vec<bytes::Bytes> = Vec::new();
+            let mut batched = 0usize;
+            loop {
+                let chunk = body.next().await;
+                if let Some(chunk) = chunk.as_ref() {
+                    let chunk = chunk.as_ref().map_err(|e| PutError::Body(e.clone()))?;
+                    written += chunk.len() as u64;
+                    if written > grant.size {
+                        return Err(PutError::TooLong(grant.size));
+                    }
+                    hasher.update(chunk);
+                    batched += chunk.len();
+                    batch.push(chunk.clone());
                 }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await?;
+                if batched >= WRITE_BUFFER || (chunk.is_none() && batched > 0) {
+                    let (f, chunks) = (file.clone(), std::mem::take(&mut batch));
+                    batched = 0;
+                    tokio::task::spawn_blocking(move || {
+                        use std::io::Write;
+                        chunks.iter().try_for_each(|c| (&*f).write_all(c))
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
+                }
+                if chunk.is_none() {
+                    break;
+                }
             }
             if written < grant.size {
                 return Err(PutError::TooShort);
@@ -196,7 +219,8 @@ impl Served for FsMedia {
             if <[u8; 32]>::from(hasher.finalize()) != grant.sha256 {
                 return Err(PutError::Digest);
             }
-            file.sync_all().await?;
+            let f = file.clone();
+            tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(std::io::Error::other)??;
             drop(file);
             let path = self.object_path(grant.id);
             let dir = path.parent().expect("objects have a directory");

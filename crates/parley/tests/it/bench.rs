@@ -172,6 +172,7 @@ async fn media_scenario_uploads_and_downloads_every_file() {
     }
     // The bench deletes what it uploaded.
     let objects = srv.data_dir().join("media").join("objects");
-    let left: usize = std::fs::read_dir(objects).unwrap().flatten().map(|d| std::fs::read_dir(d.path()).unwrap().count()).sum();
+    let left: usize =
+        std::fs::read_dir(objects).unwrap().flatten().map(|d| std::fs::read_dir(d.path()).unwrap().count()).sum();
     assert_eq!(left, 0);
 }
