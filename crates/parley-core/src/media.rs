@@ -90,7 +90,7 @@ pub fn base64_decoded_len(s: &str) -> Option<usize> {
     if padding > 2 || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/-_".contains(&b)) {
         return None;
     }
-    if body.len() % 4 == 1 || (padding > 0 && s.len() % 4 != 0) {
+    if body.len() % 4 == 1 || (padding > 0 && !s.len().is_multiple_of(4)) {
         return None;
     }
     Some(body.len() * 3 / 4)

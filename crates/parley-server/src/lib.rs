@@ -92,17 +92,9 @@ pub async fn run(
     media.sweep().await?;
     let tracker = TaskTracker::new();
     let pusher = push::Pusher::new(&config, &*store, push, node).await?;
-    let app = App::new(
-        config,
-        store.clone(),
-        router.clone(),
-        cluster.clone(),
-        pusher,
-        media,
-        shutdown.clone(),
-        tracker.clone(),
-    )
-    .await;
+    let parts =
+        state::Parts { store: store.clone(), router: router.clone(), cluster: cluster.clone(), push: pusher, media };
+    let app = App::new(config, parts, shutdown.clone(), tracker.clone()).await;
 
     // The server's long-lived loops; stopped (aborted, then awaited) last in the drain. Shorter
     // tasks they start run on `app.tasks`.

@@ -53,17 +53,23 @@ pub(crate) struct App {
     pub next_conn_id: AtomicU64,
 }
 
+/// What the app runs on: the backends, with the push sender built over them.
+pub(crate) struct Parts {
+    pub store: Arc<dyn Store>,
+    pub router: Arc<dyn Router>,
+    pub cluster: Option<Arc<dyn ClusterBus>>,
+    pub push: crate::push::Pusher,
+    pub media: Arc<dyn parley_media::MediaStore>,
+}
+
 impl App {
     pub(crate) async fn new(
         config: Config,
-        store: Arc<dyn Store>,
-        router: Arc<dyn Router>,
-        cluster: Option<Arc<dyn ClusterBus>>,
-        push: crate::push::Pusher,
-        media: Arc<dyn parley_media::MediaStore>,
+        parts: Parts,
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Arc<App> {
+        let Parts { store, router, cluster, push, media } = parts;
         let tasks = TaskTracker::new();
         Arc::new(App {
             passwords: Passwords::new(config.password_hash_concurrency).await,

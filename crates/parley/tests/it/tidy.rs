@@ -72,9 +72,18 @@ fn crates() -> Vec<String> {
 /// backend and no database or transport driver; only the binary wires backends in.
 #[test]
 fn boundaries_hold() {
-    let drivers = ["rusqlite", "tokio-postgres", "deadpool-postgres", "async-nats", "redis"];
-    let backends = ["parley-store-sqlite", "parley-store-postgres", "parley-router-cluster"];
-    for krate in ["parley-core", "parley-proto", "parley-store", "parley-router", "parley-server", "parley-client"] {
+    let drivers = ["rusqlite", "tokio-postgres", "deadpool-postgres", "async-nats", "redis", "rusty-s3"];
+    let backends =
+        ["parley-store-sqlite", "parley-store-postgres", "parley-router-cluster", "parley-media-fs", "parley-media-s3"];
+    for krate in [
+        "parley-core",
+        "parley-proto",
+        "parley-store",
+        "parley-router",
+        "parley-media",
+        "parley-server",
+        "parley-client",
+    ] {
         let deps = dependencies(krate);
         assert!(!deps.is_empty() || krate == "parley-core", "{krate} has no [dependencies]?");
         for d in drivers.iter().chain(&backends) {
@@ -83,7 +92,7 @@ fn boundaries_hold() {
     }
     // The domain and the wire know nothing of storage, routing or HTTP, nor of each other.
     for krate in ["parley-core", "parley-proto"] {
-        for d in ["parley-store", "parley-router", "parley-server", "axum", "tokio"] {
+        for d in ["parley-store", "parley-router", "parley-media", "parley-server", "axum", "tokio"] {
             assert!(!dependencies(krate).iter().any(|x| x == d), "{krate} must not depend on {d}");
         }
     }
@@ -102,6 +111,8 @@ fn boundaries_hold() {
         ("parley-store-sqlite", "parley-store"),
         ("parley-store-postgres", "parley-store"),
         ("parley-router-cluster", "parley-router"),
+        ("parley-media-fs", "parley-media"),
+        ("parley-media-s3", "parley-media"),
     ] {
         let deps = dependencies(backend);
         assert!(deps.iter().any(|d| d == boundary), "{backend} implements {boundary}");
