@@ -777,3 +777,82 @@ async fn a_server_refuses_to_start_without_its_bucket() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-bucket"), "the error names the bucket: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_refusals_windows_and_collection_in_a_cluster() {
+    use crate::media::{ask, bytes_of, download, put, send_media, upload};
+    use parley_router::conformance::eventually;
+    let s3 = crate::s3::start_s3().await;
+    let url = s3.url();
+    let flags = [
+        "--media-store",
+        &url,
+        "--media-max-bytes",
+        "2000000",
+        "--media-url-ttl-ms",
+        "2000",
+        "--media-gc-interval-ms",
+        "100",
+    ];
+    let c = Cluster::shared_env(2, &flags, &s3.env()).await;
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    let alice = n0.api().user().await.login().await;
+    let bob = on(&n0.api().user().await.login().await, n1);
+    let carol = n0.api().user().await.login().await;
+    let dave = on(&n0.api().user().await.login().await, n1);
+    let eve = n0.api().user().await.login().await;
+
+    let r = ask(&alice, &bytes_of(2_000_001, 30), "video/mp4").await;
+    r.expect_error(413, "payload_too_large");
+    assert_eq!(r.body["error"]["max_bytes"], 2_000_000);
+
+    // Bytes the store refused and a complete that finds the wrong object: discarded.
+    let bytes = bytes_of(50_000, 31);
+    let created = ask(&alice, &bytes, "image/png").await.expect(201);
+    let id = s(&created, "media_id");
+    let mut wrong = bytes.clone();
+    wrong[9] ^= 1;
+    assert!(put(alice.api(), &created["upload"], wrong).await.status >= 400);
+    let done = alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await;
+    assert_eq!(done.status, 400, "{}", done.body);
+    alice.get(&format!("/v1/media/{id}")).await.expect_error(404, "not_found");
+
+    // Altered and expired URLs: the object store refuses them.
+    let created = ask(&alice, &bytes, "image/png").await.expect(201);
+    let up = &created["upload"];
+    let u = up["url"].as_str().unwrap();
+    let mut altered = up.clone();
+    altered["url"] = json!(format!("{}{}", &u[..u.len() - 1], if u.ends_with('0') { '1' } else { '0' }));
+    assert_eq!(put(alice.api(), &altered, bytes.clone()).await.status, 403);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(put(alice.api(), up, bytes.clone()).await.status, 403, "expired");
+
+    // Windows: Bob leaves, Dave joins later, Eve is a stranger.
+    let g = alice.group("cluster pics", &[bob.user_id(), carol.user_id()]).await;
+    let m1 = upload(&alice, &bytes, "image/png").await;
+    send_media(&alice, &g, &m1, &bytes, "image/png").await.expect(201);
+    alice.delete(&format!("/v1/conversations/{g}/members/{}", bob.user_id())).await;
+    let later = bytes_of(20_000, 32);
+    let m2 = upload(&alice, &later, "image/png").await;
+    let seq2 = i(&send_media(&alice, &g, &m2, &later, "image/png").await.expect(201)["message"], "seq");
+    alice.post(&format!("/v1/conversations/{g}/members"), &json!({"user_ids": [dave.user_id()]})).await.expect(200);
+    assert_eq!(download(&bob, &m1).await, bytes);
+    bob.get(&format!("/v1/media/{m2}")).await.expect_error(404, "not_found");
+    dave.get(&format!("/v1/media/{m1}")).await.expect_error(404, "not_found");
+    dave.get(&format!("/v1/media/{m2}")).await.expect_error(404, "not_found");
+    eve.get(&format!("/v1/media/{m1}")).await.expect_error(404, "not_found");
+    assert_eq!(download(&on(&carol, n1), &m2).await, later);
+
+    // Deleting the only message that shows m2 removes it from the bucket.
+    alice
+        .post(
+            &format!("/v1/conversations/{g}/messages"),
+            &json!({"client_id": unique("d"), "kind": "delete", "body": {"target_seq": seq2}}),
+        )
+        .await
+        .expect(201);
+    let object = s3.bucket_dir().join("media").join(&m2);
+    eventually("the deleted message's media leaves the bucket", || async { !object.exists() }).await;
+    carol.get(&format!("/v1/media/{m2}")).await.expect_error(404, "not_found");
+    assert_eq!(download(&carol, &m1).await, bytes);
+}

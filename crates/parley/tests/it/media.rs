@@ -204,6 +204,23 @@ async fn refusals_say_nothing_about_what_exists() {
     made_up.expect_error(403, "forbidden");
     assert_eq!(altered.body, made_up.body);
 
+    // An object that is not what was declared when it is completed (here: damaged on disk) is
+    // discarded.
+    let other = bytes_of(30_000, 15);
+    let c2 = ask(&alice, &other, "image/png").await.expect(201);
+    assert_eq!(put(alice.api(), &c2["upload"], other.clone()).await.status, 200);
+    let oid = s(&c2, "media_id");
+    let file = srv
+        .data_dir()
+        .join("media")
+        .join("objects")
+        .join(format!("{:02x}", oid.parse::<i64>().unwrap() & 0xff))
+        .join(&oid);
+    std::fs::write(&file, &other[..100]).unwrap();
+    alice.post(&format!("/v1/media/{oid}/complete"), &json!({})).await.expect_error(400, "bad_request");
+    alice.get(&format!("/v1/media/{oid}")).await.expect_error(404, "not_found");
+    assert!(!file.exists(), "the discarded object is removed");
+
     // Unreferenced: the uploader deletes it, and it is gone.
     alice.delete(&format!("/v1/media/{id}")).await;
     alice.get(&format!("/v1/media/{id}")).await.expect_error(404, "not_found");
