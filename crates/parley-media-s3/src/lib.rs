@@ -269,6 +269,10 @@ impl MediaStore for S3Store {
         "s3"
     }
 
+    fn origin(&self) -> Option<String> {
+        Some(self.bucket.base_url().origin().ascii_serialization())
+    }
+
     /// Lists at most one key of the bucket (`ListObjectsV2`, `max-keys=1`): unlike a `HEAD`,
     /// its error answers carry S3's code, which tells a missing bucket from an unknown key
     /// from a wrong secret from a wrong region.

@@ -95,6 +95,12 @@ pub trait MediaStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The origin (`scheme://host[:port]`) clients fetch objects from when it is not this
+    /// server's own, so the web client's Content-Security-Policy can allow it.
+    fn origin(&self) -> Option<String> {
+        None
+    }
+
     /// The store's objects served by this server's own listener (the local backend), if any.
     fn served(&self) -> Option<&dyn Served> {
         None

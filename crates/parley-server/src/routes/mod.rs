@@ -59,7 +59,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let blobs =
         Router::new().route("/blobs/{media_id}", get(blobs::get).put(blobs::put)).layer(DefaultBodyLimit::disable());
     // The client's files have fixed paths outside `/v1/`; anything else stays a JSON 404.
-    web::mount(api)
+    let media_origin = app.media.origin();
+    web::mount(api, media_origin.as_deref())
         .merge(blobs)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {

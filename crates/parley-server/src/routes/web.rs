@@ -12,13 +12,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-/// Scripts, styles, images and connections from this origin only; no inline script or style, no
-/// plugins, no framing, no `<base>`, and DOM sinks such as `innerHTML` refuse strings (Trusted
-/// Types with no policy), so user text can only ever reach the page as text.
-pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
-     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; \
-     require-trusted-types-for 'script'; trusted-types parley-sw";
+/// Scripts, styles, images and connections from this origin only (plus, for media, the object
+/// store's origin when it is not this server, and `blob:`/`data:` images the page makes itself:
+/// previews, blurhashes, recordings); no inline script or style, no plugins, no framing, no
+/// `<base>`, and DOM sinks such as `innerHTML` refuse strings (Trusted Types with one policy that
+/// vouches for nothing but `/sw.js`), so user text can only ever reach the page as text.
+pub(super) fn content_security_policy(media_origin: Option<&str>) -> String {
+    let media = media_origin.map(|o| format!(" {o}")).unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:{media}; \
+         media-src 'self' blob:{media}; font-src 'self'; connect-src 'self'{media}; manifest-src 'self'; \
+         worker-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; \
+         require-trusted-types-for 'script'; trusted-types parley-sw"
+    )
+}
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -77,10 +84,15 @@ static ASSETS: &[Asset] = &[
 ];
 
 /// Adds a `GET` (and so `HEAD`) route for every embedded file, and `/` for `index.html`.
-pub(super) fn mount<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router<S> {
+pub(super) fn mount<S: Clone + Send + Sync + 'static>(mut router: Router<S>, media_origin: Option<&str>) -> Router<S> {
+    // An origin is `scheme://host[:port]`; anything else would not be one directive's source.
+    let media_origin = media_origin.filter(|o| o.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b','));
+    let csp = HeaderValue::from_str(&content_security_policy(media_origin))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
     for asset in ASSETS {
         let etag = etag(asset.body);
-        let handler = move |headers: HeaderMap| std::future::ready(serve(asset, &etag, &headers));
+        let csp = csp.clone();
+        let handler = move |headers: HeaderMap| std::future::ready(serve(asset, &etag, &csp, &headers));
         if asset.path == "/index.html" {
             router = router.route("/", get(handler.clone()));
         }
@@ -96,12 +108,12 @@ fn etag(body: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a valid header value")
 }
 
-fn serve(asset: &'static Asset, etag: &HeaderValue, request: &HeaderMap) -> Response {
+fn serve(asset: &'static Asset, etag: &HeaderValue, csp: &HeaderValue, request: &HeaderMap) -> Response {
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
         (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+        (header::CONTENT_SECURITY_POLICY, csp.clone()),
         (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),

@@ -719,6 +719,12 @@ async fn media_in_a_shared_s3_store_reach_members_through_any_node() {
         &s3.env(),
     )
     .await;
+    // The web client may reach the object store: its origin is in the page's policy.
+    let page = c.nodes[0].api().http.get(c.nodes[0].api().url("/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["connect-src 'self' ", "img-src 'self' data: blob: ", "media-src 'self' blob: "] {
+        assert!(csp.contains(&format!("{directive}{}", s3.endpoint)), "{directive} lacks the store: {csp}");
+    }
     let alice = c.nodes[0].api().user().await.login().await;
     let bob = on(&c.nodes[0].api().user().await.login().await, &c.nodes[1]);
     let conv = alice.direct(bob.user_id()).await;
