@@ -179,38 +179,54 @@ impl Client {
         if have > media.size {
             have = 0;
         }
-        let mut req = self.http.get(&got.download.url);
-        if have > 0 {
-            req = req.header("range", format!("bytes={have}-"));
+        if have < media.size {
+            self.fetch_into(&got.download.url, &part, have, media.size, progress).await?;
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        if !(status == 200 || status == 206) {
-            return Err(api_error(resp.status(), &resp.bytes().await?));
-        }
-        let mut file = if status == 206 {
-            tokio::fs::OpenOptions::new().append(true).open(&part).await.map_err(io)?
-        } else {
-            have = 0;
-            tokio::fs::File::create(&part).await.map_err(io)?
-        };
-        let mut done = have;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk).await.map_err(io)?;
-            done += chunk.len() as u64;
-            progress(done, media.size);
-        }
-        file.sync_all().await.map_err(io)?;
-        drop(file);
         let digest = B64.encode(sha256_file(&part).await?);
         if digest != media.sha256 {
+            // Whatever was there (another file's bytes, a damaged part): start again next time.
             let _ = tokio::fs::remove_file(&part).await;
             return Err(ClientError::Decode("the downloaded file's SHA-256 differs from the media's".into()));
         }
         tokio::fs::rename(&part, path).await.map_err(io)?;
         Ok(media)
+    }
+
+    /// Fetches `url` into `part`, from byte `have` on when the server answers the range with
+    /// exactly that start, else from the beginning.
+    async fn fetch_into(&self, url: &str, part: &Path, have: u64, size: u64, progress: Progress<'_>) -> Result<()> {
+        let mut req = self.http.get(url);
+        if have > 0 {
+            req = req.header("range", format!("bytes={have}-"));
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let resumes = status == 206
+            && resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
+        if have > 0 && (status == 416 || (status == 206 && !resumes)) {
+            return Box::pin(self.fetch_into(url, part, 0, size, progress)).await;
+        }
+        if !(status == 200 || status == 206) {
+            return Err(api_error(resp.status(), &resp.bytes().await?));
+        }
+        let (mut file, mut done) = if resumes {
+            (tokio::fs::OpenOptions::new().append(true).open(part).await.map_err(io)?, have)
+        } else {
+            (tokio::fs::File::create(part).await.map_err(io)?, 0)
+        };
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await.map_err(io)?;
+            done += chunk.len() as u64;
+            progress(done, size);
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(())
     }
 }
 

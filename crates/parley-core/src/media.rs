@@ -74,12 +74,26 @@ pub fn content_type(raw: &str) -> Result<String, &'static str> {
     if !raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err("content_type must be printable ASCII");
     }
+    // A comma could make a browser read a second type (`image/png;a=b, text/html`); quotes and
+    // backslashes are never needed in the types clients send.
+    if raw.bytes().any(|b| matches!(b, b',' | b'"' | b'\\')) {
+        return Err("content_type must not contain a comma, quote or backslash");
+    }
     let essence = raw.split(';').next().unwrap_or("").trim();
     let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
     match essence.split_once('/') {
         Some((t, s)) if token(t) && token(s) => Ok(raw.trim().to_ascii_lowercase()),
         _ => Err("content_type must be a MIME type such as image/jpeg"),
     }
+}
+
+/// Whether a browser may show a type inline without it being able to run script: images (SVG,
+/// which can carry script, excepted), audio and video. Anything else is served as an attachment.
+pub fn inline_safe(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    (essence.starts_with("image/") && essence != "image/svg+xml")
+        || essence.starts_with("audio/")
+        || essence.starts_with("video/")
 }
 
 /// How many bytes a standard or URL-safe base64 string decodes to, or `None` when it is not
@@ -104,10 +118,18 @@ mod tests {
     fn content_types() {
         assert_eq!(content_type("image/JPEG").unwrap(), "image/jpeg");
         assert_eq!(content_type("audio/webm; codecs=opus").unwrap(), "audio/webm; codecs=opus");
-        for bad in ["", "image", "image/", "/jpeg", "text/plain\r\nX-Evil: 1", "a/b c", "ü/x"] {
+        for bad in
+            ["", "image", "image/", "/jpeg", "text/plain\r\nX-Evil: 1", "a/b c", "ü/x", "image/png;a=b, text/html"]
+        {
             assert!(content_type(bad).is_err(), "{bad:?}");
         }
         assert!(content_type(&format!("a/{}", "b".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn only_media_types_show_inline() {
+        assert!(inline_safe("image/png") && inline_safe("audio/webm; codecs=opus") && inline_safe("video/mp4"));
+        assert!(!inline_safe("image/svg+xml") && !inline_safe("text/html") && !inline_safe("application/pdf"));
     }
 
     #[test]

@@ -18,7 +18,9 @@
 
 mod sign;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -32,6 +34,9 @@ use sha2::{Digest, Sha256};
 
 use sign::Signer;
 
+/// How long an upload may receive nothing before it is dropped.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Bytes an upload holds between the network and the disk at most.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -43,6 +48,27 @@ pub struct FsMedia {
     /// `{public_url}/blobs/`, what every signed URL starts with.
     base: String,
     signer: Signer,
+    /// Media with an upload under way: a second one at the same time is refused, so one URL
+    /// cannot hold many files and descriptors open.
+    uploading: Arc<Mutex<HashSet<MediaId>>>,
+}
+
+/// The end of one upload: forgets it is under way and removes its temporary file unless it was
+/// moved into place, however the upload ends (an error, or the request dropped mid-way).
+struct InFlight {
+    uploading: Arc<Mutex<HashSet<MediaId>>>,
+    id: MediaId,
+    tmp: PathBuf,
+    kept: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        self.uploading.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for FsMedia {
@@ -58,9 +84,15 @@ impl FsMedia {
         for dir in ["objects", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
+        // Every shard directory exists, durably, before the first upload is renamed into one.
+        let objects = root.join("objects");
+        for shard in 0..=0xffu8 {
+            std::fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
+        }
+        std::fs::File::open(&objects)?.sync_all()?;
         let signer = Signer::load_or_create(&root.join("signing.key"))?;
         let base = format!("{}/blobs/", public_url.trim_end_matches('/'));
-        Ok(FsMedia { root: root.to_owned(), base, signer })
+        Ok(FsMedia { root: root.to_owned(), base, signer, uploading: Default::default() })
     }
 
     fn object_path(&self, id: MediaId) -> PathBuf {
@@ -179,62 +211,62 @@ impl Served for FsMedia {
 
     async fn put(&self, grant: &PutGrant, mut body: BodyStream) -> std::result::Result<(), PutError> {
         let tmp = self.root.join("tmp").join(format!("{}.{:016x}", grant.id, rand::random::<u64>()));
-        let result = async {
-            // The file is written by blocking tasks, a batch of received chunks at a time, so
-            // no copy of the body is made and at most WRITE_BUFFER bytes wait per upload.
-            let file = std::sync::Arc::new(std::fs::File::create(&tmp)?);
-            let mut hasher = Sha256::new();
-            let mut written = 0u64;
-            let mut batch: Vec<bytes::Bytes> = Vec::new();
-            let mut batched = 0usize;
-            loop {
-                let chunk = body.next().await;
-                if let Some(chunk) = chunk.as_ref() {
-                    let chunk = chunk.as_ref().map_err(|e| PutError::Body(e.clone()))?;
-                    written += chunk.len() as u64;
-                    if written > grant.size {
-                        return Err(PutError::TooLong(grant.size));
-                    }
-                    hasher.update(chunk);
-                    batched += chunk.len();
-                    batch.push(chunk.clone());
-                }
-                if batched >= WRITE_BUFFER || (chunk.is_none() && batched > 0) {
-                    let (f, chunks) = (file.clone(), std::mem::take(&mut batch));
-                    batched = 0;
-                    tokio::task::spawn_blocking(move || {
-                        use std::io::Write;
-                        chunks.iter().try_for_each(|c| (&*f).write_all(c))
-                    })
-                    .await
-                    .map_err(std::io::Error::other)??;
-                }
-                if chunk.is_none() {
-                    break;
-                }
-            }
-            if written < grant.size {
-                return Err(PutError::TooShort);
-            }
-            if <[u8; 32]>::from(hasher.finalize()) != grant.sha256 {
-                return Err(PutError::Digest);
-            }
-            let f = file.clone();
-            tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(std::io::Error::other)??;
-            drop(file);
-            let path = self.object_path(grant.id);
-            let dir = path.parent().expect("objects have a directory");
-            tokio::fs::create_dir_all(dir).await?;
-            tokio::fs::rename(&tmp, &path).await?;
-            // The rename is durable once the directory is.
-            tokio::fs::File::open(dir).await?.sync_all().await?;
-            Ok(())
+        if !self.uploading.lock().unwrap_or_else(|e| e.into_inner()).insert(grant.id) {
+            return Err(PutError::Busy);
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        let mut flight = InFlight { uploading: self.uploading.clone(), id: grant.id, tmp: tmp.clone(), kept: false };
+        // The file is written by blocking tasks, a batch of received chunks at a time, so no
+        // copy of the body is made and at most WRITE_BUFFER bytes wait per upload.
+        let file = Arc::new(std::fs::File::create(&tmp)?);
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let mut batch: Vec<bytes::Bytes> = Vec::new();
+        let mut batched = 0usize;
+        loop {
+            // A client that stops sending does not hold the file open for ever.
+            let chunk = tokio::time::timeout(IDLE_TIMEOUT, body.next())
+                .await
+                .map_err(|_| PutError::Body(format!("nothing received for {} s", IDLE_TIMEOUT.as_secs())))?;
+            if let Some(chunk) = chunk.as_ref() {
+                let chunk = chunk.as_ref().map_err(|e| PutError::Body(e.clone()))?;
+                written += chunk.len() as u64;
+                if written > grant.size {
+                    return Err(PutError::TooLong(grant.size));
+                }
+                hasher.update(chunk);
+                batched += chunk.len();
+                batch.push(chunk.clone());
+            }
+            if batched >= WRITE_BUFFER || (chunk.is_none() && batched > 0) {
+                let (f, chunks) = (file.clone(), std::mem::take(&mut batch));
+                batched = 0;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    chunks.iter().try_for_each(|c| (&*f).write_all(c))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+            }
+            if chunk.is_none() {
+                break;
+            }
         }
-        result
+        if written < grant.size {
+            return Err(PutError::TooShort);
+        }
+        if <[u8; 32]>::from(hasher.finalize()) != grant.sha256 {
+            return Err(PutError::Digest);
+        }
+        let f = file.clone();
+        tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(std::io::Error::other)??;
+        drop(file);
+        let path = self.object_path(grant.id);
+        let dir = path.parent().expect("objects have a directory");
+        tokio::fs::rename(&tmp, &path).await?;
+        flight.kept = true;
+        // The rename is durable once the directory is.
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+        Ok(())
     }
 
     fn authorize_get(&self, id: &str, query: &str, now_ms: i64) -> std::result::Result<GetGrant, Denied> {

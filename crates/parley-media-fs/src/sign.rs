@@ -32,14 +32,20 @@ impl Signer {
                 return Err(std::io::Error::other(format!("{} is not a 32-byte key", path.display())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Written aside and renamed into place, so a crash never leaves half a key.
                 let key: [u8; 32] = rand::random();
+                let aside = path.with_extension(format!("new-{:08x}", rand::random::<u32>()));
                 let mut opts = std::fs::OpenOptions::new();
                 opts.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path)?;
+                let mut f = opts.open(&aside)?;
                 f.write_all(&key)?;
                 f.sync_all()?;
+                std::fs::rename(&aside, path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
                 key.to_vec()
             }
             Err(e) => return Err(e),

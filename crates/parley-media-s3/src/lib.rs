@@ -227,6 +227,40 @@ impl S3Store {
         }
     }
 
+    /// Puts a probe with a wrong `x-amz-checksum-sha256`: a store that accepts it would keep
+    /// bytes other than the declared ones, which Parley's uploads rely on it refusing.
+    async fn check_checksums(&self) -> Result<()> {
+        let key = format!("{PREFIX}.parley-probe-{:016x}", rand::random::<u64>());
+        let body: &[u8] = b"parley checksum probe";
+        let mut put = PutObject::new(&self.bucket, Some(&self.creds), &key);
+        let wrong = BASE64.encode(Sha256::digest(b"not the body"));
+        let length = body.len().to_string();
+        put.headers_mut().insert("content-length", length.as_str());
+        put.headers_mut().insert(CHECKSUM_SHA256, wrong.as_str());
+        let res = self
+            .http
+            .put(self.own(&put))
+            .header(CHECKSUM_SHA256, &wrong)
+            .body(body)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.unreachable("the checksum probe", e))?;
+        let status = res.status();
+        // Some stores write the body before refusing it: remove the probe either way.
+        let delete = DeleteObject::new(&self.bucket, Some(&self.creds), &key);
+        let _ = self.http.delete(self.own(&delete)).timeout(REQUEST_TIMEOUT).send().await;
+        if status.is_success() {
+            return Err(MediaError::Misconfigured(format!(
+                "{} accepted an object whose x-amz-checksum-sha256 was wrong (bucket {:?}): Parley needs a store \
+                 that checks upload checksums (AWS S3, MinIO, R2, recent Ceph and Garage do)",
+                self.endpoint,
+                self.bucket.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Streams the stored object through SHA-256, chunk by chunk (for stores that keep no
     /// checksum), stopping as soon as it is longer than declared.
     async fn hash_stored(&self, object: &Object, key: &str) -> Result<Stored> {
@@ -299,7 +333,7 @@ impl MediaStore for S3Store {
             .map_err(|e| self.unreachable("ListObjectsV2", e))?;
         let status = res.status();
         if status.is_success() {
-            return Ok(());
+            return self.check_checksums().await;
         }
         let region = res.headers().get("x-amz-bucket-region").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = Vec::new();
@@ -329,7 +363,12 @@ impl MediaStore for S3Store {
 
     fn download_url(&self, object: &Object, expires_at: i64) -> Result<DownloadUrl> {
         let key = key(object.id);
-        let get = GetObject::new(&self.bucket, Some(&self.creds), &key);
+        let mut get = GetObject::new(&self.bucket, Some(&self.creds), &key);
+        // What users upload must not open as a page on the bucket's origin: anything a browser
+        // could run is downloaded instead (S3 overrides the header from the signed query).
+        if !parley_core::media::inline_safe(&object.content_type) {
+            get.query_mut().insert("response-content-disposition", "attachment");
+        }
         let (date, secs) = validity(parley_core::now_ms(), expires_at);
         let url = sign(&get, date, secs);
         Ok(DownloadUrl { url: url.into(), expires_at: (date + secs as i64) * 1000 })

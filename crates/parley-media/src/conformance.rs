@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::{MediaStore, Object, Stored};
 
 /// Stamps out one `#[tokio::test]` per check. `$make` is an async expression giving an
-/// `(Arc<dyn MediaStore>, guard)`; the guard (e.g. a running server) lives as long as the test.
+/// `(Arc<dyn MediaStore>, guard)`; the guard (e.g. a running server) lives as long as the test
+/// and names the objects the tests upload ([`Ids`]).
 #[macro_export]
 macro_rules! media_store_conformance {
     ($make:expr) => {
@@ -24,8 +25,8 @@ macro_rules! media_store_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let (store, _guard) = $make;
-                $crate::conformance::$name(store).await;
+                let (store, guard) = $make;
+                $crate::conformance::$name(store, &guard).await;
             }
         )*
     };
@@ -42,13 +43,20 @@ fn fresh_id() -> MediaId {
     MediaId(now_ms() * 1000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000)
 }
 
-fn object(bytes: &[u8], content_type: &str) -> Object {
-    Object {
-        id: fresh_id(),
-        size: bytes.len() as u64,
-        sha256: Sha256::digest(bytes).into(),
-        content_type: content_type.into(),
+/// Where the ids of the objects a test uploads come from: fresh ones by default; a store served
+/// by the server itself needs the server's own record of each upload (it refuses bytes for
+/// uploads it does not know), made through its API.
+#[async_trait::async_trait]
+pub trait Ids: Send + Sync {
+    async fn id_for(&self, _size: u64, _sha256: [u8; 32], _content_type: &str) -> MediaId {
+        fresh_id()
     }
+}
+
+async fn object(ids: &dyn Ids, bytes: &[u8], content_type: &str) -> Object {
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    let size = bytes.len() as u64;
+    Object { id: ids.id_for(size, sha256, content_type).await, size, sha256, content_type: content_type.into() }
 }
 
 fn payload(len: usize) -> Vec<u8> {
@@ -77,8 +85,8 @@ async fn put_to(url: &str, headers: &std::collections::BTreeMap<String, String>,
     req.body(bytes).send().await.expect("put").status().as_u16()
 }
 
-async fn upload(store: &dyn MediaStore, bytes: &[u8], content_type: &str) -> Object {
-    let obj = object(bytes, content_type);
+async fn upload(store: &dyn MediaStore, ids: &dyn Ids, bytes: &[u8], content_type: &str) -> Object {
+    let obj = object(ids, bytes, content_type).await;
     let status = put(store, &obj, bytes.to_vec(), now_ms() + 60_000).await;
     assert!((200..300).contains(&status), "upload answered {status}");
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Matches);
@@ -93,9 +101,9 @@ fn tamper(url: &str) -> String {
     s
 }
 
-pub async fn round_trip(store: Arc<dyn MediaStore>) {
+pub async fn round_trip(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(300_000);
-    let obj = upload(&*store, &bytes, "image/png").await;
+    let obj = upload(&*store, ids, &bytes, "image/png").await;
     let down = store.download_url(&obj, now_ms() + 60_000).unwrap();
     let res = client().get(&down.url).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
@@ -108,9 +116,9 @@ pub async fn round_trip(store: Arc<dyn MediaStore>) {
     assert!(gone == 404 || gone == 403, "a deleted object answered {gone}");
 }
 
-pub async fn ranges(store: Arc<dyn MediaStore>) {
+pub async fn ranges(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(10_000);
-    let obj = upload(&*store, &bytes, "audio/ogg").await;
+    let obj = upload(&*store, ids, &bytes, "audio/ogg").await;
     let url = store.download_url(&obj, now_ms() + 60_000).unwrap().url;
     for (range, from, to) in [("bytes=100-199", 100, 200), ("bytes=9990-", 9990, 10_000), ("bytes=-10", 9990, 10_000)] {
         let res = client().get(&url).header("range", range).send().await.unwrap();
@@ -124,14 +132,14 @@ pub async fn ranges(store: Arc<dyn MediaStore>) {
     store.delete(obj.id).await.unwrap();
 }
 
-pub async fn missing_before_upload(store: Arc<dyn MediaStore>) {
-    let obj = object(b"never uploaded", "text/plain");
+pub async fn missing_before_upload(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
+    let obj = object(ids, b"never uploaded", "text/plain").await;
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Missing);
 }
 
-pub async fn wrong_digest_refused(store: Arc<dyn MediaStore>) {
+pub async fn wrong_digest_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(4096);
-    let obj = object(&bytes, "application/octet-stream");
+    let obj = object(ids, &bytes, "application/octet-stream").await;
     let mut other = bytes.clone();
     other[100] ^= 1;
     let status = put(&*store, &obj, other, now_ms() + 60_000).await;
@@ -140,9 +148,9 @@ pub async fn wrong_digest_refused(store: Arc<dyn MediaStore>) {
     store.delete(obj.id).await.unwrap();
 }
 
-pub async fn wrong_length_refused(store: Arc<dyn MediaStore>) {
+pub async fn wrong_length_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(4096);
-    let obj = object(&bytes, "application/octet-stream");
+    let obj = object(ids, &bytes, "application/octet-stream").await;
     for len in [4097, 4095] {
         let status = put(&*store, &obj, payload(len), now_ms() + 60_000).await;
         assert!((400..500).contains(&status), "{len} bytes for a 4096-byte upload answered {status}");
@@ -151,46 +159,46 @@ pub async fn wrong_length_refused(store: Arc<dyn MediaStore>) {
     store.delete(obj.id).await.unwrap();
 }
 
-pub async fn altered_upload_url_refused(store: Arc<dyn MediaStore>) {
+pub async fn altered_upload_url_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(1000);
-    let obj = object(&bytes, "image/jpeg");
+    let obj = object(ids, &bytes, "image/jpeg").await;
     let up = store.upload_url(&obj, now_ms() + 60_000).unwrap();
     assert_eq!(put_to(&tamper(&up.url), &up.headers, bytes.clone()).await, 403);
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Missing);
 }
 
-pub async fn expired_upload_url_refused(store: Arc<dyn MediaStore>) {
+pub async fn expired_upload_url_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(1000);
-    let obj = object(&bytes, "image/jpeg");
+    let obj = object(ids, &bytes, "image/jpeg").await;
     assert_eq!(put(&*store, &obj, bytes, now_ms() - 60_000).await, 403);
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Missing);
 }
 
-pub async fn altered_download_url_refused(store: Arc<dyn MediaStore>) {
-    let obj = upload(&*store, &payload(1000), "image/jpeg").await;
+pub async fn altered_download_url_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
+    let obj = upload(&*store, ids, &payload(1000), "image/jpeg").await;
     let url = store.download_url(&obj, now_ms() + 60_000).unwrap().url;
     assert_eq!(client().get(tamper(&url)).send().await.unwrap().status().as_u16(), 403);
     store.delete(obj.id).await.unwrap();
 }
 
-pub async fn expired_download_url_refused(store: Arc<dyn MediaStore>) {
-    let obj = upload(&*store, &payload(1000), "image/jpeg").await;
+pub async fn expired_download_url_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
+    let obj = upload(&*store, ids, &payload(1000), "image/jpeg").await;
     let url = store.download_url(&obj, now_ms() - 60_000).unwrap().url;
     assert_eq!(client().get(url).send().await.unwrap().status().as_u16(), 403);
     store.delete(obj.id).await.unwrap();
 }
 
-pub async fn wrong_content_type_refused(store: Arc<dyn MediaStore>) {
+pub async fn wrong_content_type_refused(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
     let bytes = payload(1000);
-    let obj = object(&bytes, "image/jpeg");
+    let obj = object(ids, &bytes, "image/jpeg").await;
     let mut up = store.upload_url(&obj, now_ms() + 60_000).unwrap();
     up.headers.insert("content-type".into(), "text/html".into());
     assert_eq!(put_to(&up.url, &up.headers, bytes).await, 403);
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Missing);
 }
 
-pub async fn delete_is_idempotent(store: Arc<dyn MediaStore>) {
-    let obj = upload(&*store, b"x", "text/plain").await;
+pub async fn delete_is_idempotent(store: Arc<dyn MediaStore>, ids: &dyn Ids) {
+    let obj = upload(&*store, ids, b"x", "text/plain").await;
     store.delete(obj.id).await.unwrap();
     store.delete(obj.id).await.unwrap();
     assert_eq!(store.verify(&obj).await.unwrap(), Stored::Missing);

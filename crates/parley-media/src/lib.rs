@@ -145,6 +145,9 @@ pub enum PutError {
     Digest,
     #[error("the upload was interrupted: {0}")]
     Body(String),
+    /// Another upload of the same media is under way.
+    #[error("another upload of this media is in progress")]
+    Busy,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

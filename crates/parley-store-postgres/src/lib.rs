@@ -585,6 +585,14 @@ impl Store for PgStore {
         Ok(media::forget(&*self.reader().await?, ids).await?)
     }
 
+    async fn media_tombstones(&self, before: i64, limit: u32) -> Result<Vec<MediaId>> {
+        Ok(media::tombstones(&*self.reader().await?, before, limit).await?)
+    }
+
+    async fn purge_media(&self, ids: &[MediaId]) -> Result<()> {
+        Ok(media::purge(&*self.reader().await?, ids).await?)
+    }
+
     async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Msg::Stop(tx)).await.is_ok() {

@@ -141,7 +141,22 @@ pub(crate) async fn doom(db: &ClientWrapper, orphan_before: i64, limit: u32) -> 
 }
 
 pub(crate) async fn forget(db: &ClientWrapper, ids: &[MediaId]) -> Result<()> {
-    execute(db, "DELETE FROM media WHERE media_id = ANY($1) AND state = 2", &[&crate::raw(ids)]).await?;
+    execute(db, "UPDATE media SET state = 3 WHERE media_id = ANY($1) AND state = 2", &[&crate::raw(ids)]).await?;
+    Ok(())
+}
+
+pub(crate) async fn tombstones(db: &ClientWrapper, before: i64, limit: u32) -> Result<Vec<MediaId>> {
+    let rows = query(
+        db,
+        "SELECT media_id FROM media WHERE state = 3 AND created_at < $1 LIMIT $2",
+        &[&before, &i64::from(limit)],
+    )
+    .await?;
+    rows.iter().map(|r| Ok(MediaId(r.try_get(0)?))).collect()
+}
+
+pub(crate) async fn purge(db: &ClientWrapper, ids: &[MediaId]) -> Result<()> {
+    execute(db, "DELETE FROM media WHERE media_id = ANY($1) AND state = 3", &[&crate::raw(ids)]).await?;
     Ok(())
 }
 

@@ -167,7 +167,8 @@ CREATE TABLE media (
     size         BIGINT NOT NULL,
     content_type TEXT NOT NULL,
     sha256       BYTEA NOT NULL,
-    -- 0 pending, 1 ready, 2 doomed (the collector is removing its object)
+    -- 0 pending, 1 ready, 2 doomed (the collector is removing its object), 3 removed (a tombstone
+    -- kept for the daily budget and until every URL handed out has expired)
     state        SMALLINT NOT NULL DEFAULT 0,
     refs         INTEGER NOT NULL DEFAULT 0,
     used         BOOLEAN NOT NULL DEFAULT FALSE,
@@ -175,6 +176,7 @@ CREATE TABLE media (
 ) WITH (fillfactor = 90);
 CREATE INDEX media_by_uploader ON media(uploader_id, created_at);
 CREATE INDEX media_unreferenced ON media(created_at) WHERE refs = 0;
+CREATE INDEX media_by_state ON media(state, created_at);
 CREATE TABLE media_refs (
     media_id        BIGINT NOT NULL,
     conversation_id BIGINT NOT NULL,

@@ -448,6 +448,15 @@ impl Store for SqliteStore {
         self.write(true, move |ctx| media::forget(ctx, &ids)).await
     }
 
+    async fn media_tombstones(&self, before: i64, limit: u32) -> Result<Vec<MediaId>> {
+        self.query(move |c| media::tombstones(c, before, limit)).await
+    }
+
+    async fn purge_media(&self, ids: &[MediaId]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write(true, move |ctx| media::purge(ctx, &ids)).await
+    }
+
     fn writer_stats(&self) -> Arc<WriterStats> {
         self.stats.clone()
     }

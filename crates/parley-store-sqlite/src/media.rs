@@ -122,7 +122,21 @@ pub(crate) fn doom(ctx: &mut WriteCtx<'_>, orphan_before: i64, limit: u32) -> Re
 }
 
 pub(crate) fn forget(ctx: &mut WriteCtx<'_>, ids: &[MediaId]) -> Result<()> {
-    let mut stmt = ctx.conn.prepare_cached("DELETE FROM media WHERE media_id = ?1 AND state = 2")?;
+    let mut stmt = ctx.conn.prepare_cached("UPDATE media SET state = 3 WHERE media_id = ?1 AND state = 2")?;
+    for id in ids {
+        stmt.execute([id.0])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn tombstones(c: &Connection, before: i64, limit: u32) -> Result<Vec<MediaId>> {
+    Ok(c.prepare_cached("SELECT media_id FROM media WHERE state = 3 AND created_at < ?1 LIMIT ?2")?
+        .query_map(params![before, limit], |r| Ok(MediaId(r.get(0)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn purge(ctx: &mut WriteCtx<'_>, ids: &[MediaId]) -> Result<()> {
+    let mut stmt = ctx.conn.prepare_cached("DELETE FROM media WHERE media_id = ?1 AND state = 3")?;
     for id in ids {
         stmt.execute([id.0])?;
     }

@@ -133,7 +133,8 @@ CREATE TABLE secrets (
 );
 "#,
     r#"
--- state: 0 pending, 1 ready, 2 doomed (the collector is removing its object).
+-- state: 0 pending, 1 ready, 2 doomed (the collector is removing its object), 3 removed (kept as a
+-- tombstone for the daily budget and until every URL handed out has expired).
 -- refs: messages referencing it; used: whether one ever did (then it goes as soon as none does).
 CREATE TABLE media (
     media_id     INTEGER PRIMARY KEY,
@@ -148,6 +149,7 @@ CREATE TABLE media (
 );
 CREATE INDEX media_by_uploader ON media(uploader_id, created_at);
 CREATE INDEX media_unreferenced ON media(created_at) WHERE refs = 0;
+CREATE INDEX media_by_state ON media(state, created_at);
 CREATE TABLE media_refs (
     media_id        INTEGER NOT NULL,
     conversation_id INTEGER NOT NULL,

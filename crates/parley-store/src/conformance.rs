@@ -632,8 +632,17 @@ pub async fn media_references_follow_sends_deletes_and_windows(h: Harness) {
     // A doomed upload cannot be referenced again.
     assert!(matches!(h.store.send(media_message(g, a, "m4", &m)).await, Err(StoreError::Invalid(_))));
     h.store.forget_media(&doomed).await.unwrap();
-    assert_eq!(h.store.media(m.id).await.unwrap(), None);
+    // A tombstone: gone for every purpose but the uploader's daily budget, until purged.
+    assert_eq!(h.store.media(m.id).await.unwrap().unwrap().state, MediaState::Doomed);
+    assert!(!h.store.media_visible(a, m.id).await.unwrap());
+    assert!(!h.store.doom_upload(a, m.id).await.unwrap());
+    assert_eq!(h.store.media_usage(a, 0).await.unwrap().uploads, 2);
     assert!(h.store.doom_media(0, 100).await.unwrap().is_empty());
+    assert!(h.store.media_tombstones(m.created_at, 100).await.unwrap().is_empty(), "not older than the cutoff");
+    assert_eq!(h.store.media_tombstones(m.created_at + 1, 100).await.unwrap(), vec![m.id]);
+    h.store.purge_media(&[m.id]).await.unwrap();
+    assert_eq!(h.store.media(m.id).await.unwrap(), None);
+    assert_eq!(h.store.media_usage(a, 0).await.unwrap().uploads, 1);
     // Orphans go once they are older than the cutoff; an uploader may discard theirs.
     let orphan = h.store.create_media(c, 3, "text/plain", [2; 32]).await.unwrap();
     assert!(h.store.doom_media(orphan.created_at, 100).await.unwrap().is_empty());
@@ -644,6 +653,7 @@ pub async fn media_references_follow_sends_deletes_and_windows(h: Harness) {
     left.sort();
     assert_eq!(left, vec![orphan.id, mine.id]);
     h.store.forget_media(&left).await.unwrap();
+    h.store.purge_media(&left).await.unwrap();
     // The referenced one survives all of it, and a reopen.
     let h = h.reopen().await;
     assert_eq!(h.store.media(later.id).await.unwrap().unwrap().state, MediaState::Ready);

@@ -329,8 +329,14 @@ pub trait Store: Send + Sync + 'static {
     /// a message once referenced, and those created before `orphan_before`) and returns up to
     /// `limit` of every upload so marked, including ones an interrupted run left.
     async fn doom_media(&self, orphan_before: i64, limit: u32) -> Result<Vec<MediaId>>;
-    /// Forgets records marked for removal whose objects are gone.
+    /// Records that the objects of these uploads marked for removal are gone. Their records
+    /// stay as tombstones (they still count against the uploader's daily budget, and a URL
+    /// handed out earlier could still put an object back) until [`Store::purge_media`].
     async fn forget_media(&self, ids: &[MediaId]) -> Result<()>;
+    /// Up to `limit` tombstones of uploads created before `before`.
+    async fn media_tombstones(&self, before: i64, limit: u32) -> Result<Vec<MediaId>>;
+    /// Drops tombstones for good (the caller has removed their objects once more).
+    async fn purge_media(&self, ids: &[MediaId]) -> Result<()>;
 
     /// Finishes queued writes and stops accepting new ones.
     async fn shutdown(&self);

@@ -126,8 +126,16 @@ pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<(Config, BackendSettings)
             "media_store must be an s3://bucket?endpoint=...&region=... URL (leave it unset for local files)"
         );
     }
-    if be.public_url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-        anyhow::bail!("public_url must be an http:// or https:// URL");
+    if let Some(u) = be.public_url.as_deref() {
+        let ok = url::Url::parse(u).is_ok_and(|p| {
+            matches!(p.scheme(), "http" | "https")
+                && p.host().is_some()
+                && p.query().is_none()
+                && p.fragment().is_none()
+        });
+        if !ok {
+            anyhow::bail!("public_url must be an absolute http:// or https:// URL such as https://chat.example.com");
+        }
     }
     if cfg.media_url_ttl_ms == 0 || cfg.media_url_ttl_ms > parley_core::media::URL_TTL_MS as u64 {
         anyhow::bail!("media_url_ttl_ms must be 1 to 900000 (15 minutes)");

@@ -5,6 +5,10 @@
 //! reference, in the same order as sends take theirs, so a message sent at that moment either
 //! keeps its upload or is refused), the objects are removed, then the records are forgotten.
 //! A node that dies between the steps leaves doomed rows the next run finishes.
+//!
+//! A removed upload's record stays as a tombstone while it counts against its uploader's daily
+//! budget and while a URL handed out for it could still be used; then its object is removed
+//! once more (an upload URL used after the removal would have put it back) and the record goes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +69,7 @@ pub(crate) async fn collect(app: &App) -> usize {
             break;
         }
     }
+    purge(app).await;
     MediaMetrics::add(&app.media_metrics.gc_removed, removed as u64);
     MediaMetrics::add(&app.media_metrics.gc_errors, failed as u64);
     if removed > 0 || failed > 0 {
@@ -73,4 +78,27 @@ pub(crate) async fn collect(app: &App) -> usize {
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "media collector ran: nothing to remove");
     }
     removed
+}
+
+/// The tombstones' last step, a batch per run.
+async fn purge(app: &App) {
+    let window = (app.config.media_orphan_after_ms as i64).max(24 * 60 * 60 * 1000);
+    let before = parley_core::now_ms() - window - parley_core::media::URL_TTL_MS;
+    let ids = match app.store.media_tombstones(before, BATCH).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "media collector: cannot read the store");
+            return;
+        }
+    };
+    let mut gone = Vec::with_capacity(ids.len());
+    for id in ids {
+        match app.media.delete(id).await {
+            Ok(()) => gone.push(id),
+            Err(e) => tracing::warn!(media_id = %id, error = %e, "media collector: cannot remove an object"),
+        }
+    }
+    if let Err(e) = app.store.purge_media(&gone).await {
+        tracing::warn!(error = %e, "media collector: cannot drop tombstones");
+    }
 }

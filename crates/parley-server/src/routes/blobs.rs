@@ -45,9 +45,22 @@ pub(super) async fn put(
     let grant = served
         .authorize_put(&id, query.as_deref().unwrap_or(""), length, content_type, parley_core::now_ms())
         .map_err(denied)?;
+    // A URL outlives nothing: once the upload is complete or removed, it stores nothing more.
+    if !pending(&app, grant.id).await? {
+        return Err(denied(Denied::BadSignature));
+    }
     let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string())).boxed();
     match served.put(&grant, stream).await {
-        Ok(()) => Ok(StatusCode::OK),
+        Ok(()) => {
+            // The collector may have taken the upload while its bytes arrived; then the file
+            // must not stay behind with no record.
+            if !pending(&app, grant.id).await? {
+                let _ = app.media.delete(grant.id).await;
+                return Err(denied(Denied::BadSignature));
+            }
+            Ok(StatusCode::OK)
+        }
+        Err(PutError::Busy) => Err(ApiError::new(ErrorCode::Conflict, "another upload of this media is in progress")),
         Err(PutError::TooLong(n)) => {
             let mut e =
                 ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is longer than the declared {n} bytes"));
@@ -62,6 +75,11 @@ pub(super) async fn put(
             Err(ApiError::new(ErrorCode::Unavailable, "the upload could not be stored; retry"))
         }
     }
+}
+
+/// Whether the upload is still waiting for its bytes.
+async fn pending(app: &App, id: parley_core::ids::MediaId) -> Result<bool, ApiError> {
+    Ok(app.store.media(id).await?.is_some_and(|m| m.state == parley_core::media::MediaState::Pending))
 }
 
 /// A byte range to answer, or why the `Range` header is ignored or unsatisfiable.
@@ -101,14 +119,6 @@ fn slice(range: Option<&str>, len: u64) -> Slice {
             }
         }
     }
-}
-
-/// Whether a type may be shown inline by a browser without being able to run script.
-fn inline_safe(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    (essence.starts_with("image/") && essence != "image/svg+xml")
-        || essence.starts_with("audio/")
-        || essence.starts_with("video/")
 }
 
 pub(super) async fn get(
@@ -163,7 +173,7 @@ pub(super) async fn get(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", grant.id)) {
         h.insert(header::ETAG, v);
     }
-    if !inline_safe(&grant.content_type) {
+    if !parley_core::media::inline_safe(&grant.content_type) {
         h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     }
     if status == StatusCode::PARTIAL_CONTENT
@@ -191,11 +201,5 @@ mod tests {
         for ignored in ["bytes=0-1,3-4", "items=0-1", "bytes=x-1", "bytes=4-2", "bytes=-", "bytes=+1-2"] {
             assert_eq!(slice(Some(ignored), 10), Slice::Whole, "{ignored}");
         }
-    }
-
-    #[test]
-    fn only_media_types_show_inline() {
-        assert!(inline_safe("image/png") && inline_safe("audio/webm; codecs=opus") && inline_safe("video/mp4"));
-        assert!(!inline_safe("image/svg+xml") && !inline_safe("text/html") && !inline_safe("application/pdf"));
     }
 }

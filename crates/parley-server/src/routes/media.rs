@@ -161,15 +161,19 @@ pub(super) async fn get_one(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<MediaWithDownload>> {
     let id = MediaId(path_id(&raw));
-    let Some(media) = app.store.media(id).await?.filter(|m| m.state != MediaState::Doomed) else {
+    // Both lookups run whatever the answer, so the time taken says nothing about whether the
+    // media exists.
+    let (media, visible) = tokio::try_join!(app.store.media(id), app.store.media_visible(me.user_id, id))?;
+    let Some(media) = media.filter(|m| m.state != MediaState::Doomed && visible) else {
         return Err(ApiError::not_found());
     };
-    if media.uploader != me.user_id && !app.store.media_visible(me.user_id, id).await? {
-        return Err(ApiError::not_found());
-    }
-    let expires_at = parley_core::now_ms() + ttl(&app);
+    let now = parley_core::now_ms();
+    let expires_at = now + ttl(&app);
     let down = app.media.download_url(&object(&media), expires_at).map_err(media_error)?;
-    let upload = if media.state == MediaState::Pending && media.uploader == me.user_id {
+    // No upload URL outlives the time the collector may take the pending upload: one used after
+    // would put back an object nothing records.
+    let collectable_at = media.created_at + app.config.media_orphan_after_ms as i64;
+    let upload = if media.state == MediaState::Pending && media.uploader == me.user_id && expires_at <= collectable_at {
         let up = app.media.upload_url(&object(&media), expires_at).map_err(media_error)?;
         Some(UploadTarget { method: "PUT".into(), url: up.url, headers: up.headers, expires_at: up.expires_at })
     } else {
@@ -191,8 +195,13 @@ pub(super) async fn delete(State(app): State<Arc<App>>, me: Authed, Path(raw): P
         Err(StoreError::Conflict(m)) => return Err(ApiError::new(ErrorCode::Conflict, m)),
         Err(e) => return Err(e.into()),
     }
+    // The record is marked: whatever fails from here, the collector finishes it.
     match app.media.delete(id).await {
-        Ok(()) => app.store.forget_media(&[id]).await?,
+        Ok(()) => {
+            if let Err(e) = app.store.forget_media(&[id]).await {
+                tracing::warn!(media_id = %id, error = %e, "cannot record a removed upload; the collector will");
+            }
+        }
         Err(e) => tracing::warn!(media_id = %id, error = %e, "cannot remove an upload; the collector will"),
     }
     Ok(StatusCode::NO_CONTENT)

@@ -715,7 +715,7 @@ async fn media_in_a_shared_s3_store_reach_members_through_any_node() {
     let url = s3.url();
     let c = Cluster::shared_env(
         2,
-        &["--media-store", &url, "--media-orphan-after-ms", "300", "--media-gc-interval-ms", "100"],
+        &["--media-store", &url, "--media-orphan-after-ms", "3000", "--media-gc-interval-ms", "100"],
         &s3.env(),
     )
     .await;
@@ -758,6 +758,16 @@ async fn media_in_a_shared_s3_store_reach_members_through_any_node() {
         .unwrap();
     assert_eq!(part.status().as_u16(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    // What a browser could run is served as a download, not a page on the bucket's origin.
+    let doc = bytes_of(3000, 23);
+    let pdf = upload(&alice, &doc, "application/pdf").await;
+    send_media(&alice, &conv, &pdf, &doc, "application/pdf").await.expect(201);
+    let got = bob.get(&format!("/v1/media/{pdf}")).await.expect(200);
+    let res = bob.api().http.get(got["download"]["url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let disposition = res.headers().get("content-disposition").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(disposition.as_deref(), Some("attachment"));
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &doc[..]);
     // An orphan is removed from the bucket by the collector.
     let orphan = upload(&alice, &bytes_of(1000, 22), "image/png").await;
     let object = s3.bucket_dir().join("media").join(&orphan);
@@ -812,13 +822,17 @@ async fn media_refusals_windows_and_collection_in_a_cluster() {
     r.expect_error(413, "payload_too_large");
     assert_eq!(r.body["error"]["max_bytes"], 2_000_000);
 
-    // Bytes the store refused and a complete that finds the wrong object: discarded.
+    // Bytes of another digest are refused by the store; an object that is not the declared one
+    // when the upload is completed (here: written into the bucket behind S3's back) is
+    // discarded.
     let bytes = bytes_of(50_000, 31);
     let created = ask(&alice, &bytes, "image/png").await.expect(201);
     let id = s(&created, "media_id");
     let mut wrong = bytes.clone();
     wrong[9] ^= 1;
-    assert!(put(alice.api(), &created["upload"], wrong).await.status >= 400);
+    assert!(put(alice.api(), &created["upload"], wrong.clone()).await.status >= 400);
+    std::fs::create_dir_all(s3.bucket_dir().join("media")).unwrap();
+    std::fs::write(s3.bucket_dir().join("media").join(&id), &wrong).unwrap();
     let done = alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await;
     assert_eq!(done.status, 400, "{}", done.body);
     alice.get(&format!("/v1/media/{id}")).await.expect_error(404, "not_found");

@@ -222,20 +222,23 @@ async fn refusals_say_nothing_about_what_exists() {
     assert!(!file.exists(), "the discarded object is removed");
 
     // Unreferenced: the uploader deletes it, and it is gone.
-    alice.delete(&format!("/v1/media/{id}")).await;
+    assert_eq!(alice.delete(&format!("/v1/media/{id}")).await.status, 204);
     alice.get(&format!("/v1/media/{id}")).await.expect_error(404, "not_found");
+    // Its URL, still within its time, puts nothing back.
+    assert_eq!(put(alice.api(), up, bytes.clone()).await.status, 403);
+    assert_eq!(objects_on_disk(&srv), 0);
     let gone = alice.api().run(alice.api().http.get(&durl), None).await;
     gone.expect_error(404, "not_found");
 }
 
 #[tokio::test]
 async fn expired_urls_are_refused() {
-    let srv = TestServer::start_with(&["--media-url-ttl-ms", "1000"]).await;
+    let srv = TestServer::start_with(&["--media-url-ttl-ms", "3000"]).await;
     let alice = srv.login().await;
     let bytes = bytes_of(1000, 3);
     let created = ask(&alice, &bytes, "image/png").await.expect(201);
     let id = s(&created, "media_id");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     put(alice.api(), &created["upload"], bytes.clone()).await.expect_error(403, "forbidden");
     alice.post(&format!("/v1/media/{id}/complete"), &json!({})).await.expect_error(400, "bad_request");
     // A fresh upload goes through; its download URL works until it expires.
@@ -243,7 +246,7 @@ async fn expired_urls_are_refused() {
     let durl =
         alice.get(&format!("/v1/media/{fresh}")).await.expect(200)["download"]["url"].as_str().unwrap().to_owned();
     assert_eq!(alice.api().http.get(&durl).send().await.unwrap().status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     alice.api().run(alice.api().http.get(&durl), None).await.expect_error(403, "forbidden");
 }
 
@@ -289,7 +292,8 @@ fn tmp_files(srv: &TestServer) -> usize {
 
 #[tokio::test]
 async fn the_collector_removes_orphans_and_media_of_deleted_messages() {
-    let srv = TestServer::start_with(&["--media-orphan-after-ms", "400", "--media-gc-interval-ms", "100"]).await;
+    // Long enough for the referenced uploads to be sent before they could be taken.
+    let srv = TestServer::start_with(&["--media-orphan-after-ms", "2500", "--media-gc-interval-ms", "100"]).await;
     let (alice, bob) = (srv.login().await, srv.login().await);
     let conv = alice.direct(bob.user_id()).await;
     let kept_bytes = bytes_of(4000, 6);
@@ -367,6 +371,8 @@ async fn a_send_racing_the_collector_keeps_its_media() {
     for (id, bytes) in &sent {
         assert_eq!(&download(&bob, id).await, bytes, "media {id} of a sent message");
     }
+    // And nothing else is left on disk: no file of a collected upload came back.
+    assert_eq!(objects_on_disk(&srv), sent.len());
     eprintln!("{} sends kept their media, {refused} were refused", sent.len());
 }
 
