@@ -91,10 +91,18 @@ export class Outbox {
 
   /**
    * Everything ready to be (re)sent, oldest first: refused items stay until the user acts, and
-   * an attachment waits for its upload.
+   * an attachment waits for its upload, and for the uploads of the attachments sent before it to
+   * the same conversation (files sent together arrive in their order; texts do not wait).
    */
   pending() {
-    return this.items.filter((i) => !i.error && (i.kind !== 'media' || i.upload?.phase === 'done'));
+    /** Conversations with an attachment still on its way. */
+    const uploading = new Set();
+    return this.items.filter((i) => {
+      if (i.kind !== 'media') return !i.error;
+      const ready = !i.error && i.upload?.phase === 'done' && !uploading.has(i.conversation_id);
+      if (!ready && (!i.error || i.upload?.auto)) uploading.add(i.conversation_id);
+      return ready;
+    });
   }
 
   /** Everything on its way: not sent yet and not stuck on an error (uploads, and those waiting for the network, included). */

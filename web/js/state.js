@@ -1079,7 +1079,7 @@ export class ChatState {
    */
   retry(clientId) {
     const item = this.outbox.get(clientId);
-    if (item && item.kind === 'media' && item.upload && item.upload.phase !== 'done') this.uploads.retry(clientId);
+    if (item && item.kind === 'media' && item.upload) this.uploads.retry(clientId);
     else this.outbox.update(clientId, { error: undefined });
   }
 

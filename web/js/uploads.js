@@ -37,7 +37,7 @@ const LIMIT_KEY = 'parley.media.max_bytes';
 /** Offline: how often to try again even if the browser never says it is back online. */
 const OFFLINE_RETRY_MS = 15_000;
 /** How often a tab looks for uploads another tab abandoned (it was closed mid-way). */
-const ORPHAN_CHECK_MS = 10_000;
+const ORPHAN_CHECK_MS = 5_000;
 /** An upload URL is reused on a retry only if it stays valid at least this long. */
 const URL_REUSE_MARGIN_MS = 60_000;
 /** Object URLs of files this tab sent, kept so their bubbles show at once; the oldest go. */
@@ -284,11 +284,10 @@ export class Uploads {
     if (!item || item.kind !== 'media' || !item.upload) return;
     clearTimeout(this.retryTimers.get(clientId));
     this.retryTimers.delete(clientId);
-    if (item.upload.phase === 'done') {
-      this.outbox.update(clientId, { error: undefined });
-      return;
-    }
-    this.outbox.update(clientId, { error: undefined, upload: { ...item.upload, auto: undefined, fatal: undefined } });
+    // Uploaded but the send was refused (the upload may be gone): the steps check with the
+    // server again (`GET /v1/media/{id}`) and upload only if it no longer has it.
+    const phase = item.upload.phase === 'done' ? 'preparing' : item.upload.phase;
+    this.outbox.update(clientId, { error: undefined, upload: { ...item.upload, phase, auto: undefined, fatal: undefined } });
     this.run(clientId);
   }
 
@@ -326,11 +325,12 @@ export class Uploads {
     if (mediaId) this.state.api.deleteMedia(mediaId).catch(() => {});
   }
 
-  /** Retries every upload waiting for the network (the connection is back). */
+  /** The connection is back: retries every upload waiting for the network, takes over abandoned ones. */
   resume() {
     for (const item of this.outbox.items) {
       if (item.kind === 'media' && item.upload?.auto && item.error) this.retry(item.client_id);
     }
+    this.adoptOrphans();
   }
 
   /** After the outbox changed (here or in another tab): files of sent messages go. */
@@ -373,15 +373,6 @@ export class Uploads {
     let item = this.outbox.load().find((i) => i.client_id === clientId);
     if (!item || item.kind !== 'media' || !item.upload || item.upload.phase === 'done' || item.error) return;
     try {
-      let file = this.files.get(clientId);
-      if (!file) {
-        file = (await this.store.get(clientId).catch(() => null)) ?? undefined;
-        if (!file) throw new UploadError('The file is no longer available here. Attach it again.', { fatal: true });
-        this.files.set(clientId, file);
-      }
-      job.total = file.size;
-      this.emit(clientId);
-
       /** @param {Partial<Upload>} patch @param {Partial<MessageBody>} [body] */
       const save = (patch, body) => {
         const cur = /** @type {OutboxItem} */ (this.outbox.get(clientId) ?? item);
@@ -392,11 +383,41 @@ export class Uploads {
         if (job.cancelled) throw new PutError(-1);
         if (!this.outbox.get(clientId)) throw new PutError(-1);
       };
+      const upload = () => /** @type {Upload} */ (/** @type {OutboxItem} */ (item).upload);
 
+      let file = this.files.get(clientId) ?? (await this.store.get(clientId).catch(() => null)) ?? null;
+      if (file) this.files.set(clientId, file);
+      job.total = file ? file.size : item.body.size ?? 0;
+      this.emit(clientId);
+
+      // What the server has from an earlier attempt: when it is complete, the message can go
+      // without the file (it may be gone from here).
+      const earlier = upload().media_id;
+      if (earlier) {
+        const known = await this.state.api.media(earlier).catch((e) => {
+          if (e instanceof ApiError && (e.status === 404 || e.status === 403)) return null;
+          throw e;
+        });
+        check();
+        if (known && known.media.state === 'ready') {
+          this.finish(clientId, earlier, file);
+          return;
+        }
+        const stillValid = known && upload().url && (upload().expires_at ?? 0) - URL_REUSE_MARGIN_MS > this.state.now();
+        if (known && known.upload && known.upload.url) {
+          // Still pending on the server, with a fresh URL to PUT to: the same upload goes on.
+          save({ url: known.upload.url, headers: known.upload.headers || {}, expires_at: known.upload.expires_at });
+        } else if (!stillValid) {
+          if (known) this.state.api.deleteMedia(earlier).catch(() => {});
+          save({ media_id: undefined, url: undefined, headers: undefined, expires_at: undefined });
+        }
+      }
+
+      if (!file) throw new UploadError('The file is no longer available here. Attach it again.', { fatal: true });
       const limit = this.limit();
       if (limit !== null && file.size > limit) throw tooLarge(file.size, limit);
 
-      if (!item.upload?.described) {
+      if (!upload().described) {
         const meta = await describe(file, item.body.content_type || file.type);
         check();
         /** @type {Partial<MessageBody>} */
@@ -404,41 +425,16 @@ export class Uploads {
         if (item.body.duration_ms) delete body.duration_ms;
         save({ described: true }, body);
       }
-      let upload = /** @type {Upload} */ (item.upload);
-      if (!upload.sha256) {
+      if (!upload().sha256) {
         const sha256 = await sha256Base64(file);
         check();
         save({ sha256 });
-        upload = /** @type {Upload} */ (item.upload);
       }
-
-      // What the server has from an earlier attempt.
-      if (upload.media_id) {
-        const known = await this.state.api.media(upload.media_id).catch((e) => {
-          if (e instanceof ApiError && (e.status === 404 || e.status === 403)) return null;
-          throw e;
-        });
-        check();
-        if (known && known.media.state === 'ready') {
-          this.finish(clientId, upload.media_id, file);
-          return;
-        }
-        const stillValid = known && upload.url && (upload.expires_at ?? 0) - URL_REUSE_MARGIN_MS > this.state.now();
-        if (known && known.upload && known.upload.url) {
-          // Still pending on the server, with a fresh URL to PUT to: the same upload goes on.
-          save({ url: known.upload.url, headers: known.upload.headers || {}, expires_at: known.upload.expires_at });
-          upload = /** @type {Upload} */ (item.upload);
-        } else if (!stillValid) {
-          if (known) this.state.api.deleteMedia(upload.media_id).catch(() => {});
-          save({ media_id: undefined, url: undefined, headers: undefined, expires_at: undefined });
-          upload = /** @type {Upload} */ (item.upload);
-        }
-      }
-      if (!upload.media_id) {
+      if (!upload().media_id) {
         const created = await this.state.api.createMedia({
           size: file.size,
           content_type: /** @type {string} */ (item.body.content_type),
-          sha256: /** @type {string} */ (upload.sha256),
+          sha256: /** @type {string} */ (upload().sha256),
         });
         check();
         save({
@@ -447,22 +443,21 @@ export class Uploads {
           headers: created.upload.headers || {},
           expires_at: created.upload.expires_at,
         });
-        upload = /** @type {Upload} */ (item.upload);
       }
 
       save({ phase: 'uploading' });
-      upload = /** @type {Upload} */ (item.upload);
-      await put(/** @type {string} */ (upload.url), upload.headers || {}, file, job, () => this.emit(clientId));
+      const target = upload();
+      await put(/** @type {string} */ (target.url), target.headers || {}, file, job, () => this.emit(clientId));
       check();
       try {
-        await this.state.api.completeMedia(/** @type {string} */ (upload.media_id));
+        await this.state.api.completeMedia(/** @type {string} */ (target.media_id));
       } catch (e) {
         if (e instanceof ApiError && e.status === 400) {
           throw new UploadError('The file did not arrive intact. Try again.', { resetMedia: true });
         }
         throw e;
       }
-      this.finish(clientId, /** @type {string} */ (upload.media_id), file);
+      this.finish(clientId, /** @type {string} */ (target.media_id), file);
     } catch (e) {
       this.fail(clientId, job, e);
     }
@@ -470,13 +465,13 @@ export class Uploads {
 
   /**
    * The server has the bytes: the message may go.
-   * @param {string} clientId @param {string} mediaId @param {Blob} file
+   * @param {string} clientId @param {string} mediaId @param {Blob | null} file
    */
   finish(clientId, mediaId, file) {
     const cur = this.outbox.get(clientId);
     if (!cur || !cur.upload) return;
     // Keep a picture's local copy under its media id, so the sent bubble needs no download.
-    const url = this.urls.get(clientId) ?? (/^(image|video|audio)\//u.test(file.type) ? URL.createObjectURL(file) : null);
+    const url = this.urls.get(clientId) ?? (file && /^(image|video|audio)\//u.test(file.type) ? URL.createObjectURL(file) : null);
     if (url) {
       this.urls.set(clientId, url);
       this.sentUrls.set(mediaId, url);
@@ -685,16 +680,17 @@ async function describeVideo(file) {
   try {
     video.src = url;
     await once(video, 'loadedmetadata');
+    const length = await mediaLength(video);
     /** @type {Partial<MessageBody>} */
     const out = {};
     if (video.videoWidth && video.videoHeight) {
       out.width = video.videoWidth;
       out.height = video.videoHeight;
     }
-    if (Number.isFinite(video.duration) && video.duration > 0) out.duration_ms = Math.round(video.duration * 1000);
+    if (length) out.duration_ms = Math.round(length * 1000);
     if (out.width && out.height) {
       // A frame a little in (the very first is often black).
-      const at = Number.isFinite(video.duration) ? Math.min(1, video.duration / 4) : 0;
+      const at = length ? Math.min(1, length / 4) : 0;
       if (at > 0) {
         video.currentTime = at;
         await once(video, 'seeked');
@@ -724,12 +720,40 @@ async function describeAudio(file) {
   try {
     audio.src = url;
     await once(audio, 'loadedmetadata');
-    return Number.isFinite(audio.duration) && audio.duration > 0 ? { duration_ms: Math.round(audio.duration * 1000) } : {};
+    const length = await mediaLength(audio);
+    return length ? { duration_ms: Math.round(length * 1000) } : {};
   } finally {
     audio.removeAttribute('src');
     audio.load();
     URL.revokeObjectURL(url);
   }
+}
+
+/**
+ * How long a loaded video or sound is, in seconds (0 when unknown). A WebM straight from a
+ * MediaRecorder does not say: seeking far past the end makes the browser find out.
+ * @param {HTMLMediaElement} el
+ */
+async function mediaLength(el) {
+  if (Number.isFinite(el.duration)) return el.duration > 0 ? el.duration : 0;
+  if (el.duration !== Infinity) return 0;
+  await withTimeout(
+    new Promise((resolve) => {
+      const done = () => {
+        if (!Number.isFinite(el.duration)) return;
+        el.removeEventListener('durationchange', done);
+        resolve(undefined);
+      };
+      el.addEventListener('durationchange', done);
+      el.currentTime = 1e101;
+    }),
+    5_000,
+  ).catch(() => {});
+  const length = Number.isFinite(el.duration) && el.duration > 0 ? el.duration : 0;
+  const back = new Promise((resolve) => el.addEventListener('seeked', resolve, { once: true }));
+  el.currentTime = 0;
+  await withTimeout(back, 2_000).catch(() => {});
+  return length;
 }
 
 /**

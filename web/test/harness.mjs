@@ -160,19 +160,6 @@ export async function openApp(browser, srv, opts = {}) {
   if (opts.clock) await context.clock.install();
   if (opts.notifications) await context.grantPermissions(['notifications'], { origin: srv.url });
   if (opts.init) await context.addInitScript(opts.init);
-  // TEMPORARY (dev only, remove): the media CSP until the server sends it.
-  if (process.env.TMP_MEDIA_CSP) {
-    await context.route(
-      (u) => u.pathname === '/',
-      async (route) => {
-        const r = await route.fetch();
-        const headers = r.headers();
-        headers['content-security-policy'] = String(headers['content-security-policy'])
-          .replace("img-src 'self' data:;", "img-src 'self' data: blob:; media-src 'self' blob:;");
-        await route.fulfill({ response: r, headers });
-      },
-    );
-  }
   /** @type {string[]} */
   const errors = [];
   const page = await context.newPage();

@@ -206,10 +206,11 @@ pub fn still_due(s: &Standing) -> Result<(), Suppressed> {
     }
 }
 
-/// The users a message body names in `mentions` (a `text` body's list of user id strings);
+/// The users a message body names in `mentions` (a `text` or `media` body's list of user id
+/// strings);
 /// anything else, or a malformed list, names nobody.
 pub fn mentions(kind: MessageKind, body: &str) -> Vec<UserId> {
-    if kind != MessageKind::Text || !body.contains("\"mentions\"") {
+    if !matches!(kind, MessageKind::Text | MessageKind::Media) || !body.contains("\"mentions\"") {
         return Vec::new();
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return Vec::new() };

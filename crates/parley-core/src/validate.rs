@@ -185,6 +185,13 @@ fn media_body(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
             _ => return Err(bad("body.name must be a file name of 1 to 255 bytes")),
         }
     }
+    // A photo can answer a message and its caption can name people, like a text.
+    if let Some(v) = opt_seq(obj, "reply_to_seq")? {
+        out.insert("reply_to_seq".into(), v.into());
+    }
+    if let Some(m) = mentions(obj)? {
+        out.insert("mentions".into(), m);
+    }
     for field in ["width", "height", "duration_ms"] {
         match obj.get(field) {
             None | Some(Value::Null) => {}
@@ -328,6 +335,12 @@ mod tests {
             r#"{"blurhash":"LEHV6nWB2yk8","caption":"hi","content_type":"image/png","height":3,"media_id":"42","size":10,"thumbnail":"QUJD","width":4}"#
         );
         assert_eq!(v.media, [MediaRef { id: MediaId(42), claimed: Some(("image/png".into(), 10)) }]);
+        let r = message_body(
+            "media",
+            &json!({"media_id": "42", "content_type": "image/png", "size": 10, "reply_to_seq": 3, "mentions": ["7"]}),
+        )
+        .unwrap();
+        assert!(r.json.contains(r#""mentions":["7"]"#) && r.json.contains(r#""reply_to_seq":3"#), "{}", r.json);
         for bad in [
             json!({"content_type": "image/png", "size": 1}),
             json!({"media_id": 42, "content_type": "image/png", "size": 1}),
@@ -337,6 +350,8 @@ mod tests {
             json!({"media_id": "1", "content_type": "image/png", "size": 1, "width": -1}),
             json!({"media_id": "1", "content_type": "image/png", "size": 1, "thumbnail": "**"}),
             json!({"media_id": "1", "content_type": "image/png", "size": 1, "blurhash": "a b"}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 1, "reply_to_seq": 0}),
+            json!({"media_id": "1", "content_type": "image/png", "size": 1, "mentions": [5]}),
         ] {
             assert!(matches!(message_body("media", &bad), Err(Invalid::BadRequest(_))), "{bad}");
         }

@@ -115,12 +115,18 @@ export class Composer {
         this.error.textContent = message;
       },
       changed: (recording) => {
-        this.row.hidden = recording;
+        // The bar takes the text field's place; the mic stays where it is (it may be held).
+        this.attach.hidden = recording;
+        this.input.hidden = recording;
         this.tray.hidden = recording || !this.attachments.length;
-        if (!recording) this.input.focus();
+        if (recording) this.send.hidden = true;
+        else {
+          this.updateButtons();
+          this.input.focus();
+        }
       },
     });
-    this.row = h('div', { class: 'composer-row' }, this.attach, this.input, this.send, this.recorder.mic);
+    this.row = h('div', { class: 'composer-row' }, this.attach, this.input, this.recorder.bar, this.send, this.recorder.mic);
     this.form = h(
       'form',
       {
@@ -137,7 +143,6 @@ export class Composer {
       this.error,
       this.tray,
       this.row,
-      this.recorder.bar,
       this.fileInput,
     );
     this.closedNote = h('p', { class: 'composer-closed', attrs: { hidden: true } }, 'You are no longer a member of this group.');
@@ -412,6 +417,7 @@ export class Composer {
 
   /** The send button while there is something to send, else the mic. */
   updateButtons() {
+    if (this.recorder.active) return;
     const something = !!this.input.value.trim() || this.attachments.length > 0 || this.context?.mode === 'edit';
     const mic = canRecord() && !something;
     this.send.hidden = mic;

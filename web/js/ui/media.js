@@ -387,8 +387,9 @@ function videoTile(state, b, body, pending) {
     video.addEventListener('loadeddata', () => {
       video.classList.add('loaded');
       tile.classList.add('loaded');
+      // The player's own controls say how long it is.
+      badge.remove();
     });
-    video.addEventListener('play', () => badge.remove(), { once: true });
     tile.insertBefore(video, badge);
     void loadInto(state, b, body, video, (s) => s !== 'loading' && tileProblem(tile, s, () => { video.remove(); start(); }));
   };

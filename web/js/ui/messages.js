@@ -72,6 +72,11 @@ export class MessageList {
     this.olderRetryAt = 0;
     /** Entries on screen now. @type {Map<Element, number>} */
     this.onScreen = new Map();
+    /**
+     * The media part of each bubble, kept when the bubble is rebuilt for something else (a
+     * reaction, a tick), so a playing voice message or video goes on. @type {Map<string, {sig: string, el: HTMLElement}>}
+     */
+    this.mediaParts = new Map();
 
     this.io = new IntersectionObserver((entries) => this.onIntersect(entries), {
       root: this.scroller,
@@ -94,6 +99,7 @@ export class MessageList {
     this.io.disconnect();
     this.onScreen.clear();
     this.nodes.clear();
+    this.mediaParts.clear();
     this.list.replaceChildren();
     this.top.replaceChildren();
   }
@@ -172,6 +178,7 @@ export class MessageList {
         this.nodes.delete(key);
       }
     }
+    for (const key of this.mediaParts.keys()) if (!keys.has(key)) this.mediaParts.delete(key);
     reconcileChildren(this.list, elements);
 
     this.top.replaceChildren(
@@ -225,6 +232,23 @@ export class MessageList {
     this.state.loadOlder(id).catch(() => {
       this.olderRetryAt = Date.now() + 3_000;
     });
+  }
+
+  /**
+   * The media part of a bubble: the one already shown when nothing it shows changed.
+   * @param {Bubble} b @param {import('../types.js').MessageBody} media
+   */
+  mediaPart(b, media) {
+    const upload = b.pending?.upload;
+    const sig = JSON.stringify([
+      media.media_id, media.content_type, media.size, media.name, media.width, media.height, media.duration_ms,
+      media.thumbnail ? media.thumbnail.length : 0, media.blurhash, upload ? upload.phase : '', upload?.fatal ? 'f' : '',
+    ]);
+    const kept = this.mediaParts.get(b.key);
+    if (kept && kept.sig === sig) return kept.el;
+    const el = mediaContent(this.state, b, (x) => this.viewer(x));
+    this.mediaParts.set(b.key, { sig, el });
+    return el;
   }
 
   /** Opens the full-screen viewer on a picture, with the conversation's others a swipe away. @param {Bubble} b */
@@ -484,7 +508,7 @@ export class MessageList {
       { class: media ? `bubble has-media media-${kind} ${caption ? 'with-caption' : 'no-caption'}` : 'bubble' },
       o.senderName && o.first ? h('div', { class: `sender u${colorIndex(b.senderId)}` }, o.senderName) : null,
       quote,
-      media ? mediaContent(this.state, b, (x) => this.viewer(x)) : null,
+      media ? this.mediaPart(b, media) : null,
       body,
       meta,
     );

@@ -117,6 +117,8 @@ export class RecorderBar {
     /** The press that started a hold-to-record, while held. @type {number | null} */
     this.holdPointer = null;
     this.pressedAt = 0;
+    /** Where the mic button was when pressed (letting go far from it cancels). @type {DOMRect | null} */
+    this.pressRect = null;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this.timer = undefined;
 
@@ -177,6 +179,7 @@ export class RecorderBar {
     e.preventDefault();
     this.holdPointer = e.pointerId;
     this.pressedAt = performance.now();
+    this.pressRect = this.mic.getBoundingClientRect();
     try {
       this.mic.setPointerCapture(e.pointerId);
     } catch {
@@ -192,10 +195,10 @@ export class RecorderBar {
     const held = performance.now() - this.pressedAt > HOLD_MS;
     if (!held) {
       // A click: keep recording, hands-free.
-      this.hint.textContent = '';
+      this.handsFree();
       return;
     }
-    const r = this.mic.getBoundingClientRect();
+    const r = this.pressRect ?? this.mic.getBoundingClientRect();
     const slack = 40;
     const inside = e.clientX > r.left - slack && e.clientX < r.right + slack && e.clientY > r.top - slack && e.clientY < r.bottom + slack;
     if (inside) void this.stopAndSend();
@@ -221,14 +224,30 @@ export class RecorderBar {
     } finally {
       this.starting = false;
     }
-    this.hint.textContent = held && this.holdPointer !== null ? 'Release to send, move away to cancel' : '';
     this.bar.hidden = false;
-    this.mic.classList.add('recording');
     this.draw();
     this.timer = setInterval(() => this.draw(), 200);
     document.addEventListener('keydown', this.onKey, true);
     this.hooks.changed(true);
-    if (!held) this.sendButton.focus();
+    if (held && this.holdPointer !== null) {
+      // Held: the mic stays under the finger, and letting go of it sends.
+      this.hint.textContent = 'Release to send, move away to cancel';
+      this.sendButton.hidden = true;
+      this.mic.hidden = false;
+      this.mic.classList.add('recording');
+    } else {
+      this.handsFree();
+    }
+  }
+
+  /** Recording without holding: a send button takes the mic's place. */
+  handsFree() {
+    if (!this.recording) return;
+    this.hint.textContent = '';
+    this.mic.classList.remove('recording');
+    this.mic.hidden = true;
+    this.sendButton.hidden = false;
+    this.sendButton.focus();
   }
 
   draw() {
