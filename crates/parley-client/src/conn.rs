@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parley_proto::frames::{
-    ClientFrame, ErrorFrame, FrameHead, Presence, Ready, Receipt, SendFrame, Sent, Typing, close,
+    ClientFrame, DeviceListChanged, ErrorFrame, FrameHead, KeysLow, Presence, Ready, Receipt, SendFrame, Sent,
+    ToDeviceIn, ToDeviceOut, ToDeviceSent, Typing, close,
 };
 use parley_proto::{Conversation, ErrorCode, Id, Message};
 use rand::Rng;
@@ -87,6 +88,14 @@ pub enum Event {
     Conversation(Box<Conversation>),
     /// An `error` frame that answered no pending request (e.g. to `send_raw` or `ack`).
     Error(ErrorFrame),
+    /// A to-device payload queued for this device (key exchange). Once handled, acknowledge it
+    /// with [`Connection::to_device_ack`] or it comes again on the next connect. Repeats of ids
+    /// already handed over on this connection are dropped.
+    ToDevice(ToDeviceIn),
+    /// A user who shares a conversation with us added, set up or removed a device.
+    DeviceListChanged(DeviceListChanged),
+    /// This device is running out of one-time keys on the server: upload more.
+    KeysLow(KeysLow),
     /// The socket dropped. Unless it was terminal (4001, 4010, `close()`, reconnect off), a
     /// `Reconnected` follows; otherwise the event stream ends after this.
     Disconnected {
@@ -98,6 +107,7 @@ pub enum Event {
 
 enum Command {
     Send { frame: SendFrame, reply: oneshot::Sender<Result<Sent>> },
+    ToDevice { client_id: String, messages: Vec<ToDeviceOut>, reply: oneshot::Sender<Result<ToDeviceSent>> },
     Ping { reply: oneshot::Sender<Result<()>> },
     Frame(ClientFrame),
     Raw(String),
@@ -144,6 +154,8 @@ impl Connection {
             queued_pings: Vec::new(),
             dedupe: Dedupe::default(),
             acks: HashMap::new(),
+            to_device_ack: None,
+            to_device_seen: None,
             presence: HashSet::new(),
         };
         tokio::spawn(task.run(ws));
@@ -177,6 +189,24 @@ impl Connection {
     ) -> Result<Sent> {
         let frame = SendFrame { conversation_id: conv, client_id: client_id.into(), kind: kind.into(), body };
         self.request(|reply| Command::Send { frame, reply }).await
+    }
+
+    /// Queues per-device payloads (`to_device`) and waits until the server has durably queued
+    /// every one (`to_device_sent`). Retried across reconnects with the same `client_id`, which
+    /// the server queues only once.
+    pub async fn send_to_device(
+        &self,
+        client_id: impl Into<String>,
+        messages: Vec<ToDeviceOut>,
+    ) -> Result<ToDeviceSent> {
+        let client_id = client_id.into();
+        self.request(|reply| Command::ToDevice { client_id, messages, reply }).await
+    }
+
+    /// Removes this device's queued to-device payloads up to `up_to_id` (kept across a drop and
+    /// written after the reconnect).
+    pub async fn to_device_ack(&self, up_to_id: impl Into<String>) -> Result<()> {
+        self.fire(ClientFrame::ToDeviceAck { up_to_id: up_to_id.into() }).await
     }
 
     /// Waits for a `pong`: every frame sent before it has then taken effect on the server. Fails
@@ -293,6 +323,7 @@ async fn open(url: &str, token: &str, local: Option<std::net::IpAddr>) -> Result
                     code: ErrorCode::Unauthorized,
                     message: f.reason.to_string(),
                     retry_after_ms: None,
+                    device_epoch: None,
                 });
             }
             WsMessage::Close(_) => return Err(ClientError::Closed),
@@ -362,7 +393,41 @@ impl Exit {
 struct PendingSend {
     /// The encoded frame, kept to resend verbatim (same `client_id`, same `ref`).
     text: String,
-    reply: oneshot::Sender<Result<Sent>>,
+    reply: Reply,
+}
+
+/// Who waits for the answer of a pending send: a `send` (`sent`) or a `to_device`
+/// (`to_device_sent`).
+enum Reply {
+    Sent(oneshot::Sender<Result<Sent>>),
+    ToDevice(oneshot::Sender<Result<ToDeviceSent>>),
+}
+
+impl Reply {
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Sent(r) => r.is_closed(),
+            Reply::ToDevice(r) => r.is_closed(),
+        }
+    }
+
+    fn fail(self, e: ClientError) {
+        match self {
+            Reply::Sent(r) => drop(r.send(Err(e))),
+            Reply::ToDevice(r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
+/// The frame and its reply for a command that waits for an answer by `ref`, if it is one.
+fn pending_frame(cmd: Command) -> std::result::Result<(ClientFrame, Reply), Command> {
+    match cmd {
+        Command::Send { frame, reply } => Ok((ClientFrame::Send(frame), Reply::Sent(reply))),
+        Command::ToDevice { client_id, messages, reply } => {
+            Ok((ClientFrame::ToDevice { client_id, messages }, Reply::ToDevice(reply)))
+        }
+        other => Err(other),
+    }
 }
 
 struct Task {
@@ -383,6 +448,10 @@ struct Task {
     /// Acks not yet written: highest seq per conversation.
     acks: HashMap<Id, i64>,
     presence: HashSet<Id>,
+    /// The newest `to_device_ack` not yet written (kept while disconnected).
+    to_device_ack: Option<String>,
+    /// The highest numeric to-device id handed over, to drop repeats after a reconnect.
+    to_device_seen: Option<u128>,
 }
 
 impl Task {
@@ -462,23 +531,30 @@ impl Task {
 
     /// Holds a command while there is no socket.
     fn offline(&mut self, cmd: Command) {
-        match cmd {
-            Command::Send { frame, reply } => {
+        let cmd = match pending_frame(cmd) {
+            Ok((frame, reply)) => {
                 let r = self.new_ref();
-                match encode(&ClientFrame::Send(frame), Some(&ref_str(r))) {
+                match encode(&frame, Some(&ref_str(r))) {
                     Ok(text) => {
                         self.sends.insert(r, PendingSend { text, reply });
                     }
-                    Err(e) => drop(reply.send(Err(e))),
+                    Err(e) => reply.fail(e),
                 }
+                return;
             }
+            Err(cmd) => cmd,
+        };
+        match cmd {
+            Command::Send { .. } | Command::ToDevice { .. } => {}
             Command::Ping { reply } => self.queued_pings.push(reply),
             Command::Frame(frame) => {
                 self.track_presence(&frame);
                 // An ack is kept (the cursor should still advance); read and typing are
                 // moments that have passed.
-                if let ClientFrame::Ack { conversation_id, seq } = frame {
-                    self.note_ack(conversation_id, seq);
+                match frame {
+                    ClientFrame::Ack { conversation_id, seq } => self.note_ack(conversation_id, seq),
+                    ClientFrame::ToDeviceAck { up_to_id } => self.to_device_ack = Some(up_to_id),
+                    _ => {}
                 }
             }
             Command::Raw(_) | Command::Close { .. } => {}
@@ -559,6 +635,9 @@ impl Task {
             let text = encode(&ClientFrame::PresenceSubscribe { user_ids }, None)?;
             ws.feed(WsMessage::text(text)).await?;
         }
+        if let Some(up_to_id) = self.to_device_ack.take() {
+            ws.feed(WsMessage::text(encode(&ClientFrame::ToDeviceAck { up_to_id }, None)?)).await?;
+        }
         for reply in std::mem::take(&mut self.queued_pings) {
             let r = self.new_ref();
             ws.feed(WsMessage::text(encode(&ClientFrame::Ping, Some(&ref_str(r)))?)).await?;
@@ -569,20 +648,25 @@ impl Task {
     }
 
     async fn online(&mut self, cmd: Command, ws: &mut Ws) -> Result<()> {
-        let text = match cmd {
-            Command::Send { frame, reply } => {
+        let cmd = match pending_frame(cmd) {
+            Ok((frame, reply)) => {
                 let r = self.new_ref();
-                let text = match encode(&ClientFrame::Send(frame), Some(&ref_str(r))) {
+                let text = match encode(&frame, Some(&ref_str(r))) {
                     Ok(text) => text,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        reply.fail(e);
                         return Ok(());
                     }
                 };
                 // Tracked before writing, so a failed write is retried after reconnecting.
                 self.sends.insert(r, PendingSend { text: text.clone(), reply });
-                text
+                ws.send(WsMessage::text(text)).await?;
+                return Ok(());
             }
+            Err(cmd) => cmd,
+        };
+        let text = match cmd {
+            Command::Send { .. } | Command::ToDevice { .. } => return Ok(()),
             Command::Ping { reply } => {
                 let r = self.new_ref();
                 self.pings.insert(r, reply);
@@ -590,6 +674,9 @@ impl Task {
             }
             Command::Frame(frame) => {
                 self.track_presence(&frame);
+                if matches!(frame, ClientFrame::ToDeviceAck { .. }) {
+                    self.to_device_ack = None;
+                }
                 encode(&frame, None)?
             }
             Command::Raw(text) => text,
@@ -629,10 +716,40 @@ impl Task {
                     return;
                 };
                 match r#ref.and_then(|r| self.sends.remove(&r)) {
-                    Some(p) => drop(p.reply.send(Ok(sent))),
+                    Some(PendingSend { reply: Reply::Sent(reply), .. }) => drop(reply.send(Ok(sent))),
+                    Some(PendingSend { reply: Reply::ToDevice(reply), .. }) => {
+                        drop(reply.send(Err(ClientError::Decode("`sent` answered a to_device".into()))))
+                    }
                     None => debug!("sent for a request no longer waiting"),
                 }
             }
+            "to_device_sent" => {
+                let Some(done) = parse::<ToDeviceSent>(text) else {
+                    return;
+                };
+                match r#ref.and_then(|r| self.sends.remove(&r)) {
+                    Some(PendingSend { reply: Reply::ToDevice(reply), .. }) => drop(reply.send(Ok(done))),
+                    Some(PendingSend { reply: Reply::Sent(reply), .. }) => {
+                        drop(reply.send(Err(ClientError::Decode("`to_device_sent` answered a send".into()))))
+                    }
+                    None => debug!("to_device_sent for a request no longer waiting"),
+                }
+            }
+            "to_device" => {
+                let Some(m) = parse::<ToDeviceIn>(text) else {
+                    return;
+                };
+                // Ids grow per device: one at or below the last handed over is a repeat.
+                if let Ok(n) = m.id.parse::<u128>() {
+                    if self.to_device_seen.is_some_and(|top| n <= top) {
+                        return debug!(id = %m.id, "dropping repeated to_device");
+                    }
+                    self.to_device_seen = Some(n);
+                }
+                self.emit(Event::ToDevice(m)).await;
+            }
+            "device_list_changed" => self.emit_parsed(text, Event::DeviceListChanged).await,
+            "keys_low" => self.emit_parsed(text, Event::KeysLow).await,
             "pong" => {
                 if let Some(reply) = r#ref.and_then(|r| self.pings.remove(&r)) {
                     let _ = reply.send(Ok(()));
@@ -643,7 +760,7 @@ impl Task {
                     return;
                 };
                 if let Some(p) = r#ref.and_then(|r| self.sends.remove(&r)) {
-                    let _ = p.reply.send(Err(ClientError::from_frame(e)));
+                    p.reply.fail(ClientError::from_frame(e));
                 } else if let Some(reply) = r#ref.and_then(|r| self.pings.remove(&r)) {
                     let _ = reply.send(Err(ClientError::from_frame(e)));
                 } else {

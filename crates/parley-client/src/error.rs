@@ -8,9 +8,10 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server refused the request. `status` is the HTTP status for REST calls and 0 for
-    /// WebSocket `error` frames (which carry no status).
+    /// WebSocket `error` frames (which carry no status). `device_epoch` comes with
+    /// `stale_devices`: the conversation's current epoch, to share keys for before retrying.
     #[error("{code} (status {status}): {message}")]
-    Api { status: u16, code: ErrorCode, message: String, retry_after_ms: Option<u64> },
+    Api { status: u16, code: ErrorCode, message: String, retry_after_ms: Option<u64>, device_epoch: Option<i64> },
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),
     /// Boxed because tungstenite's error is large and would bloat every `Result`.
@@ -55,8 +56,22 @@ impl ClientError {
         }
     }
 
+    /// The conversation's current `device_epoch` that came with a `stale_devices` refusal.
+    pub fn device_epoch(&self) -> Option<i64> {
+        match self {
+            ClientError::Api { device_epoch, .. } => *device_epoch,
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_frame(e: ErrorFrame) -> Self {
-        ClientError::Api { status: 0, code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }
+        ClientError::Api {
+            status: 0,
+            code: e.code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+            device_epoch: e.device_epoch,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! A thin typed client for the REST API under `/v1/`, one method per endpoint of PROTOCOL.md.
 
 use parley_proto::rest::{
-    BulkAccount, BulkAccountsCreated, ConversationEnvelope, Conversations, CreateAccount, CreateConversation,
-    CreateSession, Device, Devices, ErrorBody, MessageEnvelope, Messages, PostMessage, Receipts, Session, User,
+    BulkAccount, BulkAccountsCreated, ClaimKeys, ClaimedKeys, ConversationEnvelope, Conversations, CreateAccount,
+    CreateConversation, CreateSession, Device, DeviceRef, Devices, ErrorBody, KeysCount, KeysUploaded, MessageEnvelope,
+    Messages, PostMessage, PutKeys, Receipts, Session, User, UserDevices,
 };
 use parley_proto::{Conversation, ErrorCode, Id, Message};
 use reqwest::{Method, StatusCode, Url};
@@ -127,13 +128,23 @@ impl Client {
     }
 
     pub async fn create_direct(&self, user_id: Id) -> Result<Conversation> {
-        let body = CreateConversation::Direct { user_id };
+        self.create_direct_with(user_id, false).await
+    }
+
+    /// The direct conversation with `user_id`, end-to-end encrypted when it is created here with
+    /// `encrypted` (an existing one keeps what it is).
+    pub async fn create_direct_with(&self, user_id: Id, encrypted: bool) -> Result<Conversation> {
+        let body = CreateConversation::Direct { user_id, encrypted };
         let e: ConversationEnvelope = self.json(Method::POST, &["conversations"], Some(&body)).await?;
         Ok(e.conversation)
     }
 
     pub async fn create_group(&self, title: &str, member_ids: &[Id]) -> Result<Conversation> {
-        let body = CreateConversation::Group { title: title.into(), member_ids: member_ids.to_vec() };
+        self.create_group_with(title, member_ids, false).await
+    }
+
+    pub async fn create_group_with(&self, title: &str, member_ids: &[Id], encrypted: bool) -> Result<Conversation> {
+        let body = CreateConversation::Group { title: title.into(), member_ids: member_ids.to_vec(), encrypted };
         let e: ConversationEnvelope = self.json(Method::POST, &["conversations"], Some(&body)).await?;
         Ok(e.conversation)
     }
@@ -225,6 +236,31 @@ impl Client {
         self.json(Method::GET, &path, None::<&()>).await
     }
 
+    /// `PUT /v1/keys`: publishes this device's identity, one-time keys and fallback key (each
+    /// part optional); answers how many unused one-time keys the server now holds.
+    pub async fn put_keys(&self, keys: &PutKeys) -> Result<KeysUploaded> {
+        self.json(Method::PUT, &["keys"], Some(keys)).await
+    }
+
+    /// `GET /v1/keys/count`: this device's unused one-time keys, and whether a fallback key is
+    /// stored.
+    pub async fn keys_count(&self) -> Result<KeysCount> {
+        self.json(Method::GET, &["keys", "count"], None::<&()>).await
+    }
+
+    /// `POST /v1/keys/claim`: one one-time key (or the fallback key) of each device, for opening
+    /// Olm sessions. Devices the caller may not see and devices without identity are left out.
+    pub async fn claim_keys(&self, devices: &[DeviceRef]) -> Result<ClaimedKeys> {
+        self.json(Method::POST, &["keys", "claim"], Some(&ClaimKeys { devices: devices.to_vec() })).await
+    }
+
+    /// `GET /v1/users/{user_id}/devices`: a user's devices with their identities and the list's
+    /// version.
+    pub async fn user_devices(&self, user_id: Id) -> Result<UserDevices> {
+        let id = user_id.to_string();
+        self.json(Method::GET, &["users", &id, "devices"], None::<&()>).await
+    }
+
     /// The server's `/metrics` page (Prometheus text format), for tools that explain a run.
     pub async fn metrics_text(&self) -> Result<String> {
         let mut url =
@@ -294,12 +330,14 @@ pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             code: b.error.code,
             message: b.error.message,
             retry_after_ms: b.error.retry_after_ms,
+            device_epoch: b.error.device_epoch,
         },
         Err(_) => ClientError::Api {
             status,
             code: code_for_status(status),
             message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
             retry_after_ms: None,
+            device_epoch: None,
         },
     }
 }
@@ -340,6 +378,10 @@ mod tests {
         let e = api_error(StatusCode::TOO_MANY_REQUESTS, body);
         assert_eq!(e.code(), Some(ErrorCode::RateLimited));
         assert_eq!(e.retry_after_ms(), Some(250));
+        let body = br#"{"error":{"code":"stale_devices","message":"epoch","device_epoch":8}}"#;
+        let e = api_error(StatusCode::CONFLICT, body);
+        assert_eq!(e.code(), Some(ErrorCode::StaleDevices));
+        assert_eq!(e.device_epoch(), Some(8));
         let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
         assert!(matches!(e, ClientError::Api { status: 502, code: ErrorCode::Internal, .. }));
     }

@@ -106,6 +106,10 @@ pub struct ConversationView {
     pub members: Option<Vec<MemberView>>,
     /// This member's notification settings.
     pub settings: crate::push::MemberSettings,
+    /// Members send only `encrypted` (and `delete`) messages; set at creation.
+    pub encrypted: bool,
+    /// Changes whenever a member joins or leaves or a member's device list changes.
+    pub device_epoch: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

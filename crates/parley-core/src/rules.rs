@@ -41,6 +41,33 @@ pub enum Refusal {
     DeleteByOther,
     #[error("seq {seq} is not in this conversation (last seq {upto})")]
     SeqOutOfRange { seq: Seq, upto: Seq },
+    #[error(
+        "an encrypted conversation takes only `encrypted` and `delete` messages: `{0}` belongs inside the ciphertext"
+    )]
+    PlaintextInEncrypted(&'static str),
+    /// The sender encrypted for another device set than the conversation's current one.
+    #[error("the conversation's devices changed (device_epoch {current}): share keys again and retry")]
+    StaleDevices { current: i64 },
+}
+
+/// What an encrypted conversation lets through: only `encrypted` and `delete` (the rest belongs
+/// inside the ciphertext), and an `encrypted` body that names a `device_epoch` must name the
+/// current one.
+pub fn encrypted_send(
+    encrypted: bool,
+    current_epoch: i64,
+    kind: MessageKind,
+    claimed_epoch: Option<i64>,
+) -> Result<(), Refusal> {
+    if encrypted && !matches!(kind, MessageKind::Encrypted | MessageKind::Delete) {
+        return Err(Refusal::PlaintextInEncrypted(kind.as_str()));
+    }
+    match claimed_epoch {
+        Some(e) if kind == MessageKind::Encrypted && e != current_epoch => {
+            Err(Refusal::StaleDevices { current: current_epoch })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What a member is in a conversation, as far as the rules care.
@@ -243,6 +270,27 @@ pub const LAST_MESSAGE_SCAN: i64 = 16;
 /// newest first, so theirs is the same entry if they see it, else none.
 pub fn last_message_for<M>(earliest: Option<&M>, seq_of: impl Fn(&M) -> i64, joined: i64) -> Option<&M> {
     earliest.filter(|m| seq_of(m) >= joined)
+}
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_conversations_take_ciphertext_at_the_current_epoch() {
+        assert!(encrypted_send(true, 3, MessageKind::Encrypted, Some(3)).is_ok());
+        assert!(encrypted_send(true, 3, MessageKind::Encrypted, None).is_ok());
+        assert!(encrypted_send(true, 3, MessageKind::Delete, None).is_ok());
+        for k in [MessageKind::Text, MessageKind::Media, MessageKind::Edit, MessageKind::Reaction] {
+            assert!(matches!(encrypted_send(true, 3, k, None), Err(Refusal::PlaintextInEncrypted(_))));
+        }
+        assert_eq!(encrypted_send(true, 3, MessageKind::Encrypted, Some(2)), Err(Refusal::StaleDevices { current: 3 }));
+        assert_eq!(
+            encrypted_send(false, 1, MessageKind::Encrypted, Some(0)),
+            Err(Refusal::StaleDevices { current: 1 })
+        );
+        assert!(encrypted_send(false, 1, MessageKind::Text, None).is_ok());
+    }
 }
 
 #[cfg(test)]

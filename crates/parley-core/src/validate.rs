@@ -68,6 +68,8 @@ pub struct ValidBody {
     /// The uploads this message shows (a `media` message's `media_id`, an `encrypted` one's
     /// `media_ids`): sending it grants the conversation's members access to them.
     pub media: Vec<MediaRef>,
+    /// The `device_epoch` an `encrypted` body was made for, if it names one.
+    pub device_epoch: Option<i64>,
 }
 
 /// An upload a message names, with what the message claims about it (checked against the
@@ -96,6 +98,7 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
     let mut out = Map::new();
     let mut target_seq = None;
     let mut media = Vec::new();
+    let mut device_epoch = None;
     match kind {
         MessageKind::Text => {
             out.insert("text".into(), Value::String(text(obj, "text")?.to_owned()));
@@ -137,6 +140,14 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
                 }
             }
             media = encrypted_media(obj)?;
+            device_epoch = match obj.get("device_epoch") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_i64()
+                        .filter(|e| *e >= 0)
+                        .ok_or_else(|| bad("body.device_epoch must be a non-negative integer"))?,
+                ),
+            };
             out = obj.clone();
         }
         MessageKind::Media => {
@@ -147,7 +158,7 @@ pub fn message_body(kind: &str, body: &Value) -> Result<ValidBody, Invalid> {
             return Err(bad(format!("kind `{}` is not supported by this server yet", other.as_str())));
         }
     }
-    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq), media })
+    Ok(ValidBody { kind, json: Value::Object(out).to_string(), target_seq: target_seq.map(Seq), media, device_epoch })
 }
 
 /// Most attachments one encrypted message may name.

@@ -20,10 +20,12 @@ pub enum ErrorCode {
     UnknownType,
     /// An addition to version 1: a known REST path called with the wrong HTTP method (405).
     MethodNotAllowed,
+    /// An encrypted send made for another `device_epoch` than the conversation's (409).
+    StaleDevices,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -37,6 +39,7 @@ impl ErrorCode {
         ErrorCode::InvalidFrame,
         ErrorCode::UnknownType,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::StaleDevices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::InvalidFrame => "invalid_frame",
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::StaleDevices => "stale_devices",
         }
     }
 
@@ -66,7 +70,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::NotMember => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::StaleDevices => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,

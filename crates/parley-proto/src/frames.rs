@@ -10,8 +10,18 @@ use crate::{Conversation, ErrorCode, Id, Message};
 pub const MAX_REF_BYTES: usize = 64;
 
 /// The `type` values a client may send. Anything else is `unknown_type`.
-pub const CLIENT_TYPES: [&str; 8] =
-    ["auth", "send", "ack", "read", "typing", "presence_subscribe", "presence_unsubscribe", "ping"];
+pub const CLIENT_TYPES: [&str; 10] = [
+    "auth",
+    "send",
+    "ack",
+    "read",
+    "typing",
+    "presence_subscribe",
+    "presence_unsubscribe",
+    "ping",
+    "to_device",
+    "to_device_ack",
+];
 
 /// A frame from a client. `ref` is not part of the variants: it is read from the envelope
 /// first, so that even a frame whose fields are wrong gets its `ref` back in the error.
@@ -43,6 +53,23 @@ pub enum ClientFrame {
         user_ids: Vec<String>,
     },
     Ping,
+    /// Per-device payloads (key exchange) queued outside the log.
+    ToDevice {
+        client_id: String,
+        messages: Vec<ToDeviceOut>,
+    },
+    /// Removes this device's queued to-device messages up to this id.
+    ToDeviceAck {
+        up_to_id: String,
+    },
+}
+
+/// One payload of a `to_device` frame, for one device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToDeviceOut {
+    pub user_id: Id,
+    pub device_id: Id,
+    pub payload: Value,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +143,40 @@ pub enum ServerFrame<'a> {
     Error(ErrorFrame),
     Pong(Pong),
     PushInvalidated(PushInvalidated),
+    ToDeviceSent(ToDeviceSent),
+    ToDevice(&'a ToDeviceIn),
+    DeviceListChanged(DeviceListChanged),
+    KeysLow(KeysLow),
+}
+
+/// Every payload of a `to_device` frame is durably queued.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToDeviceSent {
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub r#ref: Option<String>,
+    pub client_id: String,
+}
+
+/// A queued to-device payload for this device. `id` increases per recipient device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToDeviceIn {
+    pub id: String,
+    pub sender_user_id: Id,
+    pub sender_device_id: Id,
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
+/// A user's device list changed (a device was added, got its identity, or was removed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceListChanged {
+    pub user_id: Id,
+    pub list_version: i64,
+}
+
+/// This device has fewer than 10 unused one-time keys on the server: upload more.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeysLow {
+    pub one_time_key_count: u32,
 }
 
 /// The provider said this device's push registration is dead: register again.
@@ -183,6 +244,9 @@ pub struct ErrorFrame {
     /// Present with `rate_limited`: how long to wait before trying again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Present with `stale_devices`: the conversation's current device epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_epoch: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -36,9 +36,21 @@ mod doc_drift {
                 missing.push(ty.to_owned());
             }
         }
-        for ty in
-            ["ready", "synced", "message", "sent", "receipt", "typing", "presence", "conversation", "error", "pong"]
-        {
+        for ty in [
+            "ready",
+            "synced",
+            "message",
+            "sent",
+            "receipt",
+            "typing",
+            "presence",
+            "conversation",
+            "error",
+            "pong",
+            "to_device_sent",
+            "device_list_changed",
+            "keys_low",
+        ] {
             if !named(ty) {
                 missing.push(ty.to_owned());
             }

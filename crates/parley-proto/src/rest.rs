@@ -169,8 +169,17 @@ pub struct Devices {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CreateConversation {
-    Direct { user_id: Id },
-    Group { title: String, member_ids: Vec<Id> },
+    Direct {
+        user_id: Id,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypted: bool,
+    },
+    Group {
+        title: String,
+        member_ids: Vec<Id>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypted: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -232,6 +241,9 @@ pub struct ErrorDetail {
     /// With `payload_too_large` for an upload: the largest size this server takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// With `stale_devices`: the conversation's current device epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_epoch: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -343,4 +355,78 @@ pub struct MediaWithDownload {
     /// upload interrupted past its URL's expiry resumes without starting over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadTarget>,
+}
+
+// End-to-end encryption: the key directory. Key material is opaque JSON.
+
+/// One key the device publishes (one-time or fallback).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedKey {
+    pub key_id: String,
+    pub key: Value,
+}
+
+/// `PUT /v1/keys`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PutKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_time_keys: Vec<PublishedKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_key: Option<PublishedKey>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeysUploaded {
+    pub one_time_key_count: u32,
+}
+
+/// `GET /v1/keys/count`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeysCount {
+    pub one_time_key_count: u32,
+    /// Whether an unused fallback key is stored.
+    pub fallback_key: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub user_id: Id,
+    pub device_id: Id,
+}
+
+/// `POST /v1/keys/claim`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimKeys {
+    pub devices: Vec<DeviceRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimedDevice {
+    pub user_id: Id,
+    pub device_id: Id,
+    pub identity: Value,
+    pub one_time_key: Option<PublishedKey>,
+    /// The key handed out is the fallback key (no one-time key was left).
+    pub fallback: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimedKeys {
+    pub devices: Vec<ClaimedDevice>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceKeys {
+    pub device_id: Id,
+    pub identity: Option<Value>,
+}
+
+/// `GET /v1/users/{user_id}/devices`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserDevices {
+    pub user_id: Id,
+    pub list_version: i64,
+    pub devices: Vec<DeviceKeys>,
 }

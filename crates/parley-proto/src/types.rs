@@ -40,6 +40,12 @@ pub struct Conversation {
     /// The caller's notification settings for it.
     #[serde(default)]
     pub settings: ConversationSettings,
+    /// Whether members may send only `encrypted` messages (and `delete`); set at creation.
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Changes whenever a member joins or leaves or a member's device list changes.
+    #[serde(default)]
+    pub device_epoch: i64,
 }
 
 /// A member's notification settings for a conversation (`PATCH /v1/conversations/{id}/settings`).

@@ -35,7 +35,7 @@ impl FrameBatch {
         for &u in users {
             self.buf.put_i64_le(i64::from(u));
         }
-        put_position(&mut self.buf, frame.position);
+        put_target(&mut self.buf, frame);
         self.buf.put_u32_le(frame.json.len() as u32);
         self.buf.put_slice(&frame.json);
         self.count += 1;
@@ -68,9 +68,9 @@ pub(crate) fn decode_frames(payload: &Bytes) -> Option<(String, RoutedFrames)> {
     let mut out = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
         let users = r.users()?;
-        let position = r.position()?;
+        let (position, device) = r.target()?;
         let json = r.bytes()?;
-        out.push((users, Outbound { json, position }));
+        out.push((users, Outbound { json, position, device }));
     }
     Some((origin, out))
 }
@@ -172,7 +172,7 @@ pub(crate) fn encode_job(conv: ConversationId, users: &[UserId], frame: &Outboun
     for &u in users {
         buf.put_i64_le(i64::from(u));
     }
-    put_position(&mut buf, frame.position);
+    put_target(&mut buf, frame);
     buf.put_u32_le(frame.json.len() as u32);
     buf.put_slice(&frame.json);
     buf.freeze()
@@ -182,9 +182,9 @@ pub(crate) fn decode_job(payload: &Bytes) -> Option<(ConversationId, Vec<UserId>
     let mut r = Reader::new(payload)?;
     let conv = ConversationId(r.i64()?);
     let users = r.users()?;
-    let position = r.position()?;
+    let (position, device) = r.target()?;
     let json = r.bytes()?;
-    Some((conv, users, Outbound { json, position }))
+    Some((conv, users, Outbound { json, position, device }))
 }
 
 fn header(origin: &str) -> BytesMut {
@@ -197,6 +197,17 @@ fn header(origin: &str) -> BytesMut {
 fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_u16_le(s.len() as u16);
     buf.put_slice(s.as_bytes());
+}
+
+/// A frame's log position (tag 1), or the one device it is for (tag 2), or neither (0).
+fn put_target(buf: &mut BytesMut, frame: &Outbound) {
+    match (frame.position, frame.device) {
+        (None, Some(d)) => {
+            buf.put_u8(2);
+            buf.put_i64_le(i64::from(d));
+        }
+        (p, _) => put_position(buf, p),
+    }
 }
 
 fn put_position(buf: &mut BytesMut, p: Option<LogPosition>) {
@@ -278,14 +289,20 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.i64().map(UserId)).collect()
     }
 
-    fn position(&mut self) -> Option<Option<LogPosition>> {
-        if self.u8()? == 0 {
-            return Some(None);
+    fn target(&mut self) -> Option<(Option<LogPosition>, Option<DeviceId>)> {
+        match self.u8()? {
+            0 => Some((None, None)),
+            1 => Some((Some(self.log_position()?), None)),
+            2 => Some((None, Some(DeviceId(self.i64()?)))),
+            _ => None,
         }
+    }
+
+    fn log_position(&mut self) -> Option<LogPosition> {
         let conversation_id = ConversationId(self.i64()?);
         let seq = self.i64()?;
         let sender_device_id = if self.u8()? == 0 { None } else { Some(DeviceId(self.i64()?)) };
-        Some(Some(LogPosition { conversation_id, seq: Seq(seq), sender_device_id }))
+        Some(LogPosition { conversation_id, seq: Seq(seq), sender_device_id })
     }
 }
 
@@ -295,7 +312,7 @@ mod tests {
 
     #[test]
     fn frame_batches_round_trip() {
-        let a = Outbound { json: Bytes::from_static(b"{\"type\":\"typing\"}"), position: None };
+        let a = Outbound { json: Bytes::from_static(b"{\"type\":\"typing\"}"), position: None, device: None };
         let b = Outbound {
             json: Bytes::from_static(b"{\"type\":\"message\"}"),
             position: Some(LogPosition {
@@ -303,22 +320,33 @@ mod tests {
                 seq: Seq(42),
                 sender_device_id: Some(DeviceId(9)),
             }),
+            device: None,
+        };
+        let c = Outbound {
+            json: Bytes::from_static(b"{\"type\":\"to_device\"}"),
+            position: None,
+            device: Some(DeviceId(5)),
         };
         let mut batch = FrameBatch::new("node-a");
         batch.push(&[UserId(1), UserId(2)], &a);
         batch.push(&[UserId(3)], &b);
+        batch.push(&[UserId(4)], &c);
         let (origin, frames) = decode_frames(&batch.finish()).unwrap();
         assert_eq!(origin, "node-a");
-        assert_eq!(frames.len(), 2);
+        assert_eq!(frames.len(), 3);
         assert_eq!(frames[0].0, vec![UserId(1), UserId(2)]);
         assert_eq!(frames[0].1.json, a.json);
         assert_eq!(frames[1].1.position, b.position);
+        assert_eq!((frames[2].1.position, frames[2].1.device), (None, Some(DeviceId(5))));
     }
 
     #[test]
     fn truncated_input_is_refused() {
         let mut batch = FrameBatch::new("n");
-        batch.push(&[UserId(1), UserId(2), UserId(3)], &Outbound { json: Bytes::from_static(b"xyz"), position: None });
+        batch.push(
+            &[UserId(1), UserId(2), UserId(3)],
+            &Outbound { json: Bytes::from_static(b"xyz"), position: None, device: None },
+        );
         let full = batch.finish();
         for cut in 0..full.len() {
             assert!(decode_frames(&full.slice(..cut)).is_none(), "cut at {cut}");
@@ -333,7 +361,7 @@ mod tests {
         assert_eq!(got, PresenceMsg::State(s));
         let (_, got) = decode_presence(&encode_presence("n", &PresenceMsg::Visibility(UserId(5), true))).unwrap();
         assert_eq!(got, PresenceMsg::Visibility(UserId(5), true));
-        let frame = Outbound { json: Bytes::from_static(b"{}"), position: None };
+        let frame = Outbound { json: Bytes::from_static(b"{}"), position: None, device: None };
         let (conv, users, f) = decode_job(&encode_job(ConversationId(3), &[UserId(4), UserId(5)], &frame)).unwrap();
         assert_eq!((conv, users, f.json), (ConversationId(3), vec![UserId(4), UserId(5)], frame.json));
         let (origin, user, device, why) =

@@ -135,7 +135,7 @@ impl Conn {
 }
 
 pub fn frame(text: &str) -> Outbound {
-    Outbound { json: Bytes::from(text.to_owned()), position: None }
+    Outbound { json: Bytes::from(text.to_owned()), position: None, device: None }
 }
 
 pub fn message(conv: i64, seq: i64) -> Outbound {
@@ -143,6 +143,7 @@ pub fn message(conv: i64, seq: i64) -> Outbound {
     Outbound {
         json: Bytes::from(format!("{{\"conversation_id\":\"{conv}\",\"seq\":{seq}}}")),
         position: Some(LogPosition { conversation_id: conv, seq: Seq(seq), sender_device_id: None }),
+        device: None,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct LogPosition {
 pub struct Outbound {
     pub json: Bytes,
     pub position: Option<LogPosition>,
+    /// Only for this device's connections (a to-device payload); `None`: every connection of
+    /// each recipient.
+    pub device: Option<DeviceId>,
 }
 
 /// What the server asks of a connection out of band.

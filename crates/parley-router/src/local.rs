@@ -188,7 +188,7 @@ mod tests {
     }
 
     fn frame(s: &'static str) -> Outbound {
-        Outbound { json: Bytes::from_static(s.as_bytes()), position: None }
+        Outbound { json: Bytes::from_static(s.as_bytes()), position: None, device: None }
     }
 
     #[test]
@@ -238,6 +238,7 @@ mod tests {
                 seq: Seq(1),
                 sender_device_id: Some(DeviceId(100)),
             }),
+            device: None,
         };
         for _ in 0..3 {
             r.deliver(&[UserId(10)], &own);

@@ -46,6 +46,8 @@ pub(crate) fn conversation(c: &model::ConversationView) -> wire::Conversation {
                 .collect()
         }),
         settings: settings(c.settings),
+        encrypted: c.encrypted,
+        device_epoch: c.device_epoch,
     }
 }
 

@@ -16,11 +16,13 @@ pub(crate) struct ApiError {
     pub retry_after_ms: Option<u64>,
     /// The size limit a `payload_too_large` upload broke.
     pub max_bytes: Option<u64>,
+    /// With `stale_devices`: the conversation's current device epoch.
+    pub device_epoch: Option<i64>,
 }
 
 impl ApiError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), retry_after_ms: None, max_bytes: None }
+        ApiError { code, message: message.into(), retry_after_ms: None, max_bytes: None, device_epoch: None }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -45,6 +47,7 @@ impl ApiError {
             message: "too many requests; slow down".into(),
             retry_after_ms: Some(retry_after_ms),
             max_bytes: None,
+            device_epoch: None,
         }
     }
 
@@ -55,6 +58,7 @@ impl ApiError {
             message: self.message.clone(),
             r#ref,
             retry_after_ms: self.retry_after_ms,
+            device_epoch: self.device_epoch,
         })
         .to_json()
     }
@@ -68,6 +72,19 @@ impl From<StoreError> for ApiError {
             StoreError::NotMember => ApiError::new(ErrorCode::NotMember, "not a member of this conversation"),
             StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Forbidden(m) => ApiError::forbidden(m),
+            StoreError::StaleDevices(epoch) => {
+                let mut e = ApiError::new(
+                    ErrorCode::StaleDevices,
+                    "the conversation's devices changed: share keys with the current devices and retry",
+                );
+                e.device_epoch = Some(epoch);
+                e
+            }
+            StoreError::Full { message, retry_after_ms } => {
+                let mut e = ApiError::rate_limited(retry_after_ms);
+                e.message = message;
+                e
+            }
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::new(ErrorCode::Unavailable, "temporarily unavailable; retry")
@@ -98,6 +115,7 @@ impl IntoResponse for ApiError {
                 message: self.message,
                 retry_after_ms: self.retry_after_ms,
                 max_bytes: self.max_bytes,
+                device_epoch: self.device_epoch,
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();

@@ -93,6 +93,11 @@ pub(crate) async fn run(app: Arc<App>, mut events: mpsc::Receiver<Vec<StoreEvent
                                 send_receipts(&app, r.conversation_id, &[now]).await;
                             }
                         }
+                        StoreEvent::DeviceListChanged { user, list_version } => {
+                            crate::e2ee::device_list_changed(&app, user, list_version)
+                        }
+                        StoreEvent::ToDevice(devices) => crate::e2ee::poke(&app, &devices),
+                        StoreEvent::KeysLow { user, device, count } => crate::e2ee::keys_low(&app, user, device, count),
                     }
                 }
                 if let Some(acks) = &acks && !routing.messages.is_empty() {
@@ -147,6 +152,7 @@ fn encode(m: &Message) -> Outbound {
             seq: m.seq,
             sender_device_id: m.sender_device_id,
         }),
+        device: None,
     }
 }
 
@@ -245,7 +251,7 @@ fn conversation_frames(app: &Arc<App>, views: &Arc<Semaphore>, conv: Conversatio
         };
         for (user, view) in views {
             let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
-            app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None });
+            app.router.deliver(&[user], &Outbound { json: Bytes::from(json), position: None, device: None });
         }
     });
 }
@@ -265,7 +271,7 @@ async fn send_receipts(app: &Arc<App>, conv: ConversationId, changes: &[ReceiptC
             read_seq: r.read_seq.0,
         })
         .to_json();
-        app.router.deliver(&current, &Outbound { json: Bytes::from(json), position: None });
+        app.router.deliver(&current, &Outbound { json: Bytes::from(json), position: None, device: None });
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod cluster;
 mod config;
 mod convert;
+mod e2ee;
 mod error;
 mod fanout;
 mod json;

@@ -140,7 +140,7 @@ fn parse(raw: &[String]) -> Vec<UserId> {
 }
 
 fn push_bytes(w: &Watcher, json: Bytes) {
-    match w.frames.try_send(Outbound { json, position: None }) {
+    match w.frames.try_send(Outbound { json, position: None, device: None }) {
         Ok(()) | Err(TrySendError::Closed(_)) => {}
         Err(TrySendError::Full(_)) => {
             let _ = w.kicks.try_send(Kick::TooSlow);

@@ -39,6 +39,7 @@ pub(crate) async fn enqueue(app: &App, user: UserId, device: DeviceId, req: Send
             body: body.json,
             target_seq: body.target_seq,
             media: body.media,
+            device_epoch: body.device_epoch,
         })
         .await?;
     Ok(Queued { ticket, at: Instant::now(), interest })

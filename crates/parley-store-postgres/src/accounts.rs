@@ -85,6 +85,7 @@ pub(crate) async fn create_device(
         &[&device.id.0, &user_id.0, &device.name, &&token_hash[..], &now],
     )
     .await?;
+    crate::e2ee::list_changed(ctx, user_id).await?;
     Ok(device)
 }
 
@@ -121,6 +122,8 @@ pub(crate) async fn delete_device(ctx: &mut Ctx<'_>, user_id: UserId, device_id:
         execute(ctx.db, "DELETE FROM device_cursors WHERE device_id = $1", &[&device_id.0]).await?;
         execute(ctx.db, "DELETE FROM push_registrations WHERE device_id = $1", &[&device_id.0]).await?;
         execute(ctx.db, "DELETE FROM push_jobs WHERE device_id = $1", &[&device_id.0]).await?;
+        crate::e2ee::forget_device(ctx.db, device_id).await?;
+        crate::e2ee::list_changed(ctx, user_id).await?;
     }
     Ok(n > 0)
 }
@@ -174,6 +177,8 @@ pub(crate) async fn create_accounts(ctx: &mut Ctx<'_>, accounts: &[NewAccount]) 
         &[&device_ids, &user_ids, &device_names, &tokens, &created],
     )
     .await?;
+    // Each new account's list holds its first device (nobody shares a conversation yet).
+    execute(ctx.db, "UPDATE users SET device_list_version = 1 WHERE id = ANY($1)", &[&user_ids]).await?;
     Ok(out)
 }
 

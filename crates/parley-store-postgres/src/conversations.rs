@@ -23,15 +23,17 @@ async fn insert_conversation(
     title: Option<&str>,
     key: Option<&str>,
     now: i64,
+    encrypted: bool,
 ) -> PgResult<u64> {
     // A direct conversation that another node created meanwhile is left alone (and not an
     // error): the caller then finds it by its key.
     execute(
         ctx.db,
-        "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count)
-         VALUES ($1, $2, $3, $4, $5, 0, $5, 0)
+        "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count,
+                                    encrypted)
+         VALUES ($1, $2, $3, $4, $5, 0, $5, 0, $6)
          ON CONFLICT (direct_key) DO NOTHING",
-        &[&id.0, &kind.as_str(), &title, &key, &now],
+        &[&id.0, &kind.as_str(), &title, &key, &now, &encrypted],
     )
     .await
 }
@@ -60,7 +62,8 @@ async fn join(
     .await?;
     execute(
         ctx.db,
-        "UPDATE conversations SET members_count = members_count + $2 WHERE id = $1",
+        // More members: the devices messages are encrypted for changed.
+        "UPDATE conversations SET members_count = members_count + $2, device_epoch = device_epoch + 1 WHERE id = $1",
         &[&conv.0, &(users.len() as i64)],
     )
     .await?;
@@ -78,7 +81,12 @@ async fn direct_by_key(db: &ClientWrapper, key: &str) -> PgResult<Option<Convers
         .map(|r| ConversationId(r.get(0))))
 }
 
-pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> PgResult<(ConversationId, bool)> {
+pub(crate) async fn create_direct(
+    ctx: &mut Ctx<'_>,
+    a: UserId,
+    b: UserId,
+    encrypted: bool,
+) -> PgResult<(ConversationId, bool)> {
     let key = rules::direct_key(a, b);
     if let Some(id) = direct_by_key(ctx.db, &key).await? {
         return Ok((id, false));
@@ -88,7 +96,7 @@ pub(crate) async fn create_direct(ctx: &mut Ctx<'_>, a: UserId, b: UserId) -> Pg
     }
     let id = ConversationId(ctx.ids.next());
     let now = now_ms();
-    if insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now).await? == 0 {
+    if insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now, encrypted).await? == 0 {
         let id = direct_by_key(ctx.db, &key).await?.ok_or(StoreError::NotFound)?;
         return Ok((id, false));
     }
@@ -116,12 +124,13 @@ pub(crate) async fn create_group(
     creator: UserId,
     title: &str,
     member_ids: &[UserId],
+    encrypted: bool,
 ) -> PgResult<ConversationId> {
     let others = existing_users(ctx.db, member_ids, Some(creator)).await?;
     rules::group_fits(1, others.len())?;
     let id = ConversationId(ctx.ids.next());
     let now = now_ms();
-    insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now).await?;
+    insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now, encrypted).await?;
     let users: Vec<UserId> = std::iter::once(creator).chain(others.iter().copied()).collect();
     let roles: Vec<&str> =
         std::iter::once(Role::Admin.as_str()).chain(std::iter::repeat_n(Role::Member.as_str(), others.len())).collect();
@@ -206,7 +215,12 @@ pub(crate) async fn remove_member(
         &[&conv.0, &user.0, &seq],
     )
     .await?;
-    execute(ctx.db, "UPDATE conversations SET members_count = members_count - 1 WHERE id = $1", &[&conv.0]).await?;
+    execute(
+        ctx.db,
+        "UPDATE conversations SET members_count = members_count - 1, device_epoch = device_epoch + 1 WHERE id = $1",
+        &[&conv.0],
+    )
+    .await?;
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user))).await?;
     let rows = query(
         ctx.db,
@@ -267,7 +281,7 @@ fn view_sql(filter: &str) -> String {
                 (SELECT count(*) FROM messages x
                  WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq - 1)
                    AND x.sender_id <> m.user_id AND x.kind IN {content}) AS unread,
-                {last}, lv.edit, m.user_id, m.muted_until, m.notify
+                {last}, lv.edit, m.user_id, m.muted_until, m.notify, c.encrypted, c.device_epoch
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          LEFT JOIN LATERAL (
              SELECT r.*, (SELECT e.body FROM messages e
@@ -325,6 +339,8 @@ fn view_row(r: &Row, members: Option<Vec<MemberView>>) -> PgResult<ConversationV
             muted_until: r.try_get(SETTINGS_AT)?,
             notify: Notify::parse(r.try_get::<_, &str>(SETTINGS_AT + 1)?).unwrap_or_default(),
         },
+        encrypted: r.try_get(SETTINGS_AT + 2)?,
+        device_epoch: r.try_get(SETTINGS_AT + 3)?,
     })
 }
 

@@ -54,6 +54,7 @@
 
 mod accounts;
 mod conversations;
+mod e2ee;
 mod media;
 mod messages;
 mod push;
@@ -69,6 +70,7 @@ use parley_core::ids::*;
 use parley_core::media::Media;
 use parley_core::model::*;
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
+use parley_store::e2ee::{ClaimedKey, DeviceList, KeyUpload, ToDeviceMessage, ToDeviceOut};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -411,12 +413,18 @@ impl Store for PgStore {
         self.write(Op::DeleteDevice { user: user_id, device: device_id }).await
     }
 
-    async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
-        self.write(Op::CreateDirect { a, b }).await
+    async fn create_direct(&self, a: UserId, b: UserId, encrypted: bool) -> Result<(ConversationId, bool)> {
+        self.write(Op::CreateDirect { a, b, encrypted }).await
     }
 
-    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId> {
-        self.write(Op::CreateGroup { creator, title: title.to_owned(), members: member_ids.to_vec() }).await
+    async fn create_group(
+        &self,
+        creator: UserId,
+        title: &str,
+        member_ids: &[UserId],
+        encrypted: bool,
+    ) -> Result<ConversationId> {
+        self.write(Op::CreateGroup { creator, title: title.to_owned(), members: member_ids.to_vec(), encrypted }).await
     }
 
     async fn conversation(
@@ -550,6 +558,53 @@ impl Store for PgStore {
 
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         Ok(push::secret(&*self.reader().await?, name, fresh).await?)
+    }
+
+    async fn put_keys(&self, user: UserId, device: DeviceId, keys: KeyUpload) -> Result<u32> {
+        self.write(Op::PutKeys { user, device, keys }).await
+    }
+
+    async fn has_identity(&self, device: DeviceId) -> Result<bool> {
+        let db = self.reader().await?;
+        let row = query_opt(&db, "SELECT identity IS NOT NULL FROM devices WHERE id = $1", &[&device.0]).await?;
+        Ok(match row {
+            Some(r) => r.try_get(0).map_err(PgError::from)?,
+            None => false,
+        })
+    }
+
+    async fn key_counts(&self, device: DeviceId) -> Result<(u32, bool)> {
+        Ok(e2ee::key_counts(&*self.reader().await?, device).await?)
+    }
+
+    async fn claim_keys(&self, claimer: UserId, devices: Vec<(UserId, DeviceId)>) -> Result<Vec<ClaimedKey>> {
+        self.write(Op::ClaimKeys { claimer, devices }).await
+    }
+
+    async fn co_members(&self, user: UserId) -> Result<Vec<UserId>> {
+        Ok(e2ee::co_members(&*self.reader().await?, user).await?)
+    }
+
+    async fn device_list(&self, viewer: UserId, user: UserId) -> Result<Option<DeviceList>> {
+        Ok(e2ee::device_list(&*self.reader().await?, viewer, user).await?)
+    }
+
+    async fn queue_to_device(
+        &self,
+        sender: UserId,
+        device: DeviceId,
+        client_id: String,
+        messages: Vec<ToDeviceOut>,
+    ) -> Result<()> {
+        self.write(Op::QueueToDevice { sender, device, client_id, messages }).await
+    }
+
+    async fn to_device_after(&self, device: DeviceId, after_id: i64, limit: u32) -> Result<Vec<ToDeviceMessage>> {
+        Ok(e2ee::after(&*self.reader().await?, device, after_id, limit).await?)
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to_id: i64) -> Result<()> {
+        self.write(Op::AckToDevice { device, up_to_id }).await
     }
 
     async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media> {

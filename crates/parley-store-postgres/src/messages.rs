@@ -116,7 +116,7 @@ pub(crate) use parley_store::entry::Window;
 pub(crate) async fn window(db: &ClientWrapper, user: UserId, conv: ConversationId) -> PgResult<Option<Window>> {
     let Some(r) = query_opt(
         db,
-        "SELECT m.joined_seq, m.left_seq, c.last_seq, m.role, c.kind
+        "SELECT m.joined_seq, m.left_seq, c.last_seq, m.role, c.kind, c.encrypted, c.device_epoch
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.conversation_id = $1 AND m.user_id = $2",
         &[&conv.0, &user.0],
@@ -132,6 +132,8 @@ pub(crate) async fn window(db: &ClientWrapper, user: UserId, conv: ConversationI
         last: r.try_get(2)?,
         role: Role::parse(&role),
         kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+        encrypted: r.try_get(5)?,
+        device_epoch: r.try_get(6)?,
     }))
 }
 
@@ -162,6 +164,7 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
     let Some(w) = current(ctx.db, m.sender_id, m.conversation_id).await? else {
         return Err(StoreError::NotMember.into());
     };
+    rules::encrypted_send(w.encrypted, w.device_epoch, m.kind, m.device_epoch)?;
     if let Some(target) = m.target_seq {
         authorize_target(ctx.db, m, &w, target.0).await?;
     }
@@ -291,7 +294,7 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
         .await?;
     let win_st = db
         .prepare_cached(
-            "SELECT k.c, k.u, m.left_seq, c.last_seq
+            "SELECT k.c, k.u, m.left_seq, c.last_seq, c.encrypted, c.device_epoch
              FROM unnest($1::int8[], $2::int8[]) AS k(c, u)
              JOIN members m ON m.conversation_id = k.c AND m.user_id = k.u
              JOIN conversations c ON c.id = k.c",
@@ -326,10 +329,13 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
     }
     let mut windows: HashMap<(ConversationId, UserId), Option<i64>> = HashMap::with_capacity(win_rows.len());
     let mut last: HashMap<ConversationId, i64> = HashMap::new();
+    // Whether each conversation is encrypted, and its device epoch.
+    let mut encryption: HashMap<ConversationId, (bool, i64)> = HashMap::new();
     for r in &win_rows {
         let conv: ConversationId = ConversationId(r.try_get(0)?);
         windows.insert((conv, UserId(r.try_get(1)?)), r.try_get(2)?);
         last.insert(conv, r.try_get(3)?);
+        encryption.insert(conv, (r.try_get(4)?, r.try_get(5)?));
     }
 
     let mut entries: Vec<Message> = Vec::new();
@@ -341,6 +347,11 @@ pub(crate) async fn segment(ctx: &mut Ctx<'_>, ops: &[Op], replies: &mut Vec<Res
                     Ok(Reply::Sent(SendOutcome { message: message.clone(), duplicate: true }))
                 } else if !matches!(windows.get(&(m.conversation_id, m.sender_id)), Some(None)) {
                     Err(StoreError::NotMember)
+                } else if let Err(refusal) = {
+                    let (encrypted, epoch) = encryption.get(&m.conversation_id).copied().unwrap_or((false, 0));
+                    rules::encrypted_send(encrypted, epoch, m.kind, m.device_epoch)
+                } {
+                    Err(refusal.into())
                 } else {
                     let seq = last.entry(m.conversation_id).or_insert(0);
                     *seq += 1;

@@ -185,6 +185,42 @@ CREATE TABLE media_refs (
 );
 CREATE INDEX media_refs_by_entry ON media_refs(conversation_id, seq);
 "#,
+    // End-to-end encryption: the key directory, device lists, the to-device queue, encrypted
+    // conversations and their device epochs.
+    r#"
+ALTER TABLE conversations ADD COLUMN encrypted BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE conversations ADD COLUMN device_epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN device_list_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN identity TEXT;
+ALTER TABLE devices ADD COLUMN to_device_seq BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE one_time_keys (
+    device_id BIGINT NOT NULL,
+    key_id    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    PRIMARY KEY (device_id, key_id)
+);
+CREATE TABLE fallback_keys (
+    device_id BIGINT PRIMARY KEY,
+    key_id    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    used      BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE to_device (
+    device_id        BIGINT NOT NULL,
+    id               BIGINT NOT NULL,
+    sender_user_id   BIGINT NOT NULL,
+    sender_device_id BIGINT NOT NULL,
+    payload          TEXT NOT NULL,
+    PRIMARY KEY (device_id, id)
+);
+CREATE TABLE to_device_sends (
+    sender_device_id BIGINT NOT NULL,
+    client_id        TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    PRIMARY KEY (sender_device_id, client_id)
+);
+CREATE INDEX to_device_sends_by_age ON to_device_sends(sender_device_id, created_at);
+"#,
 ];
 
 /// The schema version this build expects.

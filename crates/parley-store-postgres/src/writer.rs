@@ -58,22 +58,96 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One write, as data. (Not `Debug`: some carry password hashes; logs use [`Op::name`].)
 pub(crate) enum Op {
-    CreateUser { username: String, display_name: String, password_hash: String },
+    CreateUser {
+        username: String,
+        display_name: String,
+        password_hash: String,
+    },
     CreateAccounts(Vec<NewAccount>),
-    SetLastSeen { user: UserId, at: i64 },
-    SetLastSeenVisible { user: UserId, visible: bool },
-    CreateDevice { user: UserId, name: String, token_hash: [u8; 32] },
-    TouchDevice { device: DeviceId, at: i64 },
-    DeleteDevice { user: UserId, device: DeviceId },
-    CreateDirect { a: UserId, b: UserId },
-    CreateGroup { creator: UserId, title: String, members: Vec<UserId> },
-    SetTitle { actor: UserId, conv: ConversationId, title: String },
-    AddMembers { actor: UserId, conv: ConversationId, users: Vec<UserId> },
-    RemoveMember { actor: UserId, conv: ConversationId, user: UserId },
-    SetRole { actor: UserId, conv: ConversationId, user: UserId, role: Role },
+    SetLastSeen {
+        user: UserId,
+        at: i64,
+    },
+    SetLastSeenVisible {
+        user: UserId,
+        visible: bool,
+    },
+    CreateDevice {
+        user: UserId,
+        name: String,
+        token_hash: [u8; 32],
+    },
+    TouchDevice {
+        device: DeviceId,
+        at: i64,
+    },
+    DeleteDevice {
+        user: UserId,
+        device: DeviceId,
+    },
+    CreateDirect {
+        a: UserId,
+        b: UserId,
+        encrypted: bool,
+    },
+    CreateGroup {
+        creator: UserId,
+        title: String,
+        members: Vec<UserId>,
+        encrypted: bool,
+    },
+    SetTitle {
+        actor: UserId,
+        conv: ConversationId,
+        title: String,
+    },
+    AddMembers {
+        actor: UserId,
+        conv: ConversationId,
+        users: Vec<UserId>,
+    },
+    RemoveMember {
+        actor: UserId,
+        conv: ConversationId,
+        user: UserId,
+    },
+    SetRole {
+        actor: UserId,
+        conv: ConversationId,
+        user: UserId,
+        role: Role,
+    },
     Send(NewMessage),
-    Ack { device: DeviceId, user: UserId, conv: ConversationId, seq: Seq },
-    Read { user: UserId, conv: ConversationId, seq: Seq },
+    Ack {
+        device: DeviceId,
+        user: UserId,
+        conv: ConversationId,
+        seq: Seq,
+    },
+    Read {
+        user: UserId,
+        conv: ConversationId,
+        seq: Seq,
+    },
+    PutKeys {
+        user: UserId,
+        device: DeviceId,
+        keys: parley_store::e2ee::KeyUpload,
+    },
+    ClaimKeys {
+        claimer: UserId,
+        devices: Vec<(UserId, DeviceId)>,
+    },
+    QueueToDevice {
+        sender: UserId,
+        device: DeviceId,
+        client_id: String,
+        messages: Vec<parley_store::e2ee::ToDeviceOut>,
+    },
+    AckToDevice {
+        device: DeviceId,
+        up_to_id: i64,
+    },
 }
 
 impl Op {
@@ -95,12 +169,19 @@ impl Op {
             Op::Send(_) => "send",
             Op::Ack { .. } => "ack",
             Op::Read { .. } => "read",
+            Op::PutKeys { .. } => "put_keys",
+            Op::ClaimKeys { .. } => "claim_keys",
+            Op::QueueToDevice { .. } => "queue_to_device",
+            Op::AckToDevice { .. } => "ack_to_device",
         }
     }
 
     /// Whether the job's writes must be durable before it is answered.
     fn durable(&self) -> bool {
-        !matches!(self, Op::SetLastSeen { .. } | Op::TouchDevice { .. } | Op::Ack { .. } | Op::Read { .. })
+        !matches!(
+            self,
+            Op::SetLastSeen { .. } | Op::TouchDevice { .. } | Op::Ack { .. } | Op::Read { .. } | Op::AckToDevice { .. }
+        )
     }
 
     /// Whether the job can be executed together with its neighbours: plain sends (edits,
@@ -125,6 +206,8 @@ pub(crate) enum Reply {
     Direct(ConversationId, bool),
     Conversation(ConversationId),
     Sent(SendOutcome),
+    Count(u32),
+    Claimed(Vec<parley_store::e2ee::ClaimedKey>),
 }
 
 /// The answer a caller waits for, taken out of a [`Reply`].
@@ -154,6 +237,8 @@ from_reply! {
     (ConversationId, bool) => Reply::Direct(id, created) => (id, created);
     ConversationId => Reply::Conversation(id) => id;
     SendOutcome => Reply::Sent(s) => s;
+    u32 => Reply::Count(n) => n;
+    Vec<parley_store::e2ee::ClaimedKey> => Reply::Claimed(c) => c;
 }
 
 /// Answers the caller once the batch's commit result is known.
@@ -684,12 +769,12 @@ async fn run_op(ctx: &mut Ctx<'_>, op: &Op) -> PgResult<Reply> {
             Reply::Unit
         }
         Op::DeleteDevice { user, device } => Reply::Bool(accounts::delete_device(ctx, *user, *device).await?),
-        Op::CreateDirect { a, b } => {
-            let (id, created) = conversations::create_direct(ctx, *a, *b).await?;
+        Op::CreateDirect { a, b, encrypted } => {
+            let (id, created) = conversations::create_direct(ctx, *a, *b, *encrypted).await?;
             Reply::Direct(id, created)
         }
-        Op::CreateGroup { creator, title, members } => {
-            Reply::Conversation(conversations::create_group(ctx, *creator, title, members).await?)
+        Op::CreateGroup { creator, title, members, encrypted } => {
+            Reply::Conversation(conversations::create_group(ctx, *creator, title, members, *encrypted).await?)
         }
         Op::SetTitle { actor, conv, title } => {
             conversations::set_title(ctx, *actor, *conv, title).await?;
@@ -714,6 +799,16 @@ async fn run_op(ctx: &mut Ctx<'_>, op: &Op) -> PgResult<Reply> {
         }
         Op::Read { user, conv, seq } => {
             messages::read(ctx, *user, *conv, *seq).await?;
+            Reply::Unit
+        }
+        Op::PutKeys { user, device, keys } => Reply::Count(crate::e2ee::put_keys(ctx, *user, *device, keys).await?),
+        Op::ClaimKeys { claimer, devices } => Reply::Claimed(crate::e2ee::claim(ctx, *claimer, devices).await?),
+        Op::QueueToDevice { sender, device, client_id, messages } => {
+            crate::e2ee::queue(ctx, *sender, *device, client_id, messages).await?;
+            Reply::Unit
+        }
+        Op::AckToDevice { device, up_to_id } => {
+            crate::e2ee::ack(ctx, *device, *up_to_id).await?;
             Reply::Unit
         }
     })

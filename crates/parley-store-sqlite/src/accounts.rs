@@ -61,6 +61,12 @@ pub(crate) fn create_device(
     name: &str,
     token_hash: &[u8; 32],
 ) -> Result<Device> {
+    let device = insert_device(ctx, user_id, name, token_hash)?;
+    crate::e2ee::list_changed(ctx, user_id)?;
+    Ok(device)
+}
+
+fn insert_device(ctx: &mut WriteCtx<'_>, user_id: UserId, name: &str, token_hash: &[u8; 32]) -> Result<Device> {
     let now = parley_core::now_ms();
     let device =
         Device { id: DeviceId(ctx.ids.next()), user_id, name: name.to_owned(), created_at: now, last_active_at: now };
@@ -108,6 +114,8 @@ pub(crate) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: 
     if n > 0 {
         ctx.conn.prepare_cached("DELETE FROM device_cursors WHERE device_id = ?1")?.execute([device_id.0])?;
         crate::push::delete_push(ctx, device_id)?;
+        crate::e2ee::forget_device(ctx, device_id)?;
+        crate::e2ee::list_changed(ctx, user_id)?;
     }
     Ok(n > 0)
 }
@@ -115,8 +123,10 @@ pub(crate) fn delete_device(ctx: &mut WriteCtx<'_>, user_id: UserId, device_id: 
 pub(crate) fn create_accounts(ctx: &mut WriteCtx<'_>, accounts: Vec<NewAccount>) -> Result<Vec<(User, Device)>> {
     let mut out = Vec::with_capacity(accounts.len());
     for a in accounts {
+        // New accounts share no conversation yet: nobody to tell about their first device.
         let user = create_user(ctx, &a.username, &a.display_name, &a.password_hash)?;
-        let device = create_device(ctx, user.id, &a.device_name, &a.token_hash)?;
+        let device = insert_device(ctx, user.id, &a.device_name, &a.token_hash)?;
+        crate::e2ee::bump_version(ctx, user.id)?;
         out.push((user, device));
     }
     Ok(out)

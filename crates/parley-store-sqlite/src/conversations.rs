@@ -27,13 +27,15 @@ fn insert_conversation(
     title: Option<&str>,
     key: Option<&str>,
     now: i64,
+    encrypted: bool,
 ) -> Result<()> {
     ctx.conn
         .prepare_cached(
-            "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 0)",
+            "INSERT INTO conversations (id, kind, title, direct_key, created_at, last_seq, last_activity, members_count,
+                                        encrypted)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, 0, ?6)",
         )?
-        .execute(params![id.0, kind.as_str(), title, key, now])?;
+        .execute(params![id.0, kind.as_str(), title, key, now, encrypted])?;
     Ok(())
 }
 
@@ -50,7 +52,10 @@ fn join(ctx: &WriteCtx<'_>, conv: ConversationId, user: UserId, role: Role, seq:
         )?
         .execute(params![conv.0, user.0, role.as_str(), seq.0, now])?;
     ctx.conn
-        .prepare_cached("UPDATE conversations SET members_count = members_count + 1 WHERE id = ?1")?
+        // A member more: the devices messages are encrypted for changed.
+        .prepare_cached(
+            "UPDATE conversations SET members_count = members_count + 1, device_epoch = device_epoch + 1 WHERE id = ?1",
+        )?
         .execute([conv.0])?;
     Ok(())
 }
@@ -60,7 +65,12 @@ fn next_seq(c: &Connection, conv: ConversationId) -> Result<i64> {
     Ok(c.prepare_cached("SELECT last_seq + 1 FROM conversations WHERE id = ?1")?.query_row([conv.0], |r| r.get(0))?)
 }
 
-pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
+pub(crate) fn create_direct(
+    ctx: &mut WriteCtx<'_>,
+    a: UserId,
+    b: UserId,
+    encrypted: bool,
+) -> Result<(ConversationId, bool)> {
     let key = rules::direct_key(a, b);
     let existing: Option<i64> = ctx
         .conn
@@ -75,7 +85,7 @@ pub(crate) fn create_direct(ctx: &mut WriteCtx<'_>, a: UserId, b: UserId) -> Res
     }
     let id = ConversationId(ctx.ids.next());
     let now = now_ms();
-    insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now)?;
+    insert_conversation(ctx, id, ConversationKind::Direct, None, Some(&key), now, encrypted)?;
     let members: &[UserId] = if a == b { &[a] } else { &[a, b] };
     for &m in members {
         join(ctx, id, m, Role::Member, Seq(1), now)?;
@@ -102,12 +112,13 @@ pub(crate) fn create_group(
     creator: UserId,
     title: &str,
     member_ids: &[UserId],
+    encrypted: bool,
 ) -> Result<ConversationId> {
     let others = existing_users(ctx.conn, member_ids, Some(creator))?;
     rules::group_fits(1, others.len())?;
     let id = ConversationId(ctx.ids.next());
     let now = now_ms();
-    insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now)?;
+    insert_conversation(ctx, id, ConversationKind::Group, Some(title), None, now, encrypted)?;
     join(ctx, id, creator, Role::Admin, Seq(1), now)?;
     for &m in &others {
         join(ctx, id, m, Role::Member, Seq(1), now)?;
@@ -183,7 +194,9 @@ pub(crate) fn remove_member(ctx: &mut WriteCtx<'_>, actor: UserId, conv: Convers
         .prepare_cached("UPDATE members SET left_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2")?
         .execute(params![conv.0, user.0, seq])?;
     ctx.conn
-        .prepare_cached("UPDATE conversations SET members_count = members_count - 1 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE conversations SET members_count = members_count - 1, device_epoch = device_epoch + 1 WHERE id = ?1",
+        )?
         .execute([conv.0])?;
     insert_entry(ctx, Entry::system(conv, actor, SystemEntry::removal(actor, user)))?;
     let seats: Vec<Seat> = {
@@ -241,10 +254,12 @@ struct Membership {
     read_seq: Seq,
     delivered_seq: Seq,
     settings: MemberSettings,
+    encrypted: bool,
+    device_epoch: i64,
 }
 
 const MEMBERSHIP_COLS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.members_count, m.joined_seq, \
-     m.read_seq, m.delivered_seq, m.muted_until, m.notify";
+     m.read_seq, m.delivered_seq, m.muted_until, m.notify, c.encrypted, c.device_epoch";
 
 fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Membership)> {
     let kind: String = r.get(1)?;
@@ -263,6 +278,8 @@ fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ConversationId, Me
                 muted_until: r.get(9)?,
                 notify: Notify::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
             },
+            encrypted: r.get(11)?,
+            device_epoch: r.get(12)?,
         },
     ))
 }
@@ -335,6 +352,8 @@ fn assemble(
         members_count: m.members_count,
         members,
         settings: m.settings,
+        encrypted: m.encrypted,
+        device_epoch: m.device_epoch,
     }
 }
 
@@ -399,7 +418,7 @@ pub(crate) fn views(
         ))?;
         let wanted: HashSet<UserId> = users.iter().copied().collect();
         let rows =
-            st.query_map([id.0], |r| Ok((UserId(r.get::<_, i64>(11)?), membership_row(r)?.1, r.get::<_, i64>(12)?)))?;
+            st.query_map([id.0], |r| Ok((UserId(r.get::<_, i64>(13)?), membership_row(r)?.1, r.get::<_, i64>(14)?)))?;
         let mut out = HashMap::new();
         for row in rows {
             let (user, m, unread) = row?;

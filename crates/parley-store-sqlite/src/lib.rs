@@ -4,6 +4,7 @@
 
 mod accounts;
 mod conversations;
+mod e2ee;
 mod media;
 mod messages;
 mod push;
@@ -16,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use parley_core::ids::*;
 use parley_core::model::*;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use parley_core::media::Media;
 use parley_core::push::{MemberSettings, PushAddress, PushKind, PushRegistration, SettingsPatch};
+use parley_store::e2ee::{ClaimedKey, DeviceList, KeyUpload, ToDeviceMessage, ToDeviceOut};
 use parley_store::{
     Backlog, EventSender, HistoryQuery, NewMessage, PushDone, PushJob, Result, SendOutcome, Store, StoreError, Ticket,
     WriterStats,
@@ -264,8 +266,8 @@ impl Store for SqliteStore {
         self.write(true, move |ctx| accounts::delete_device(ctx, user_id, device_id)).await
     }
 
-    async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)> {
-        self.write(true, move |ctx| conversations::create_direct(ctx, a, b)).await
+    async fn create_direct(&self, a: UserId, b: UserId, encrypted: bool) -> Result<(ConversationId, bool)> {
+        self.write(true, move |ctx| conversations::create_direct(ctx, a, b, encrypted)).await
     }
 
     async fn conversation(
@@ -291,9 +293,15 @@ impl Store for SqliteStore {
         self.query(move |c| conversations::list(c, user)).await
     }
 
-    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId> {
+    async fn create_group(
+        &self,
+        creator: UserId,
+        title: &str,
+        member_ids: &[UserId],
+        encrypted: bool,
+    ) -> Result<ConversationId> {
         let (title, members) = (title.to_owned(), member_ids.to_vec());
-        self.write(true, move |ctx| conversations::create_group(ctx, creator, &title, &members)).await
+        self.write(true, move |ctx| conversations::create_group(ctx, creator, &title, &members, encrypted)).await
     }
 
     async fn contacts_among(&self, user: UserId, candidates: &[UserId]) -> Result<Vec<UserId>> {
@@ -412,6 +420,54 @@ impl Store for SqliteStore {
     async fn secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>> {
         let name = name.to_owned();
         self.write(true, move |ctx| push::secret(ctx, &name, fresh)).await
+    }
+
+    async fn put_keys(&self, user: UserId, device: DeviceId, keys: KeyUpload) -> Result<u32> {
+        self.write(true, move |ctx| e2ee::put_keys(ctx, user, device, keys)).await
+    }
+
+    async fn has_identity(&self, device: DeviceId) -> Result<bool> {
+        self.query(move |c| {
+            Ok(c.prepare_cached("SELECT identity IS NOT NULL FROM devices WHERE id = ?1")?
+                .query_row([device.0], |r| r.get(0))
+                .optional()?
+                .unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn key_counts(&self, device: DeviceId) -> Result<(u32, bool)> {
+        self.query(move |c| e2ee::key_counts(c, device)).await
+    }
+
+    async fn claim_keys(&self, claimer: UserId, devices: Vec<(UserId, DeviceId)>) -> Result<Vec<ClaimedKey>> {
+        self.write(true, move |ctx| e2ee::claim(ctx, claimer, devices)).await
+    }
+
+    async fn co_members(&self, user: UserId) -> Result<Vec<UserId>> {
+        self.query(move |c| e2ee::co_members(c, user)).await
+    }
+
+    async fn device_list(&self, viewer: UserId, user: UserId) -> Result<Option<DeviceList>> {
+        self.query(move |c| e2ee::device_list(c, viewer, user)).await
+    }
+
+    async fn queue_to_device(
+        &self,
+        sender: UserId,
+        device: DeviceId,
+        client_id: String,
+        messages: Vec<ToDeviceOut>,
+    ) -> Result<()> {
+        self.write(true, move |ctx| e2ee::queue(ctx, sender, device, &client_id, messages)).await
+    }
+
+    async fn to_device_after(&self, device: DeviceId, after_id: i64, limit: u32) -> Result<Vec<ToDeviceMessage>> {
+        self.query(move |c| e2ee::after(c, device, after_id, limit)).await
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to_id: i64) -> Result<()> {
+        self.write(false, move |ctx| e2ee::ack(ctx, device, up_to_id)).await
     }
 
     async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media> {

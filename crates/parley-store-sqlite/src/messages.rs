@@ -87,7 +87,8 @@ pub(crate) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Resu
         // Scalar subqueries rather than a join: SQLite re-prepares a join bound to parameters
         // on every execution, and this runs for every send and ack.
         "SELECT m.joined_seq, m.left_seq, (SELECT last_seq FROM conversations WHERE id = ?1), m.role,
-                (SELECT kind FROM conversations WHERE id = ?1)
+                (SELECT kind FROM conversations WHERE id = ?1), (SELECT encrypted FROM conversations WHERE id = ?1),
+                (SELECT device_epoch FROM conversations WHERE id = ?1)
          FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
     )?
     .query_row(params![conv.0, user.0], |r| {
@@ -98,6 +99,8 @@ pub(crate) fn window(c: &Connection, user: UserId, conv: ConversationId) -> Resu
             last: r.get(2)?,
             role: Role::parse(&role),
             kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+            encrypted: r.get(5)?,
+            device_epoch: r.get(6)?,
         })
     })
     .optional()?)
@@ -122,6 +125,7 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
     let Some(w) = current(ctx.conn, m.sender_id, m.conversation_id)? else {
         return Err(StoreError::NotMember.into());
     };
+    rules::encrypted_send(w.encrypted, w.device_epoch, m.kind, m.device_epoch)?;
     if let Some(target) = m.target_seq {
         authorize_target(ctx.conn, &m, &w, target.0)?;
     }

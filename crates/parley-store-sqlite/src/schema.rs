@@ -158,6 +158,42 @@ CREATE TABLE media_refs (
 ) WITHOUT ROWID;
 CREATE INDEX media_refs_by_entry ON media_refs(conversation_id, seq);
 "#,
+    r#"
+-- End-to-end encryption: the key directory, device lists, the to-device queue, encrypted
+-- conversations and their device epochs.
+ALTER TABLE conversations ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN device_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN device_list_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN identity TEXT;
+ALTER TABLE devices ADD COLUMN to_device_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE one_time_keys (
+    device_id INTEGER NOT NULL,
+    key_id    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    PRIMARY KEY (device_id, key_id)
+) WITHOUT ROWID;
+CREATE TABLE fallback_keys (
+    device_id INTEGER PRIMARY KEY,
+    key_id    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    used      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE to_device (
+    device_id        INTEGER NOT NULL,
+    id               INTEGER NOT NULL,
+    sender_user_id   INTEGER NOT NULL,
+    sender_device_id INTEGER NOT NULL,
+    payload          TEXT NOT NULL,
+    PRIMARY KEY (device_id, id)
+) WITHOUT ROWID;
+CREATE TABLE to_device_sends (
+    sender_device_id INTEGER NOT NULL,
+    client_id        TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (sender_device_id, client_id)
+) WITHOUT ROWID;
+CREATE INDEX to_device_sends_by_age ON to_device_sends(sender_device_id, created_at);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

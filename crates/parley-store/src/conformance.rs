@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parley_core::MessageKind;
 use parley_core::ids::{ConversationId, DeviceId, MediaId, Seq, UserId};
 use parley_core::media::{Media, MediaState};
-use parley_core::model::{NewAccount, Role};
+use parley_core::model::{ConversationView, NewAccount, Role};
 use parley_core::validate::MediaRef;
 use tokio::sync::mpsc;
 
@@ -84,6 +84,10 @@ macro_rules! store_conformance {
             system_entries_are_typed_and_canonical,
             media_references_follow_sends_deletes_and_windows,
             media_sends_racing_the_collector_keep_their_media,
+            key_directory_rules,
+            one_time_keys_go_once_under_concurrent_claims,
+            to_device_queues_in_order_once,
+            device_epochs_and_encrypted_sends,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -111,6 +115,7 @@ fn text(conv: ConversationId, sender: UserId, device: Option<DeviceId>, client_i
         body: serde_json::json!({ "text": body }).to_string(),
         target_seq: None,
         media: Vec::new(),
+        device_epoch: None,
     }
 }
 
@@ -118,7 +123,7 @@ fn text(conv: ConversationId, sender: UserId, device: Option<DeviceId>, client_i
 async fn pair(h: &Harness) -> (UserId, UserId, ConversationId, DeviceId) {
     let a = user(h, "alice").await;
     let b = user(h, "bob").await;
-    let (conv, created) = h.store.create_direct(a, b).await.unwrap();
+    let (conv, created) = h.store.create_direct(a, b, false).await.unwrap();
     assert!(created);
     let dev = h.store.create_device(a, "phone", [1; 32]).await.unwrap().id;
     (a, b, conv, dev)
@@ -154,13 +159,13 @@ pub async fn devices_and_tokens(h: Harness) {
 pub async fn direct_conversations_are_one_per_pair(h: Harness) {
     let a = user(&h, "alice").await;
     let b = user(&h, "bob").await;
-    let (c1, created) = h.store.create_direct(a, b).await.unwrap();
+    let (c1, created) = h.store.create_direct(a, b, false).await.unwrap();
     assert!(created);
-    assert_eq!(h.store.create_direct(b, a).await.unwrap(), (c1, false));
-    let (own, _) = h.store.create_direct(a, a).await.unwrap();
+    assert_eq!(h.store.create_direct(b, a, false).await.unwrap(), (c1, false));
+    let (own, _) = h.store.create_direct(a, a, false).await.unwrap();
     assert_ne!(own, c1);
     assert_eq!(h.store.member_windows(own).await.unwrap().iter().map(|w| w.user_id).collect::<Vec<_>>(), vec![a]);
-    assert_eq!(h.store.create_direct(a, UserId(424242)).await, Err(StoreError::NotFound));
+    assert_eq!(h.store.create_direct(a, UserId(424242), false).await, Err(StoreError::NotFound));
     let view = h.store.conversation(b, c1, true).await.unwrap().unwrap();
     assert_eq!((view.last_seq.0, view.members_count, view.members.unwrap().len()), (1, 2, 2));
     assert_eq!(h.store.conversations(a).await.unwrap().len(), 2);
@@ -190,7 +195,7 @@ pub async fn sends_are_idempotent_per_sender(mut h: Harness) {
     let first = h.store.send(text(conv, a, Some(dev), "same", "one")).await.unwrap().message;
     h.drain();
     // A repeat naming another body, or another conversation, still returns the original.
-    let (other, _) = h.store.create_direct(a, a).await.unwrap();
+    let (other, _) = h.store.create_direct(a, a, false).await.unwrap();
     for repeat in [text(conv, a, None, "same", "two"), text(other, a, None, "same", "three")] {
         let out = h.store.send(repeat).await.unwrap();
         assert!(out.duplicate);
@@ -362,6 +367,7 @@ fn entry(
         body: body.to_string(),
         target_seq: Some(Seq(target)),
         media: Vec::new(),
+        device_epoch: None,
     }
 }
 
@@ -372,7 +378,7 @@ async fn kinds(h: &Harness, user: UserId, conv: ConversationId) -> Vec<(i64, Mes
 
 pub async fn groups_follow_membership_windows(h: Harness) {
     let (a, b, c, d) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await, user(&h, "dan").await);
-    let g = h.store.create_group(a, "team", &[b, b, a]).await.unwrap();
+    let g = h.store.create_group(a, "team", &[b, b, a], false).await.unwrap();
     let view = h.store.conversation(b, g, true).await.unwrap().unwrap();
     assert_eq!((view.members_count, view.title.as_deref()), (2, Some("team")));
     let roles: Vec<(UserId, Role)> = view.members.unwrap().iter().map(|m| (m.user_id, m.role)).collect();
@@ -430,8 +436,11 @@ pub async fn groups_are_capped_at_1024(h: Harness) {
         })
         .collect();
     let ids: Vec<UserId> = h.store.create_accounts(accounts).await.unwrap().iter().map(|(u, _)| u.id).collect();
-    assert!(matches!(h.store.create_group(admin, "big", &ids).await, Err(StoreError::Invalid(_))), "1,025 in all");
-    let g = h.store.create_group(admin, "big", &ids[..1023]).await.unwrap();
+    assert!(
+        matches!(h.store.create_group(admin, "big", &ids, false).await, Err(StoreError::Invalid(_))),
+        "1,025 in all"
+    );
+    let g = h.store.create_group(admin, "big", &ids[..1023], false).await.unwrap();
     assert_eq!(h.store.conversation(admin, g, false).await.unwrap().unwrap().members_count, 1024);
     let before = h.store.conversation(admin, g, false).await.unwrap().unwrap().last_seq;
     assert!(matches!(h.store.add_members(admin, g, &ids[1023..]).await, Err(StoreError::Invalid(_))));
@@ -442,7 +451,7 @@ pub async fn groups_are_capped_at_1024(h: Harness) {
 
 pub async fn edits_deletes_and_reactions_follow_the_rules(h: Harness) {
     let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
-    let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
+    let g = h.store.create_group(a, "team", &[b, c], false).await.unwrap();
     let m = h.store.send(text(g, b, None, "b1", "helo")).await.unwrap().message; // seq 2
     let edit = |s: UserId, cid: &str, t: i64| {
         entry(g, s, cid, MessageKind::Edit, t, serde_json::json!({"target_seq": t, "text": "hello"}))
@@ -496,7 +505,7 @@ pub async fn conversation_views_agree_with_each_view(h: Harness) {
         user(&h, "dan").await,
         user(&h, "eve").await,
     );
-    let g = h.store.create_group(a, "team", &[b, c]).await.unwrap();
+    let g = h.store.create_group(a, "team", &[b, c], false).await.unwrap();
     h.store.send(text(g, a, None, "a1", "one")).await.unwrap(); // seq 2
     let m = h.store.send(text(g, b, None, "b1", "two")).await.unwrap().message; // seq 3
     h.store.read(c, g, Seq(2)).await.unwrap();
@@ -527,7 +536,7 @@ pub async fn conversation_views_agree_with_each_view(h: Harness) {
 pub async fn system_entries_are_typed_and_canonical(mut h: Harness) {
     use parley_core::system::{Created, SystemEntry};
     let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
-    let g = h.store.create_group(a, "t\"1", &[b]).await.unwrap();
+    let g = h.store.create_group(a, "t\"1", &[b], false).await.unwrap();
     h.store.set_title(a, g, "t2").await.unwrap();
     h.store.add_members(a, g, &[c]).await.unwrap();
     h.store.set_role(a, g, c, Role::Admin).await.unwrap();
@@ -575,6 +584,7 @@ fn media_message(conv: ConversationId, sender: UserId, client_id: &str, m: &Medi
         body: body.to_string(),
         target_seq: None,
         media: vec![MediaRef { id: m.id, claimed: Some((m.content_type.clone(), m.size)) }],
+        device_epoch: None,
     }
 }
 
@@ -586,7 +596,7 @@ async fn ready_media(h: &Harness, uploader: UserId, size: u64) -> Media {
 
 pub async fn media_references_follow_sends_deletes_and_windows(h: Harness) {
     let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
-    let g = h.store.create_group(a, "pics", &[b]).await.unwrap();
+    let g = h.store.create_group(a, "pics", &[b], false).await.unwrap();
     let m = h.store.create_media(a, 10, "image/png", [1; 32]).await.unwrap();
     assert_eq!(m.state, MediaState::Pending);
     assert_eq!(h.store.media(m.id).await.unwrap().unwrap(), m);
@@ -662,7 +672,7 @@ pub async fn media_references_follow_sends_deletes_and_windows(h: Harness) {
 
 pub async fn media_sends_racing_the_collector_keep_their_media(h: Harness) {
     let (a, b) = (user(&h, "ann").await, user(&h, "ben").await);
-    let (conv, _) = h.store.create_direct(a, b).await.unwrap();
+    let (conv, _) = h.store.create_direct(a, b, false).await.unwrap();
     let (mut kept, mut collected) = (0, 0);
     for n in 0..40 {
         let m = ready_media(&h, a, 10).await;
@@ -689,4 +699,198 @@ pub async fn media_sends_racing_the_collector_keep_their_media(h: Harness) {
             serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["media_id"].as_str().unwrap().parse().unwrap();
         assert_eq!(h.store.media(id).await.unwrap().unwrap().state, MediaState::Ready);
     }
+}
+
+async fn device(h: &Harness, user: UserId, name: &str) -> DeviceId {
+    let mut token = [0u8; 32];
+    token[..name.len().min(32)].copy_from_slice(&name.as_bytes()[..name.len().min(32)]);
+    token[31] = rand_byte();
+    h.store.create_device(user, name, token).await.expect("create device").id
+}
+
+fn rand_byte() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static N: AtomicU8 = AtomicU8::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn upload(identity: Option<&str>, keys: &[(&str, &str)], fallback: Option<(&str, &str)>) -> crate::e2ee::KeyUpload {
+    crate::e2ee::KeyUpload {
+        identity: identity.map(str::to_owned),
+        one_time: keys.iter().map(|(i, k)| (i.to_string(), k.to_string())).collect(),
+        fallback: fallback.map(|(i, k)| (i.to_owned(), k.to_owned())),
+    }
+}
+
+pub async fn key_directory_rules(mut h: Harness) {
+    let (a, b, stranger) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "sam").await);
+    let (da, db, ds) = (device(&h, a, "a1").await, device(&h, b, "b1").await, device(&h, stranger, "s1").await);
+    h.store.create_direct(a, b, true).await.unwrap();
+    h.drain();
+    let v0 = h.store.device_list(a, b).await.unwrap().unwrap().list_version;
+    assert_eq!(h.store.device_list(a, b).await.unwrap().unwrap().devices, vec![(db, None)]);
+    assert_eq!(h.store.device_list(stranger, b).await.unwrap(), None, "a stranger learns nothing");
+    assert!(h.store.device_list(b, b).await.unwrap().is_some(), "one's own list");
+    // The identity, once.
+    let id_b = r#"{"algorithm":"olm.v1","keys":{"curve25519":"B"}}"#;
+    let n = h
+        .store
+        .put_keys(b, db, upload(Some(id_b), &[("k1", "\"one\""), ("k2", "\"two\"")], Some(("f", "\"fb\""))))
+        .await;
+    assert_eq!(n.unwrap(), 2);
+    let list = h.store.device_list(a, b).await.unwrap().unwrap();
+    assert_eq!(list.devices, vec![(db, Some(id_b.to_owned()))]);
+    assert!(list.list_version > v0, "an identity changes the list version");
+    let changed = h.drain().into_iter().any(|e| matches!(e, StoreEvent::DeviceListChanged { user, .. } if user == b));
+    assert!(changed, "and is announced");
+    assert!(h.store.has_identity(db).await.unwrap() && !h.store.has_identity(da).await.unwrap());
+    assert_eq!(
+        h.store.put_keys(b, db, upload(Some(id_b), &[("k1", "\"one\"")], None)).await.unwrap(),
+        2,
+        "repeats are no-ops"
+    );
+    assert!(matches!(h.store.put_keys(b, db, upload(Some("{}"), &[], None)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        h.store.put_keys(b, db, upload(None, &[("k1", "\"other\"")], None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(h.store.key_counts(db).await.unwrap(), (2, true));
+    // The 500 cap.
+    let many: Vec<(String, String)> = (0..499).map(|i| (format!("m{i:03}"), format!("\"{i}\""))).collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert!(matches!(h.store.put_keys(b, db, upload(None, &refs, None)).await, Err(StoreError::Invalid(_))));
+    assert_eq!(h.store.key_counts(db).await.unwrap().0, 2, "a refused upload stores nothing");
+    // Claims: strangers and identity-less devices are left out; keys go once, then the fallback.
+    assert!(h.store.claim_keys(stranger, vec![(b, db)]).await.unwrap().is_empty());
+    assert!(h.store.claim_keys(b, vec![(a, da)]).await.unwrap().is_empty(), "no identity");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let c = h.store.claim_keys(a, vec![(b, db), (b, db), (stranger, ds)]).await.unwrap();
+        assert_eq!(c.len(), 1);
+        got.push((c[0].key.clone().unwrap().0, c[0].fallback));
+    }
+    assert_eq!(got, vec![("k1".into(), false), ("k2".into(), false), ("f".into(), true)]);
+    assert_eq!(h.store.key_counts(db).await.unwrap(), (0, false));
+    let low =
+        h.drain().into_iter().filter(|e| matches!(e, StoreEvent::KeysLow { device, .. } if *device == db)).count();
+    assert!(low >= 1, "a claim that leaves fewer than 10 keys says so");
+    // A new fallback key replaces the used one; the same again keeps its state.
+    h.store.put_keys(b, db, upload(None, &[], Some(("f2", "\"fb2\"")))).await.unwrap();
+    assert_eq!(h.store.key_counts(db).await.unwrap(), (0, true));
+    // Revoking a device drops its keys and changes the list.
+    let before = h.store.device_list(a, b).await.unwrap().unwrap().list_version;
+    assert!(h.store.delete_device(b, db).await.unwrap());
+    let after = h.store.device_list(a, b).await.unwrap().unwrap();
+    assert!(after.list_version > before && after.devices.is_empty());
+    assert_eq!(h.store.key_counts(db).await.unwrap(), (0, false));
+    let mut co = h.store.co_members(a).await.unwrap();
+    co.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(co, want);
+}
+
+pub async fn one_time_keys_go_once_under_concurrent_claims(h: Harness) {
+    let (a, b) = (user(&h, "ann").await, user(&h, "ben").await);
+    let db = device(&h, b, "b1").await;
+    h.store.create_direct(a, b, true).await.unwrap();
+    let keys: Vec<(String, String)> = (0..40).map(|i| (format!("k{i:02}"), format!("\"{i}\""))).collect();
+    let refs: Vec<(&str, &str)> = keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    h.store.put_keys(b, db, upload(Some("{\"k\":1}"), &refs, Some(("fb", "\"f\"")))).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move { store.claim_keys(a, vec![(b, db)]).await.unwrap() }));
+    }
+    let mut one_time = Vec::new();
+    let mut fallbacks = 0;
+    for t in tasks {
+        let c = t.await.unwrap();
+        match &c[0] {
+            crate::e2ee::ClaimedKey { fallback: true, .. } => fallbacks += 1,
+            k => one_time.push(k.key.clone().unwrap().0),
+        }
+    }
+    let n = one_time.len();
+    one_time.sort();
+    one_time.dedup();
+    assert_eq!((one_time.len(), n, fallbacks), (40, 40, 10), "each one-time key once, then the fallback");
+}
+
+pub async fn to_device_queues_in_order_once(mut h: Harness) {
+    let (a, b, stranger) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "sam").await);
+    let (da, db, ds) = (device(&h, a, "a1").await, device(&h, b, "b1").await, device(&h, stranger, "s1").await);
+    h.store.create_direct(a, b, true).await.unwrap();
+    h.drain();
+    let out = |d: DeviceId, u: UserId, p: &str| crate::e2ee::ToDeviceOut { user: u, device: d, payload: p.to_owned() };
+    h.store.queue_to_device(a, da, "c1".into(), vec![out(db, b, "{\"n\":1}"), out(ds, stranger, "{}")]).await.unwrap();
+    h.store
+        .queue_to_device(a, da, "c2".into(), vec![out(db, b, "{\"n\":2}"), out(db, a, "{\"wrong\":1}")])
+        .await
+        .unwrap();
+    // A repeated client id queues nothing.
+    h.store.queue_to_device(a, da, "c1".into(), vec![out(db, b, "{\"n\":3}")]).await.unwrap();
+    let pokes: Vec<_> = h.drain().into_iter().filter(|e| matches!(e, StoreEvent::ToDevice(_))).collect();
+    assert_eq!(pokes.len(), 2);
+    let q = h.store.to_device_after(db, 0, 100).await.unwrap();
+    let payloads: Vec<&str> = q.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["{\"n\":1}", "{\"n\":2}"]);
+    assert!(q[0].id < q[1].id && q[0].sender_user == a && q[0].sender_device == da);
+    assert!(h.store.to_device_after(ds, 0, 100).await.unwrap().is_empty(), "strangers get nothing");
+    assert_eq!(h.store.to_device_after(db, q[0].id, 100).await.unwrap().len(), 1);
+    // Acknowledged is gone; the rest survives a restart.
+    h.store.ack_to_device(db, q[0].id).await.unwrap();
+    let h = h.reopen().await;
+    let left = h.store.to_device_after(db, 0, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, q[1].id);
+    h.store.queue_to_device(a, da, "c3".into(), vec![out(db, b, "{\"n\":4}")]).await.unwrap();
+    let later = h.store.to_device_after(db, 0, 100).await.unwrap();
+    assert!(later[1].id > q[1].id, "ids keep increasing after a restart");
+    // The queue is bounded per device.
+    let flood: Vec<_> = (0..crate::e2ee::MAX_TO_DEVICE_QUEUE).map(|_| out(db, b, "{}")).collect();
+    assert!(matches!(h.store.queue_to_device(a, da, "c4".into(), flood).await, Err(StoreError::Full { .. })));
+    assert_eq!(h.store.to_device_after(db, 0, 2000).await.unwrap().len(), 2, "a refused frame queues nothing");
+    // A revoked device's queue goes with it.
+    h.store.delete_device(b, db).await.unwrap();
+    assert!(h.store.to_device_after(db, 0, 100).await.unwrap().is_empty());
+}
+
+pub async fn device_epochs_and_encrypted_sends(h: Harness) {
+    let (a, b, c) = (user(&h, "ann").await, user(&h, "ben").await, user(&h, "cat").await);
+    let g = h.store.create_group(a, "secret", &[b], true).await.unwrap();
+    let plain = h.store.create_group(a, "open", &[b], false).await.unwrap();
+    let epoch = |v: ConversationView| (v.encrypted, v.device_epoch);
+    let (enc, e0) = epoch(h.store.conversation(a, g, false).await.unwrap().unwrap());
+    assert!(enc);
+    assert!(!h.store.conversation(a, plain, false).await.unwrap().unwrap().encrypted);
+    // Plaintext kinds are refused; encrypted and delete go through.
+    assert!(matches!(h.store.send(text(g, a, None, "t1", "hi")).await, Err(StoreError::Invalid(_))));
+    let cipher = |cid: &str, e: Option<i64>| {
+        let mut m = text(g, a, None, cid, "");
+        m.kind = MessageKind::Encrypted;
+        m.body = serde_json::json!({"algorithm": "megolm.v1", "ciphertext": "x"}).to_string();
+        m.device_epoch = e;
+        m
+    };
+    let sent = h.store.send(cipher("e1", Some(e0))).await.unwrap().message;
+    // A new device of a member changes the epoch: the old one is stale, and nothing is stored.
+    device(&h, b, "b2").await;
+    let (_, e1) = epoch(h.store.conversation(a, g, false).await.unwrap().unwrap());
+    assert!(e1 > e0);
+    assert_eq!(h.store.send(cipher("e2", Some(e0))).await.unwrap_err(), StoreError::StaleDevices(e1));
+    let retried = h.store.send(cipher("e2", Some(e1))).await.unwrap();
+    assert!(!retried.duplicate && retried.message.seq > sent.seq);
+    // Membership changes move it too.
+    h.store.add_members(a, g, &[c]).await.unwrap();
+    let (_, e2) = epoch(h.store.conversation(a, g, false).await.unwrap().unwrap());
+    assert!(e2 > e1);
+    h.store.remove_member(a, g, c).await.unwrap();
+    let (_, e3) = epoch(h.store.conversation(a, g, false).await.unwrap().unwrap());
+    assert!(e3 > e2);
+    let mut del = text(g, a, None, "d1", "");
+    del.kind = MessageKind::Delete;
+    del.body = serde_json::json!({"target_seq": sent.seq.0}).to_string();
+    del.target_seq = Some(sent.seq);
+    h.store.send(del).await.unwrap();
 }

@@ -51,6 +51,8 @@ pub struct Window {
     pub last: i64,
     pub role: Role,
     pub kind: ConversationKind,
+    pub encrypted: bool,
+    pub device_epoch: i64,
 }
 
 impl Window {

@@ -19,6 +19,7 @@ use parley_core::model::*;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod e2ee;
 pub mod entry;
 pub mod media;
 pub mod push;
@@ -43,6 +44,12 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Forbidden(String),
+    /// An encrypted send made for another device set than the conversation's current one.
+    #[error("the conversation's devices changed (device_epoch {0})")]
+    StaleDevices(i64),
+    /// A queue or a quota is full; `retry_after_ms` says when trying again makes sense.
+    #[error("{message}")]
+    Full { message: String, retry_after_ms: u64 },
     /// The store is shutting down or cannot be reached; the caller may retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -64,7 +71,9 @@ impl From<parley_core::rules::Refusal> for StoreError {
             | R::GroupFull
             | R::LastAdmin
             | R::EditOfNonText
+            | R::PlaintextInEncrypted(_)
             | R::SeqOutOfRange { .. } => StoreError::Invalid(r.to_string()),
+            R::StaleDevices { current } => StoreError::StaleDevices(current),
         }
     }
 }
@@ -80,6 +89,12 @@ pub enum StoreEvent {
     /// The commit's messages could push some devices: what was decided (a worker claims the
     /// queued ones). Not sent when no member had a live registration.
     Pushes(PushDecisions),
+    /// A user's device list changed: a device was added, published its identity, or was removed.
+    DeviceListChanged { user: UserId, list_version: i64 },
+    /// These devices have new to-device payloads queued.
+    ToDevice(Vec<(UserId, DeviceId)>),
+    /// A claim left this device with fewer than [`e2ee::KEYS_LOW`] one-time keys.
+    KeysLow { user: UserId, device: DeviceId, count: u32 },
 }
 
 /// How a backend's group commit behaves, for `/metrics`.
@@ -115,6 +130,8 @@ pub struct NewMessage {
     /// The uploads the message shows; each must be ready and the sender's (checked in the
     /// send's transaction, which also records the reference).
     pub media: Vec<parley_core::validate::MediaRef>,
+    /// The `device_epoch` an `encrypted` body was made for (checked against the conversation's).
+    pub device_epoch: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -189,10 +206,16 @@ pub trait Store: Send + Sync + 'static {
     /// The direct conversation of `a` and `b` (who may be the same user), created on first use
     /// with a `conversation_created` entry. Returns its id and whether it was created now.
     /// `b` unknown → [`StoreError::NotFound`].
-    async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConversationId, bool)>;
+    async fn create_direct(&self, a: UserId, b: UserId, encrypted: bool) -> Result<(ConversationId, bool)>;
     /// A group with `creator` as its admin and `member_ids` (existing users; the creator is added
     /// if missing) as members; at most 1,024 in all. Seq 1 is `conversation_created`.
-    async fn create_group(&self, creator: UserId, title: &str, member_ids: &[UserId]) -> Result<ConversationId>;
+    async fn create_group(
+        &self,
+        creator: UserId,
+        title: &str,
+        member_ids: &[UserId],
+        encrypted: bool,
+    ) -> Result<ConversationId>;
     /// The conversation as `user` sees it; `None` unless `user` is a current member.
     async fn conversation(
         &self,
@@ -310,6 +333,40 @@ pub trait Store: Send + Sync + 'static {
     // Media (the records; the bytes live in a media store). A send that names an upload
     // checks it is ready and the sender's, and records the reference, in its own transaction.
     // A `delete` of that message drops the reference.
+
+    // End-to-end encryption: the key directory and the to-device queue.
+
+    /// Stores a device's keys (see `PUT /v1/keys`): the identity once (the same again is fine,
+    /// another is `Conflict`), one-time keys (an identical one again is a no-op, the same id with
+    /// another key `Conflict`, more than 500 stored `Invalid`), a fallback key replacing the
+    /// last. Returns the unused one-time keys stored.
+    async fn put_keys(&self, user: UserId, device: DeviceId, keys: e2ee::KeyUpload) -> Result<u32>;
+    /// Whether the device has published its identity key.
+    async fn has_identity(&self, device: DeviceId) -> Result<bool>;
+    /// Unused one-time keys, and whether an unused fallback key is stored.
+    async fn key_counts(&self, device: DeviceId) -> Result<(u32, bool)>;
+    /// A key per asked device that has an identity and whose user is `claimer` or shares a
+    /// conversation with them (others are left out): a one-time key, handed out at most once
+    /// even to concurrent claims, else the fallback key.
+    async fn claim_keys(&self, claimer: UserId, devices: Vec<(UserId, DeviceId)>) -> Result<Vec<e2ee::ClaimedKey>>;
+    /// Everyone who shares a current conversation with `user`, `user` included.
+    async fn co_members(&self, user: UserId) -> Result<Vec<UserId>>;
+    /// `user`'s devices, for `viewer` if it is `user` or shares a conversation with them.
+    async fn device_list(&self, viewer: UserId, user: UserId) -> Result<Option<e2ee::DeviceList>>;
+    /// Queues payloads from `sender`'s device `device` (a repeated `client_id` queues nothing);
+    /// recipients who share no conversation with the sender are dropped. `Full` when a
+    /// recipient's queue is full.
+    async fn queue_to_device(
+        &self,
+        sender: UserId,
+        device: DeviceId,
+        client_id: String,
+        messages: Vec<e2ee::ToDeviceOut>,
+    ) -> Result<()>;
+    /// `device`'s queued payloads after `after_id`, in order.
+    async fn to_device_after(&self, device: DeviceId, after_id: i64, limit: u32) -> Result<Vec<e2ee::ToDeviceMessage>>;
+    /// Removes `device`'s payloads up to `up_to_id`.
+    async fn ack_to_device(&self, device: DeviceId, up_to_id: i64) -> Result<()>;
 
     /// Records a new upload by `uploader`, pending until completed.
     async fn create_media(&self, uploader: UserId, size: u64, content_type: &str, sha256: [u8; 32]) -> Result<Media>;

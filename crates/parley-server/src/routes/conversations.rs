@@ -33,15 +33,17 @@ pub(super) async fn create(
     JsonBody(req): JsonBody<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<ConversationEnvelope>)> {
     let (id, created) = match req {
-        CreateConversation::Direct { user_id } => app.store.create_direct(me.user_id, UserId(user_id.0)).await?,
-        CreateConversation::Group { title, member_ids } => {
+        CreateConversation::Direct { user_id, encrypted } => {
+            app.store.create_direct(me.user_id, UserId(user_id.0), encrypted).await?
+        }
+        CreateConversation::Group { title, member_ids, encrypted } => {
             let title = validate::name("title", &title)?;
             // Counted before the store dedupes, so a huge list is refused without a lookup each.
             if member_ids.len() > MAX_GROUP_MEMBERS {
                 return Err(ApiError::bad_request(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
             }
             let ids: Vec<UserId> = member_ids.iter().map(|i| UserId(i.0)).collect();
-            (app.store.create_group(me.user_id, &title, &ids).await?, true)
+            (app.store.create_group(me.user_id, &title, &ids, encrypted).await?, true)
         }
     };
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

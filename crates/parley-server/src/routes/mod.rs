@@ -7,6 +7,7 @@ mod blobs;
 mod conversations;
 mod devices;
 mod health;
+pub(crate) mod keys;
 mod media;
 mod messages;
 mod presence;
@@ -52,6 +53,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/accounts", post(admin::bulk_accounts))
         .route("/v1/conversations/{id}/messages", get(messages::history).post(messages::post))
         .route("/v1/conversations/{id}/messages/{seq}/receipts", get(messages::receipts))
+        .route("/v1/keys", axum::routing::put(keys::put))
+        .route("/v1/keys/count", get(keys::count))
+        .route("/v1/keys/claim", post(keys::claim))
+        .route("/v1/users/{user_id}/devices", get(keys::user_devices))
         .route("/v1/media", post(media::create))
         .route("/v1/media/{media_id}", get(media::get_one).delete(media::delete))
         .route("/v1/media/{media_id}/complete", post(media::complete));

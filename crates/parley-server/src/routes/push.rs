@@ -153,7 +153,7 @@ pub(super) async fn patch_settings(
     // The user's devices (this one too) get the conversation with its new settings.
     if let Some(view) = app.store.conversation(me.user_id, id, false).await? {
         let json = ServerFrame::Conversation(&convert::conversation(&view)).to_json();
-        app.router.deliver(&[me.user_id], &Outbound { json: Bytes::from(json), position: None });
+        app.router.deliver(&[me.user_id], &Outbound { json: Bytes::from(json), position: None, device: None });
     }
     Ok(Json(SettingsEnvelope { settings: convert::settings(settings) }))
 }

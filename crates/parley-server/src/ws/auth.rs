@@ -44,6 +44,9 @@ pub(super) async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<De
             if let Some(frame) = crate::routes::push::invalidated_frame(app, device.id).await {
                 socket.send(WsMessage::Text(frame.into())).await.map_err(|_| End::Gone)?;
             }
+            if let Some(frame) = crate::routes::keys::low_frame(app, device.id).await {
+                socket.send(WsMessage::Text(frame.into())).await.map_err(|_| End::Gone)?;
+            }
             Ok(device)
         }
         Ok(None) => {

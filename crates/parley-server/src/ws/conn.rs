@@ -61,6 +61,8 @@ pub(super) struct Conn {
     pub(super) handle: ConnHandle,
     /// Conversations this connection is typing in, with when `active: true` was last forwarded.
     pub(super) typing: HashMap<ConversationId, Instant>,
+    /// The highest to-device id written to this connection (see `to_device`).
+    pub(super) to_device_seen: i64,
 }
 
 pub(super) async fn serve(app: Arc<App>, mut socket: WebSocket) {
@@ -87,6 +89,7 @@ pub(super) async fn serve(app: Arc<App>, mut socket: WebSocket) {
         last_heard: Instant::now(),
         handle,
         typing: HashMap::new(),
+        to_device_seen: 0,
     };
     let end = conn.run(frames_rx, kicks_rx).await;
     app.router.unregister(conn.user, conn_id);
@@ -275,6 +278,8 @@ impl Conn {
             }
             ClientFrame::PresenceSubscribe { user_ids } => self.presence_subscribe(user_ids, r#ref, pending),
             ClientFrame::PresenceUnsubscribe { user_ids } => self.presence_unsubscribe(&user_ids),
+            ClientFrame::ToDevice { client_id, messages } => self.to_device(client_id, messages, r#ref, pending),
+            ClientFrame::ToDeviceAck { up_to_id } => self.to_device_ack(&up_to_id, r#ref, pending),
         }
     }
 

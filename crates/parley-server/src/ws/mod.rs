@@ -2,7 +2,8 @@
 //!
 //! `conn` owns the socket loop and the one `match` over client frames; each frame family has its
 //! own module: `auth`, `send`, `pointers` (`ack`, `read`), `typing`, `presence`
-//! (`presence_subscribe`, `presence_unsubscribe`) and `sync` (replay, resync, gap filling).
+//! (`presence_subscribe`, `presence_unsubscribe`), `to_device` (`to_device`, `to_device_ack`
+//! and the device's queue) and `sync` (replay, resync, gap filling).
 
 mod auth;
 mod conn;
@@ -10,6 +11,7 @@ mod pointers;
 mod presence;
 mod send;
 mod sync;
+mod to_device;
 mod typing;
 
 use std::sync::Arc;

@@ -43,6 +43,7 @@ impl Conn {
     /// conversation, then `synced`.
     pub(super) async fn replay(&mut self) -> Result<(), End> {
         self.catch_up().await?;
+        self.write_to_device().await?;
         self.feed(ServerFrame::Synced(Synced {}).to_json().into()).await?;
         self.flush().await
     }
@@ -72,6 +73,15 @@ impl Conn {
 
     /// Writes one routed frame, keeping each conversation gap-free and free of repeats.
     pub(super) async fn outbound(&mut self, out: Outbound) -> Result<(), End> {
+        if let Some(device) = out.device {
+            if device != self.device {
+                return Ok(());
+            }
+            // An empty frame for this device: its to-device queue has more.
+            if out.json.is_empty() {
+                return self.write_to_device().await;
+            }
+        }
         if let Some(p) = out.position {
             let known = match self.seen.get(&p.conversation_id) {
                 Some(&last) => Some(last),

@@ -67,5 +67,5 @@ async fn forward_typing(app: &App, user: UserId, conv: ConversationId, active: b
     let Some(members) = app.members.get(conv).await else { return };
     let others: Vec<UserId> = members.current().filter(|&u| u != user).collect();
     let json = ServerFrame::Typing(Typing { conversation_id: Id(conv.0), user_id: Id(user.0), active }).to_json();
-    app.router.deliver(&others, &Outbound { json: Bytes::from(json), position: None });
+    app.router.deliver(&others, &Outbound { json: Bytes::from(json), position: None, device: None });
 }

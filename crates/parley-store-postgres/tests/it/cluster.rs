@@ -28,6 +28,7 @@ fn text(conv: i64, sender: i64, client_id: String) -> NewMessage {
         body: r#"{"text":"hi"}"#.into(),
         target_seq: None,
         media: Vec::new(),
+        device_epoch: None,
     }
 }
 
@@ -74,8 +75,8 @@ async fn two_nodes_share_a_conversation() {
     let (n1, n2) = (node(&db, 1).await, node(&db, 2).await);
     let a = n1.create_user("alice", "Alice", "h").await.unwrap().id;
     let b = n2.create_user("bob", "Bob", "h").await.unwrap().id;
-    let (conv, _) = n1.create_direct(a, b).await.unwrap();
-    assert_eq!(n2.create_direct(b, a).await.unwrap(), (conv, false));
+    let (conv, _) = n1.create_direct(a, b, false).await.unwrap();
+    assert_eq!(n2.create_direct(b, a, false).await.unwrap(), (conv, false));
     // Both nodes send into one conversation at once; every client_id is sent through both
     // nodes (a client retrying elsewhere), so half the sends are repeats of the other half.
     let mut tasks = Vec::new();
@@ -110,7 +111,7 @@ async fn the_writer_outlives_its_connection() {
     let db = TestDatabase::create().await;
     let store = node(&db, 1).await;
     let a = store.create_user("alice", "Alice", "h").await.unwrap().id;
-    let (conv, _) = store.create_direct(a, a).await.unwrap();
+    let (conv, _) = store.create_direct(a, a, false).await.unwrap();
     store.send(text(conv.0, a.0, "before".into())).await.unwrap();
     db.terminate_connections().await;
     // Each send either succeeds or says the store is unavailable (never hangs), and the writer
@@ -158,7 +159,7 @@ async fn the_store_rides_out_an_outage() {
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let store = PgStore::connect(&proxy.url(&db.url), 1, true, tx).await.expect("connect");
     let a = store.create_user("alice", "Alice", "h").await.unwrap().id;
-    let (conv, _) = store.create_direct(a, a).await.unwrap();
+    let (conv, _) = store.create_direct(a, a, false).await.unwrap();
     assert_eq!(store.send(text(conv.0, a.0, "before".into())).await.unwrap().message.seq, Seq(2));
 
     proxy.down();
