@@ -46,7 +46,7 @@ async fn main() {
     for i in 0..convs {
         let a = store.create_user(&format!("a{i}"), "a", "h").await.expect("user").id;
         let b = store.create_user(&format!("b{i}"), "b", "h").await.expect("user").id;
-        pairs.push((store.create_direct(a, b).await.expect("direct").0, a));
+        pairs.push((store.create_direct(a, b, false).await.expect("direct").0, a));
     }
     let before = store.writer_stats().batch_size.snapshot();
     let micros_before = store.writer_stats().commit_micros.snapshot();
@@ -68,6 +68,7 @@ async fn main() {
                     body: r#"{"text":"hello, group commit"}"#.into(),
                     target_seq: None,
                     media: Vec::new(),
+                    device_epoch: None,
                 };
                 store.send(msg).await.expect("send");
             }
