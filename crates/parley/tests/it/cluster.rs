@@ -876,3 +876,40 @@ async fn media_refusals_windows_and_collection_in_a_cluster() {
     carol.get(&format!("/v1/media/{m2}")).await.expect_error(404, "not_found");
     assert_eq!(download(&carol, &m1).await, bytes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_exchange_works_across_nodes() {
+    let c = Cluster::shared(2, &[]).await;
+    let a = c.nodes[0].api().user().await.login().await;
+    let b_user = c.nodes[1].api().user().await;
+    let b = b_user.login().await;
+    a.direct(b.user_id()).await;
+    let aws = a.connect_synced().await;
+    let bws = on(&b, &c.nodes[1]).connect_synced().await;
+    // A device added through node 1 is announced to a member connected to node 0.
+    let b2 = on(&b_user.login_as("second").await, &c.nodes[1]);
+    aws.wait_for(|f| f["type"] == "device_list_changed" && f["user_id"] == b.user_id(), T).await;
+    // Keys published through node 1, claimed through node 0.
+    b2.api()
+        .put(
+            "/v1/keys",
+            &json!({"identity": {"k": "b2"}, "one_time_keys": [{"key_id": "a", "key": 1}, {"key_id": "b", "key": 2}]}),
+            Some(&b2.token),
+        )
+        .await
+        .expect(200);
+    let claim = json!({"devices": [{"user_id": b.user_id(), "device_id": b2.device_id}]});
+    let a_on_1 = on(&a, &c.nodes[1]);
+    let (x, y) = tokio::join!(a.post("/v1/keys/claim", &claim), a_on_1.post("/v1/keys/claim", &claim));
+    let (x, y) = (x.expect(200), y.expect(200));
+    assert_ne!(x["devices"][0]["one_time_key"]["key_id"], y["devices"][0]["one_time_key"]["key_id"]);
+    // To-device payloads queued on node 0 reach a device connected to node 1, in order.
+    for n in 0..5 {
+        let frame = json!({"type": "to_device", "client_id": format!("x{n}"),
+                           "messages": [{"user_id": b.user_id(), "device_id": b.device_id, "payload": {"n": n}}]});
+        assert_eq!(aws.request(frame).await["type"], "to_device_sent");
+    }
+    let got = bws.wait_count(|f| f["type"] == "to_device", 5, T).await;
+    let ns: Vec<i64> = got.iter().map(|f| f["payload"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![0, 1, 2, 3, 4]);
+}

@@ -9,6 +9,7 @@ mod cluster;
 mod delivery;
 mod durability;
 mod groups;
+mod keys;
 mod media;
 mod media_store;
 mod presence;
