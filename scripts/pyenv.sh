@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes the Python environment of the push-provider fakes (crates/parley/tests/push_fakes.py):
-# a venv at target/pyenv holding the pinned packages of scripts/push-fakes-requirements.txt.
+# Makes the Python environment of the push-provider fakes (crates/parley/tests/push_fakes.py) and
+# of the E2EE interop client (crates/parley/tests/olm_client.py): a venv at target/pyenv holding
+# the pinned packages of scripts/push-fakes-requirements.txt.
 #
 # Idempotent and cheap to call from every test: a stamp in the venv holds the hash of the
 # requirement list it was installed from, and while it matches (and the venv's python still

@@ -23,7 +23,8 @@ pub(crate) enum Command {
     Account(AccountCommand),
     /// Sign in on a running server and remember the session for the other client commands.
     Login(LoginArgs),
-    /// Send a text message to a user (starts the direct conversation if needed).
+    /// Send a text message to a user (starts the direct conversation if needed; in an
+    /// end-to-end encrypted one the text is encrypted on this device).
     Send(SendArgs),
     /// Send a file (photo, video, voice note, document) to a user: uploaded straight to the
     /// server's media store, with a preview for images.
@@ -35,9 +36,23 @@ pub(crate) enum Command {
     /// This session's push registration: its status, or a test push through the real path.
     #[command(subcommand)]
     Push(PushCommand),
+    /// End-to-end encryption keys: safety numbers to compare with a contact.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure a running server (start it with a high --send-rate-per-sec for load scenarios).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysCommand {
+    /// Print the safety number of you and USER: compare it with theirs (in person, or on a
+    /// call); it is the same on both sides and changes when either of you adds or removes a
+    /// device.
+    Fingerprint {
+        /// Username of the other person.
+        user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +472,11 @@ pub(crate) struct SendArgs {
     pub to: String,
     /// The message text.
     pub text: String,
+    /// Start an end-to-end encrypted direct conversation if there is none yet (and refuse to
+    /// send if the existing one is not encrypted). The device's keys live next to the session
+    /// file: `e2ee-DEVICE.db`, sealed with the random key in `e2ee.key` (mode 0600).
+    #[arg(long)]
+    pub encrypted: bool,
 }
 
 #[derive(Args, Debug)]

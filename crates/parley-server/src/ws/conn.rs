@@ -278,8 +278,8 @@ impl Conn {
             }
             ClientFrame::PresenceSubscribe { user_ids } => self.presence_subscribe(user_ids, r#ref, pending),
             ClientFrame::PresenceUnsubscribe { user_ids } => self.presence_unsubscribe(&user_ids),
-            ClientFrame::ToDevice { client_id, messages } => self.to_device(client_id, messages, r#ref, pending),
-            ClientFrame::ToDeviceAck { up_to_id } => self.to_device_ack(&up_to_id, r#ref, pending),
+            ClientFrame::ToDevice { client_id, messages } => self.queue_to_device(client_id, messages, r#ref, pending),
+            ClientFrame::ToDeviceAck { up_to_id } => self.ack_to_device(&up_to_id, r#ref, pending),
         }
     }
 

@@ -21,7 +21,7 @@ const PAGE: u32 = 256;
 const MAX_MESSAGES: usize = 4096;
 
 impl Conn {
-    pub(super) fn to_device(
+    pub(super) fn queue_to_device(
         &mut self,
         client_id: String,
         messages: Vec<ToDeviceOut>,
@@ -55,7 +55,7 @@ impl Conn {
         }));
     }
 
-    pub(super) fn to_device_ack(&mut self, up_to_id: &str, r#ref: Option<String>, pending: &mut Pending) {
+    pub(super) fn ack_to_device(&mut self, up_to_id: &str, r#ref: Option<String>, pending: &mut Pending) {
         let Some(up_to) = up_to_id.parse::<i64>().ok().filter(|id| *id >= 0) else {
             return self.reply_now(pending, ApiError::bad_request("up_to_id must be a to-device id"), r#ref);
         };

@@ -57,6 +57,9 @@ pub(super) async fn send_file(args: SendFileArgs) -> anyhow::Result<()> {
     let client = Client::new(&s.server).with_token(&s.token);
     let to = client.user_by_name(&args.to).await?;
     let conv = client.create_direct(to.user_id).await?;
+    if conv.encrypted {
+        return send_encrypted_file(&s, conv.conversation_id, &to.username, &args).await;
+    }
     let meta = tokio::fs::metadata(&args.path).await.with_context(|| format!("cannot read {}", args.path.display()))?;
     let content_type = args.content_type.clone().unwrap_or_else(|| content_type_of(&args.path).to_owned());
     let preview = if content_type.starts_with("image/") && meta.len() <= PREVIEW_MAX_BYTES {
@@ -80,6 +83,21 @@ pub(super) async fn send_file(args: SendFileArgs) -> anyhow::Result<()> {
         to.username,
         m.seq
     );
+    Ok(())
+}
+
+/// In an end-to-end encrypted conversation: the file is encrypted on this device (read whole
+/// into memory) and its key travels inside the encrypted message.
+async fn send_encrypted_file(s: &session::Saved, conv: Id, to: &str, args: &SendFileArgs) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(&args.path).await.with_context(|| format!("cannot read {}", args.path.display()))?;
+    let size = bytes.len();
+    let content_type = args.content_type.clone().unwrap_or_else(|| content_type_of(&args.path).to_owned());
+    let name = args.path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let opts = parley_client::ConnectOptions { auto_ack: false, ..Default::default() };
+    let (e2ee, _events) = super::e2ee::open(s, opts).await?;
+    let sent = e2ee.send_media(conv, bytes, &content_type, args.caption.as_deref(), name.as_deref()).await?;
+    let _ = e2ee.connection().close().await;
+    println!("sent {} ({size} bytes, end-to-end encrypted) to {to} (seq {})", args.path.display(), sent.seq);
     Ok(())
 }
 

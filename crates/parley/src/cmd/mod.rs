@@ -2,6 +2,7 @@
 
 mod account;
 mod bench;
+mod e2ee;
 mod login;
 mod media;
 mod push;
@@ -27,6 +28,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(args) => media::download(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Push(cmd) => push::run(cmd).await,
+        Command::Keys(cmd) => e2ee::keys(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -1,5 +1,6 @@
 //! The CLI's remembered session: server, token and who it is, in the user's config directory
-//! (`$PARLEY_CONFIG_DIR`, else `$XDG_CONFIG_HOME/parley`, else `~/.config/parley`).
+//! (`$PARLEY_CONFIG_DIR`, else `$XDG_CONFIG_HOME/parley`, else `~/.config/parley`). The
+//! end-to-end encryption state of the device lives there too (see `e2ee.rs`).
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub(super) struct Saved {
     pub token: String,
 }
 
-fn dir() -> anyhow::Result<PathBuf> {
+pub(super) fn dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("PARLEY_CONFIG_DIR") {
         return Ok(PathBuf::from(d));
     }

@@ -8,6 +8,7 @@ mod bench;
 mod cluster;
 mod delivery;
 mod durability;
+mod e2ee;
 mod groups;
 mod keys;
 mod media;
