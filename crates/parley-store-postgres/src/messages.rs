@@ -186,6 +186,12 @@ pub(crate) async fn send(ctx: &mut Ctx<'_>, m: &NewMessage) -> PgResult<SendOutc
     crate::media::record_refs(ctx.db, &message, &m.media).await?;
     if let (MessageKind::Delete, Some(target)) = (message.kind, m.target_seq) {
         crate::media::drop_refs(ctx.db, message.conversation_id, target).await?;
+        execute(
+            ctx.db,
+            "UPDATE messages SET body = $3 WHERE conversation_id = $1 AND seq = $2 AND kind = 'encrypted'",
+            &[&message.conversation_id.0, &target.0, &parley_store::entry::WIPED_CIPHERTEXT],
+        )
+        .await?;
     }
     let decisions = crate::push::queue(ctx.db, std::slice::from_ref(&message)).await?;
     if decisions != parley_store::PushDecisions::default() {

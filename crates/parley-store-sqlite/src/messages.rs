@@ -146,6 +146,11 @@ pub(crate) fn send(ctx: &mut WriteCtx<'_>, m: NewMessage) -> Result<SendOutcome>
     crate::media::record_refs(ctx, &message, &m.media)?;
     if let (MessageKind::Delete, Some(target)) = (message.kind, m.target_seq) {
         crate::media::drop_refs(ctx, message.conversation_id, target)?;
+        ctx.conn
+            .prepare_cached(
+                "UPDATE messages SET body = ?3 WHERE conversation_id = ?1 AND seq = ?2 AND kind = 'encrypted'",
+            )?
+            .execute(params![message.conversation_id.0, target.0, parley_store::entry::WIPED_CIPHERTEXT])?;
     }
     crate::push::queue(ctx, &message)?;
     Ok(SendOutcome { message, duplicate: false })

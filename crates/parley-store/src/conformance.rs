@@ -893,4 +893,8 @@ pub async fn device_epochs_and_encrypted_sends(h: Harness) {
     del.body = serde_json::json!({"target_seq": sent.seq.0}).to_string();
     del.target_seq = Some(sent.seq);
     h.store.send(del).await.unwrap();
+    // The deleted message's ciphertext is gone from the store.
+    let q = HistoryQuery { limit: 50, ..Default::default() };
+    let wiped = h.store.history(a, g, q).await.unwrap().into_iter().find(|m| m.seq == sent.seq).unwrap();
+    assert_eq!(wiped.body, crate::entry::WIPED_CIPHERTEXT);
 }

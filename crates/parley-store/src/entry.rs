@@ -66,3 +66,7 @@ impl Window {
         self.left.unwrap_or(self.last)
     }
 }
+
+/// The body an `encrypted` message keeps once deleted: its ciphertext is wiped from the store
+/// (the delete entry says what happened; the data-lifecycle work erases every kind's body).
+pub const WIPED_CIPHERTEXT: &str = r#"{"algorithm":"deleted","ciphertext":"","deleted":true}"#;
